@@ -1,0 +1,1 @@
+"""specrepro: a reproducibility harness for speculative decoding."""

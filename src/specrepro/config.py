@@ -1,0 +1,109 @@
+"""Loading and checking the configuration, before anything heavy happens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from specrepro.decoding.base import MethodError, get_method, make_params
+from specrepro.models.loader import ModelError, ModelSpec
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration is malformed or refers to something it does not define."""
+
+
+def load_config(path: Path | str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+    validate_config(config, source=str(path))
+    return config
+
+
+def validate_config(config: object, source: str = "config") -> None:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: invalid at {where}: {err.message}") from err
+    assert isinstance(config, dict)
+    registry = config["models"]["registry"]
+    for name, entry in registry.items():
+        try:
+            ModelSpec.from_config(name, entry)
+        except ModelError as err:
+            raise ConfigError(f"{source}: {err}") from err
+    for name, pair in config["pairs"].items():
+        for role in ("target", "draft"):
+            if role in pair and pair[role] not in registry:
+                raise ConfigError(
+                    f"{source}: pair {name!r} {role} {pair[role]!r} is not in models.registry"
+                )
+    for name, draft in config.get("drafts", {}).items():
+        if name not in registry:
+            raise ConfigError(f"{source}: drafts.{name} has no models.registry entry")
+        if draft["teacher"] not in registry:
+            raise ConfigError(f"{source}: drafts.{name}.teacher {draft['teacher']!r} unknown")
+    for name, entry in config["methods"].items():
+        try:
+            make_params(entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"})
+        except (MethodError, TypeError) as err:
+            raise ConfigError(f"{source}: methods.{name}: {err}") from err
+    runs = config["runs"]
+    for key, table in (("pairs", "pairs"), ("methods", "methods"), ("datasets", "datasets")):
+        for item in runs[key]:
+            if item not in config[table]:
+                raise ConfigError(f"{source}: runs.{key} names {item!r}, not defined in {table}")
+    for method in runs["methods"]:
+        needs_draft = get_method(config["methods"][method]["algorithm"]).NEEDS_DRAFT
+        for pair in runs["pairs"]:
+            if needs_draft and "draft" not in config["pairs"][pair]:
+                raise ConfigError(
+                    f"{source}: method {method!r} needs a draft but pair {pair!r} has none"
+                )
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    name: str
+    algorithm: str
+    params: object
+
+
+def resolve_method(config: dict, name: str) -> MethodChoice:
+    """A method is a configured entry (methods.NAME) or a bare algorithm with default params."""
+    entry = config["methods"].get(name)
+    if entry is None:
+        try:
+            params = make_params(name, {})
+        except MethodError as err:
+            configured = ", ".join(sorted(config["methods"]))
+            raise ConfigError(f"{err}; configured method entries: {configured}") from err
+        return MethodChoice(name=name, algorithm=name, params=params)
+    values = {k: v for k, v in entry.items() if k != "algorithm"}
+    return MethodChoice(
+        name=name, algorithm=entry["algorithm"], params=make_params(entry["algorithm"], values)
+    )
+
+
+def resolve_pair(config: dict, name: str) -> dict:
+    if name not in config["pairs"]:
+        raise ConfigError(
+            f"unknown pair {name!r}; configured pairs: {', '.join(sorted(config['pairs']))}"
+        )
+    return config["pairs"][name]
+
+
+def model_spec(config: dict, name: str) -> ModelSpec:
+    return ModelSpec.from_config(name, config["models"]["registry"][name])

@@ -1,0 +1,205 @@
+"""Prompt records: loading by dataset, seeded subsets, training prompts and JSONL I/O.
+
+A prompt record is a plain JSON-serialisable dict shaped like an MT-bench question:
+{"question_id", "dataset", "turns", "few_shot", "system", "single_line", "reference"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+from specrepro.data.fetch import DataError
+from specrepro.data.manifest import DATASET_NAMES
+from specrepro.data.subsample import complement, subsample
+
+
+class FewShot(TypedDict):
+    user: str
+    assistant: str
+
+
+class PromptRecord(TypedDict):
+    question_id: str
+    dataset: str
+    turns: list[str]
+    few_shot: list[FewShot]
+    system: str | None
+    single_line: bool
+    reference: dict[str, Any]
+
+
+def make_record(
+    question_id: str | int,
+    dataset: str,
+    turns: Sequence[str],
+    few_shot: Sequence[FewShot] = (),
+    system: str | None = None,
+    single_line: bool = False,
+    reference: dict[str, Any] | None = None,
+) -> PromptRecord:
+    """A prompt record with every field present, in the canonical key order."""
+    return {
+        "question_id": str(question_id),
+        "dataset": dataset,
+        "turns": list(turns),
+        "few_shot": [{"user": s["user"], "assistant": s["assistant"]} for s in few_shot],
+        "system": system,
+        "single_line": single_line,
+        "reference": dict(reference or {}),
+    }
+
+
+def record_key(record: PromptRecord) -> str:
+    """Key unique across datasets (question ids alone may collide between datasets)."""
+    return f"{record['dataset']}:{record['question_id']}"
+
+
+def _loaders() -> dict[str, Callable[[Path], list[PromptRecord]]]:
+    # Imported here because the loader modules import make_record from this module.
+    from specrepro.data.mtbench import load_mtbench
+    from specrepro.data.spider import load_spider
+    from specrepro.data.squad import load_squad
+
+    return {"mtbench": load_mtbench, "squad": load_squad, "spider": load_spider}
+
+
+def load_records(dataset: str, data_dir: Path) -> list[PromptRecord]:
+    """Every prompt record of a dataset, in file order (Spider: only available databases)."""
+    loaders = _loaders()
+    if dataset not in loaders:
+        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
+    return loaders[dataset](Path(data_dir))
+
+
+def load_prompts(dataset: str, data_dir: Path, n: int | None, seed: int) -> list[PromptRecord]:
+    """The evaluated prompts: a seeded subsample of n records (None: all), in file order."""
+    return subsample(load_records(dataset, data_dir), n, seed)
+
+
+def _quotas(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """Split n as evenly as possible over datasets, capped by each pool's size."""
+    quotas = dict.fromkeys(sizes, 0)
+    remaining = min(n, sum(sizes.values()))
+    while remaining > 0:
+        open_ = [d for d in sorted(sizes) if quotas[d] < sizes[d]]
+        share, extra = divmod(remaining, len(open_))
+        for i, d in enumerate(open_):
+            give = min(sizes[d] - quotas[d], share + (1 if i < extra else 0))
+            quotas[d] += give
+            remaining -= give
+    return quotas
+
+
+def load_training_prompts(
+    datasets: list[str],
+    data_dir: Path,
+    n_eval: dict[str, int | None],
+    seed: int,
+    n_train: int,
+    train_seed: int,
+) -> list[PromptRecord]:
+    """Up to n_train prompts for training drafts, none of them an evaluated question.
+
+    For each dataset the evaluated subsample is load_prompts(dataset, data_dir, n_eval[d],
+    seed); training prompts come from the rest. n_train is split evenly over the datasets
+    (a small pool gives its share to the others), then the mix is shuffled by train_seed.
+    """
+    if n_train < 0:
+        raise ValueError(f"n_train must be >= 0, got {n_train}")
+    pools: dict[str, list[PromptRecord]] = {}
+    for d in dict.fromkeys(datasets):
+        if d not in n_eval:
+            raise DataError(f"n_eval has no entry for dataset {d!r} (use None for all)")
+        records = load_records(d, data_dir)
+        pools[d] = complement(records, subsample(records, n_eval[d], seed))
+    quotas = _quotas({d: len(p) for d, p in pools.items()}, n_train)
+    chosen = [r for d, p in pools.items() for r in subsample(p, quotas[d], train_seed)]
+    chosen.sort(key=record_key)
+    random.Random(train_seed).shuffle(chosen)
+    return chosen
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write one JSON object per line, atomically (temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(s, str) for s in x)
+
+
+def normalize_record(raw: Any) -> PromptRecord:
+    """Validate a parsed record and fill missing optional fields; ValueError if invalid.
+
+    A plain MT-bench line ({question_id, category, turns, reference: [..]}) is accepted: its
+    category and reference list move into the reference dict.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    qid = raw.get("question_id")
+    if isinstance(qid, bool) or not isinstance(qid, str | int) or qid == "":
+        raise ValueError(f"question_id must be a non-empty string or an int, got {qid!r}")
+    turns = raw.get("turns")
+    if not _is_str_list(turns) or not turns:
+        raise ValueError("turns must be a non-empty list of strings")
+    few_shot = raw.get("few_shot") or []
+    if not isinstance(few_shot, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("user"), str)
+        and isinstance(s.get("assistant"), str)
+        for s in few_shot
+    ):
+        raise ValueError("few_shot must be a list of {user: str, assistant: str}")
+    system = raw.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError("system must be a string or null")
+    single_line = raw.get("single_line", False)
+    if not isinstance(single_line, bool):
+        raise ValueError("single_line must be true or false")
+    dataset = raw.get("dataset", "mtbench")
+    if not isinstance(dataset, str):
+        raise ValueError("dataset must be a string")
+    reference = raw.get("reference")
+    if not isinstance(reference, dict):
+        reference = {"category": raw.get("category"), "reference": reference}
+    return make_record(qid, dataset, turns, few_shot, system, single_line, reference)
+
+
+def read_prompts_jsonl(path: Path) -> list[PromptRecord]:
+    """Read prompt records (or a plain MT-bench question.jsonl); DataError names file:line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read prompts file {path}: {exc}") from exc
+    records: list[PromptRecord] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = normalize_record(json.loads(line))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise DataError(f"{path}:{lineno}: invalid prompt record: {exc}") from exc
+        key = record_key(record)
+        if key in seen:
+            raise DataError(f"{path}:{lineno}: duplicate question_id {record['question_id']!r}")
+        seen.add(key)
+        records.append(record)
+    return records

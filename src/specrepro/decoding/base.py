@@ -1,0 +1,94 @@
+"""What every method shares: its inputs, its result and how methods are found."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import torch
+
+from specrepro.engine.runner import ModelRunner
+from specrepro.engine.stopping import StopRule
+from specrepro.engine.timing import StepTimer
+
+
+class MethodError(ValueError):
+    """Unknown method or bad method parameters."""
+
+
+@dataclass
+class DecodingContext:
+    """Everything one generation needs besides the prompt and the method's parameters."""
+
+    target: ModelRunner
+    stop: StopRule
+    temperature: float
+    generator: torch.Generator
+    timer: StepTimer
+    draft: ModelRunner | None = None
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[int]  # new tokens, trimmed by the stop rule
+    target_forwards: int
+    draft_forwards: int = 0
+    accept_lengths: list[int] = field(default_factory=list)  # tokens committed per target forward
+    extra: dict = field(default_factory=dict)  # method-specific per-round statistics
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.tokens)
+
+
+def commit(
+    ctx: DecodingContext, generated: list[int], new: list[int], result: GenerationResult
+) -> bool:
+    """Append one target forward's worth of tokens under the stop rule; True when finished."""
+    before = len(generated)
+    kept, done = ctx.stop.trim(generated + new)
+    generated[:] = kept
+    result.accept_lengths.append(len(kept) - before)
+    return done
+
+
+def method_names() -> list[str]:
+    import specrepro.decoding as package
+
+    names = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base" and _is_method(
+            importlib.import_module(f"{package.__name__}.{info.name}")
+        ):
+            names.append(info.name)
+    return sorted(names)
+
+
+def _is_method(module: ModuleType) -> bool:
+    return all(hasattr(module, attr) for attr in ("Params", "NEEDS_DRAFT", "generate"))
+
+
+def get_method(algorithm: str) -> ModuleType:
+    names = method_names()
+    if algorithm not in names:
+        raise MethodError(f"unknown method {algorithm!r}; available: {', '.join(names)}")
+    return importlib.import_module(f"specrepro.decoding.{algorithm}")
+
+
+def make_params(algorithm: str, values: dict | None):
+    """Build the method's Params from a config mapping, rejecting unknown keys by name."""
+    module = get_method(algorithm)
+    allowed = {f.name for f in dataclasses.fields(module.Params)}
+    unknown = set(values or {}) - allowed
+    if unknown:
+        raise MethodError(
+            f"method {algorithm!r}: unknown parameter(s) {sorted(unknown)}; "
+            f"allowed: {sorted(allowed) or 'none'}"
+        )
+    params = module.Params(**(values or {}))
+    if hasattr(params, "validate"):
+        params.validate()
+    return params

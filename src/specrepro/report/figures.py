@@ -1,0 +1,177 @@
+"""Report figures (PNG + PDF): speedup, accepted lengths, time split.
+
+Figures are built on `matplotlib.figure.Figure` directly rather than through pyplot, so
+no backend is switched and no figure is registered globally: nothing needs closing and a
+notebook that imports this module keeps its inline backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+SERIES_KEYS = ["pair", "method", "temperature", "dtype"]
+SPLIT_PARTS = [("frac_draft", "draft"), ("frac_verify", "verify"), ("frac_other", "other")]
+
+
+def _format_key(column: str, value: object) -> str:
+    return f"T={value:g}" if column == "temperature" else str(value)
+
+
+def series_labels(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Legend labels: the method plus only the other keys that vary, so labels stay short."""
+    shown = [k for k in keys if k == "method" or frame[k].nunique(dropna=False) > 1]
+    return frame.apply(lambda r: " ".join(_format_key(k, r[k]) for k in shown), axis=1)
+
+
+def _save(fig: Figure, out_base: Path) -> list[Path]:
+    out_base = Path(out_base)
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    # with_suffix would eat a dot in the stem, e.g. "speedup_T0.7".
+    paths = [out_base.with_name(out_base.name + ext) for ext in (".png", ".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths
+
+
+def _panels(n: int, width: float = 4.5, height: float = 3.5) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width * max(n, 1), height), layout="constrained")
+    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+
+
+def _legend_on_top(ax: Axes, ncols: int) -> None:
+    # Headroom above the tallest bar keeps the legend off the data.
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
+    ax.legend(fontsize="small", loc="upper center", ncols=max(1, min(ncols, 3)))
+
+
+def _grouped_bars(
+    ax: Axes, groups: list[str], heights: dict[str, list[float]], errors: dict | None = None
+) -> None:
+    """Bars for each series side by side within each group on the x axis."""
+    positions = np.arange(len(groups))
+    width = 0.8 / max(len(heights), 1)
+    for i, (label, values) in enumerate(heights.items()):
+        offset = (i - (len(heights) - 1) / 2) * width
+        yerr = None if errors is None else errors[label]
+        ax.bar(positions + offset, values, width, yerr=yerr, capsize=3, label=label)
+    ax.set_xticks(positions, groups)
+
+
+def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    if rows.empty:
+        _empty(ax, "no speculative runs")
+        ax.set_xticks(np.arange(len(datasets)), datasets)
+        return
+    rows = rows.assign(label=series_labels(rows, SERIES_KEYS))
+    heights, errors = {}, {}
+    for label, series in rows.groupby("label", sort=True):
+        by_dataset = series.set_index("dataset").reindex(datasets)
+        point = by_dataset["speedup"].to_numpy(dtype=float)
+        low = np.nan_to_num(point - by_dataset["speedup_low"].to_numpy(dtype=float))
+        high = np.nan_to_num(by_dataset["speedup_high"].to_numpy(dtype=float) - point)
+        heights[label] = point
+        errors[label] = np.clip(np.vstack([low, high]), 0, None)
+    _grouped_bars(ax, datasets, heights, errors)
+    _legend_on_top(ax, len(heights))
+
+
+def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanilla") -> list[Path]:
+    """Mean-of-ratios speedup with 95% CI bars by dataset and method, a panel per T."""
+    datasets = sorted(summary["dataset"].astype(str).unique())
+    temperatures = sorted(summary["temperature"].unique())
+    fig, axes = _panels(len(temperatures))
+    methods = summary[summary["method"] != baseline].assign(
+        dataset=lambda f: f["dataset"].astype(str)
+    )
+    for ax, temperature in zip(axes, temperatures, strict=False):
+        _speedup_panel(ax, methods[methods["temperature"] == temperature], datasets)
+        ax.set_title(f"T = {temperature:g}")
+        ax.set_ylabel(f"speedup over {baseline}")
+    return _save(fig, out_base)
+
+
+def parse_lengths(cell: object) -> list[int]:
+    """Accepted lengths from a JSON string or a list; empty for missing cells."""
+    if isinstance(cell, str):
+        return [int(v) for v in json.loads(cell)] if cell.strip() else []
+    if isinstance(cell, list | tuple | np.ndarray):
+        return [int(v) for v in cell]
+    return []
+
+
+def length_distribution(cells: pd.Series) -> np.ndarray:
+    """Share of rounds committing k tokens, indexed by k (index 0 is always 0)."""
+    lengths = [length for cell in cells for length in parse_lengths(cell)]
+    if not lengths:
+        return np.zeros(1)
+    counts = np.bincount(np.asarray(lengths, dtype=int))
+    return counts / counts.sum()
+
+
+def _length_panel(ax: Axes, rows: pd.DataFrame) -> None:
+    distributions = {
+        label: length_distribution(series["accept_lengths"])
+        for label, series in rows.groupby(series_labels(rows, SERIES_KEYS), sort=True)
+    }
+    distributions = {k: v for k, v in distributions.items() if v.sum() > 0}
+    if not distributions:
+        _empty(ax, "no accepted lengths")
+        return
+    longest = max(len(v) for v in distributions.values())
+    padded = {k: np.pad(v, (0, longest - len(v)))[1:] for k, v in distributions.items()}
+    _grouped_bars(ax, [str(k) for k in range(1, longest)], padded)
+    _legend_on_top(ax, len(padded))
+
+
+def accepted_length_figure(
+    tidy: pd.DataFrame, out_base: Path, baseline: str = "vanilla"
+) -> list[Path]:
+    """Normalised histogram of tokens committed per target forward, a panel per dataset."""
+    datasets = sorted(tidy["dataset"].astype(str).unique())
+    fig, axes = _panels(len(datasets))
+    methods = tidy[tidy["method"] != baseline]
+    for ax, dataset in zip(axes, datasets, strict=False):
+        rows = methods[methods["dataset"].astype(str) == dataset]
+        if rows.empty:
+            _empty(ax, "no speculative runs")
+        else:
+            _length_panel(ax, rows)
+        ax.set_title(dataset)
+        ax.set_xlabel("tokens committed per target forward")
+        ax.set_ylabel("share of rounds")
+    return _save(fig, out_base)
+
+
+def _split_panel(ax: Axes, rows: pd.DataFrame) -> None:
+    labels = series_labels(rows, SERIES_KEYS).tolist()
+    positions = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for column, name in SPLIT_PARTS:
+        share = np.nan_to_num(rows[column].to_numpy(dtype=float))
+        ax.bar(positions, share, 0.6, bottom=bottom, label=name)
+        bottom += share
+    ax.set_xticks(positions, labels, rotation=30, ha="right")
+
+
+def time_split_figure(summary: pd.DataFrame, out_base: Path) -> list[Path]:
+    """Stacked draft / verify / other shares of wall time per configuration and dataset."""
+    datasets = sorted(summary["dataset"].astype(str).unique())
+    fig, axes = _panels(len(datasets), height=4.0)
+    for ax, dataset in zip(axes, datasets, strict=False):
+        _split_panel(ax, summary[summary["dataset"].astype(str) == dataset])
+        _legend_on_top(ax, len(SPLIT_PARTS))
+        ax.set_title(dataset)
+        ax.set_ylabel("share of wall time")
+    return _save(fig, out_base)

@@ -1,0 +1,200 @@
+"""Per-dataset result tables in Markdown and LaTeX (booktabs), written without templates."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+Row = pd.Series
+
+
+@dataclass(frozen=True)
+class Column:
+    markdown: str
+    latex: str
+    align: str  # LaTeX column alignment
+    cell: Callable[[Row], str]
+
+
+def _number(value: float, fmt: str = "{:.2f}") -> str:
+    return "n/a" if pd.isna(value) else fmt.format(value)
+
+
+def _percent(value: float) -> str:
+    return _number(value * 100 if pd.notna(value) else value, "{:.1f}")
+
+
+def _with_ci(row: Row, prefix: str) -> str:
+    point, low, high = row[prefix], row[f"{prefix}_low"], row[f"{prefix}_high"]
+    if pd.isna(point):
+        return "n/a"
+    if pd.isna(low) or pd.isna(high):
+        return f"{point:.2f}"
+    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _lossless(row: Row) -> str:
+    # Token-identical output is only expected under greedy decoding.
+    if row["temperature"] != 0 or pd.isna(row["lossless_match_rate"]):
+        return "-"
+    return _percent(row["lossless_match_rate"])
+
+
+BASE_COLUMNS = [
+    Column("pair", "pair", "l", lambda r: str(r["pair"])),
+    Column("method", "method", "l", lambda r: str(r["method"])),
+    Column("T", "$T$", "r", lambda r: f"{r['temperature']:g}"),
+    Column("tokens/s", "tokens/s", "r", lambda r: _number(r["tokens_per_s"], "{:.1f}")),
+    Column("speedup [95% CI]", "speedup [95\\% CI]", "r", lambda r: _with_ci(r, "speedup")),
+    Column("speedup (totals)", "speedup (totals)", "r", lambda r: _with_ci(r, "speedup_totals")),
+    Column("tau", "$\\tau$", "r", lambda r: _number(r["tau"])),
+    Column("J/token", "J/token", "r", lambda r: _number(r["j_per_token"], "{:.3f}")),
+]
+QUALITY_COLUMNS = {
+    "em": Column("EM (%)", "EM (\\%)", "r", lambda r: _percent(r["em"])),
+    "f1": Column("F1 (%)", "F1 (\\%)", "r", lambda r: _percent(r["f1"])),
+    "exec_acc": Column("EA (%)", "EA (\\%)", "r", lambda r: _percent(r["exec_acc"])),
+}
+LOSSLESS_COLUMN = Column("lossless (%)", "lossless (\\%)", "r", _lossless)
+# Datasets whose quality metric is known; others show whichever metrics they carry.
+DATASET_QUALITY = {"squad": ["em", "f1"], "spider": ["exec_acc"], "mtbench": []}
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters in plain text."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def _markdown_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _quality_metrics(dataset: str, rows: pd.DataFrame) -> list[str]:
+    key = re.sub(r"[^a-z]", "", dataset.lower())
+    for name, metrics in DATASET_QUALITY.items():
+        if key.startswith(name):
+            return metrics
+    return [m for m in QUALITY_COLUMNS if rows[m].notna().any()]
+
+
+def table_columns(dataset: str, rows: pd.DataFrame) -> list[Column]:
+    """The columns shown for one dataset: speed, energy, its quality metrics, lossless."""
+    quality = [QUALITY_COLUMNS[m] for m in _quality_metrics(dataset, rows)]
+    return [*BASE_COLUMNS, *quality, LOSSLESS_COLUMN]
+
+
+def _energy_footnote(reason: object) -> str:
+    # A reason read back from CSV may be NaN rather than None.
+    if pd.isna(reason) or not str(reason).strip():
+        return "energy not measured (no reason recorded)"
+    reason = str(reason)
+    if reason.startswith("energy not measured"):
+        return reason
+    return f"energy not measured: {reason}"
+
+
+def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
+    """Why cells read n/a: energy reasons and missing baselines."""
+    notes = []
+    no_energy = rows[rows["j_per_token"].isna()]
+    reasons = dict.fromkeys(_energy_footnote(r) for r in no_energy["energy_reason"])
+    notes += [f"J/token n/a: {reason}." for reason in reasons]
+    unmatched = rows[(rows["method"] != baseline) & rows["speedup"].isna()]
+    if len(unmatched):
+        notes.append(f"speedup n/a: no matching {baseline} run.")
+    return notes
+
+
+def _sorted_rows(rows: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    order = rows.assign(_not_base=rows["method"] != baseline)
+    order = order.sort_values(["pair", "dtype", "temperature", "_not_base", "method"])
+    return order.drop(columns="_not_base")
+
+
+def markdown_table(
+    dataset: str, rows: pd.DataFrame, columns: list[Column], notes: list[str]
+) -> str:
+    """A GitHub-flavoured Markdown table with notes below it."""
+    header = "| " + " | ".join(c.markdown for c in columns) + " |"
+    rule = "|" + "|".join("---:" if c.align == "r" else "---" for c in columns) + "|"
+    body = [
+        "| " + " | ".join(_markdown_escape(c.cell(row)) for c in columns) + " |"
+        for _, row in rows.iterrows()
+    ]
+    lines = [f"### {dataset}", "", header, rule, *body, ""]
+    lines += [f"{_markdown_escape(note)}  " for note in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def latex_table(dataset: str, rows: pd.DataFrame, columns: list[Column], notes: list[str]) -> str:
+    """A booktabs LaTeX table with notes below it, inside a table float."""
+    label = re.sub(r"[^A-Za-z0-9]+", "-", dataset)
+    body = [
+        " & ".join(latex_escape(c.cell(row)) for c in columns) + r" \\"
+        for _, row in rows.iterrows()
+    ]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{Speculative decoding results on {latex_escape(dataset)}.}}",
+        rf"\label{{tab:{label}}}",
+        r"\begin{tabular}{" + "".join(c.align for c in columns) + "}",
+        r"\toprule",
+        " & ".join(c.latex for c in columns) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    if notes:
+        lines += [r"\par\smallskip", r"{\footnotesize"]
+        lines += [latex_escape(note) + r"\par" for note in notes]
+        lines.append("}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _file_stem(dataset: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset)
+
+
+def write_dataset_tables(
+    summary: pd.DataFrame,
+    out_dir: Path,
+    notes: dict[str, str] | None = None,
+    baseline: str = "vanilla",
+) -> list[Path]:
+    """Write table_<dataset>.md/.tex per dataset and runs.csv; return the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = notes or {}
+    written = []
+    for dataset, rows in summary.groupby("dataset", sort=True):
+        rows = _sorted_rows(rows, baseline)
+        columns = table_columns(str(dataset), rows)
+        extra = [notes[dataset]] if dataset in notes else []
+        below = extra + table_footnotes(rows, baseline)
+        stem = out_dir / f"table_{_file_stem(str(dataset))}"
+        md_path, tex_path = stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".tex")
+        md_path.write_text(markdown_table(str(dataset), rows, columns, below))
+        tex_path.write_text(latex_table(str(dataset), rows, columns, below))
+        written += [md_path, tex_path]
+    runs = out_dir / "runs.csv"
+    summary.to_csv(runs, index=False)
+    return [*written, runs]

@@ -1,0 +1,267 @@
+"""Report layer on a synthetic tidy table whose answers are known exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import specrepro
+from specrepro.report.aggregate import question_speedups, summarise
+from specrepro.report.figures import accepted_length_figure, speedup_figure, time_split_figure
+from specrepro.report.notebook import NotebookExecutionError, execute_notebook
+from specrepro.report.tables import latex_escape, write_dataset_tables
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = "tiny_llama-68m"
+N_QUESTIONS = 6
+SPS_TAU = 2.5
+NO_NVML = "NVML unavailable: no NVIDIA driver"
+
+
+def _row(dataset: str, method: str, question: int, turn: int, seed: int = 0) -> dict:
+    speculative = method != "vanilla"
+    tokens = 50 + 10 * question + 10 * turn  # multiples of 5 keep SPS forwards whole
+    base_time = 0.5 + 0.1 * question + 0.05 * turn
+    forwards = int(tokens / SPS_TAU) if speculative else tokens
+    # sps commits 2 or 3 tokens per forward, mean exactly 2.5; vanilla always 1.
+    lengths = [2, 3] * (forwards // 2) if speculative else [1] * tokens
+    measured = dataset == "squad"
+    wall = base_time / 2 if speculative else base_time
+    return {
+        "run_id": f"{dataset}-{method}-{seed}",
+        "pair": PAIR,
+        "method": method,
+        "algorithm": "sps" if speculative else "autoregressive",
+        "dataset": dataset,
+        "temperature": 0.0,
+        "seed": seed,
+        "dtype": "float32",
+        "device": "cpu",
+        "batch_size": 1,
+        "question_id": f"q{question}",
+        "turn": turn,
+        "new_tokens": tokens,
+        "wall_time_s": wall,
+        "target_forwards": forwards,
+        "draft_forwards": 4 * forwards if speculative else 0,
+        "accept_lengths": json.dumps(lengths),
+        "time_draft_s": 0.3 * wall if speculative else 0.0,
+        "time_verify_s": 0.6 * wall if speculative else 0.9 * wall,
+        "time_other_s": 0.1 * wall,
+        # vanilla spends 2 J per token, sps 1 J per token
+        "energy_j": tokens * (1.0 if speculative else 2.0) if measured else None,
+        "energy_net_j": tokens * (0.5 if speculative else 1.0) if measured else None,
+        "avg_power_w": 100.0 if measured else None,
+        "energy_reason": None if measured else NO_NVML,
+        "em": float(question % 2) if dataset == "squad" else None,
+        "f1": 0.75 if dataset == "squad" else None,
+        "exec_match": None,
+        "exec_error": None,
+        # question 0 diverges from vanilla: lossless rate 5/6
+        "lossless_match": float(question != 0) if speculative else None,
+    }
+
+
+def make_tidy(seeds: tuple[int, ...] = (0,)) -> pd.DataFrame:
+    rows = [
+        _row(dataset, method, q, turn, seed)
+        for seed in seeds
+        for dataset, turns in (("squad", 1), ("mtbench", 2))
+        for method in ("vanilla", "sps")
+        for q in range(N_QUESTIONS)
+        for turn in range(turns)
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tidy() -> pd.DataFrame:
+    return make_tidy()
+
+
+@pytest.fixture(scope="module")
+def summary(tidy: pd.DataFrame) -> pd.DataFrame:
+    return summarise(tidy)
+
+
+def _pick(summary: pd.DataFrame, dataset: str, method: str) -> pd.Series:
+    rows = summary[(summary["dataset"] == dataset) & (summary["method"] == method)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+@pytest.mark.parametrize("dataset", ["squad", "mtbench"])
+def test_speedup_both_definitions(summary: pd.DataFrame, dataset: str) -> None:
+    row = _pick(summary, dataset, "sps")
+    for prefix in ("speedup", "speedup_totals"):
+        assert row[prefix] == pytest.approx(2.0)
+        assert row[f"{prefix}_low"] <= 2.0 + 1e-9
+        assert row[f"{prefix}_high"] >= 2.0 - 1e-9
+    assert row["n_questions"] == N_QUESTIONS
+
+
+def test_baseline_speedup_is_exactly_one(summary: pd.DataFrame) -> None:
+    base = summary[summary["method"] == "vanilla"]
+    assert len(base) == 2
+    for column in ("speedup", "speedup_low", "speedup_high", "speedup_totals"):
+        assert (base[column] == 1.0).all()
+
+
+def test_turns_are_summed_per_question(tidy: pd.DataFrame) -> None:
+    per_q = question_speedups(tidy)
+    mt = per_q[(per_q["dataset"] == "mtbench") & (per_q["method"] == "sps")]
+    assert len(mt) == N_QUESTIONS
+    assert mt["new_tokens"].iloc[0] == 50 + 60
+
+
+def test_tau_lossless_and_time_split(summary: pd.DataFrame) -> None:
+    sps = _pick(summary, "mtbench", "sps")
+    assert sps["tau"] == pytest.approx(SPS_TAU)
+    assert _pick(summary, "squad", "vanilla")["tau"] == pytest.approx(1.0)
+    assert sps["lossless_match_rate"] == pytest.approx(5 / 6)
+    shares = (sps["frac_draft"], sps["frac_verify"], sps["frac_other"])
+    assert shares == pytest.approx((0.3, 0.6, 0.1))
+
+
+def test_energy_null_carries_reason(summary: pd.DataFrame) -> None:
+    row = _pick(summary, "mtbench", "sps")
+    assert math.isnan(row["j_per_token"]) and math.isnan(row["j_per_token_net"])
+    assert row["energy_reason"] == NO_NVML
+
+
+def test_energy_per_token(summary: pd.DataFrame) -> None:
+    assert _pick(summary, "squad", "vanilla")["j_per_token"] == pytest.approx(2.0)
+    sps = _pick(summary, "squad", "sps")
+    assert sps["j_per_token"] == pytest.approx(1.0)
+    assert sps["j_per_token_net"] == pytest.approx(0.5)
+    assert pd.isna(sps["energy_reason"])
+
+
+def test_one_missing_energy_window_voids_j_per_token(tidy: pd.DataFrame) -> None:
+    partial = tidy.copy()
+    partial.loc[(partial["dataset"] == "squad") & (partial["question_id"] == "q3"), "energy_j"] = (
+        None
+    )
+    assert math.isnan(_pick(summarise(partial), "squad", "sps")["j_per_token"])
+
+
+def test_quality_means(summary: pd.DataFrame) -> None:
+    squad = _pick(summary, "squad", "sps")
+    assert squad["em"] == pytest.approx(0.5)
+    assert squad["f1"] == pytest.approx(0.75)
+    assert math.isnan(squad["exec_acc"])
+
+
+def test_missing_baseline_gives_nan(tidy: pd.DataFrame) -> None:
+    no_base = tidy[~((tidy["dataset"] == "mtbench") & (tidy["method"] == "vanilla"))]
+    summary = summarise(no_base)
+    assert math.isnan(_pick(summary, "mtbench", "sps")["speedup"])
+    assert _pick(summary, "squad", "sps")["speedup"] == pytest.approx(2.0)
+    no_vanilla = summarise(tidy[tidy["method"] == "sps"])
+    assert no_vanilla["speedup"].isna().all() and no_vanilla["speedup"].dtype == float
+
+
+def test_seeds_pool_per_question() -> None:
+    summary = summarise(make_tidy(seeds=(0, 1)))
+    row = _pick(summary, "squad", "sps")
+    assert row["speedup"] == pytest.approx(2.0)
+    assert row["n_questions"] == N_QUESTIONS and row["n_seeds"] == 2
+
+
+def test_csv_round_trip(tidy: pd.DataFrame, tmp_path: Path) -> None:
+    tidy.to_csv(tmp_path / "tidy.csv", index=False)
+    summary = summarise(pd.read_csv(tmp_path / "tidy.csv"))
+    assert _pick(summary, "squad", "sps")["speedup"] == pytest.approx(2.0)
+    assert _pick(summary, "mtbench", "sps")["energy_reason"] == NO_NVML
+
+
+def test_tables_written(summary: pd.DataFrame, tmp_path: Path) -> None:
+    note = "Scored on 6 of 6 questions; 100% covered & checked."
+    paths = write_dataset_tables(summary, tmp_path, notes={"squad": note})
+    names = {p.name for p in paths}
+    expected = {"table_squad.md", "table_squad.tex", "table_mtbench.md", "table_mtbench.tex"}
+    assert expected | {"runs.csv"} == names
+    squad_md = (tmp_path / "table_squad.md").read_text()
+    assert "2.00 [2.00, 2.00]" in squad_md
+    assert "EM (%)" in squad_md and "F1 (%)" in squad_md and "83.3" in squad_md
+    assert note in squad_md
+    mt_md = (tmp_path / "table_mtbench.md").read_text()
+    assert "EM (%)" not in mt_md and "n/a" in mt_md
+    assert f"energy not measured: {NO_NVML}" in mt_md
+    tex = (tmp_path / "table_squad.tex").read_text()
+    assert "2.00" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"tiny\_llama-68m" in tex and "tiny_llama" not in tex
+    assert r"100\% covered \& checked" in tex
+    assert pd.read_csv(tmp_path / "runs.csv").shape[0] == len(summary)
+
+
+def test_latex_escape() -> None:
+    assert latex_escape("a_b 5% & c") == r"a\_b 5\% \& c"
+
+
+def _assert_written(paths: list[Path]) -> None:
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    for path in paths:
+        assert path.stat().st_size > 0
+
+
+def test_figures_written(tidy: pd.DataFrame, summary: pd.DataFrame, tmp_path: Path) -> None:
+    _assert_written(speedup_figure(summary, tmp_path / "speedup"))
+    _assert_written(accepted_length_figure(tidy, tmp_path / "accepted_T0.0"))
+    _assert_written(time_split_figure(summary, tmp_path / "time_split"))
+
+
+def test_figures_survive_baseline_only_and_no_energy(tidy: pd.DataFrame, tmp_path: Path) -> None:
+    sparse = tidy[~((tidy["dataset"] == "squad") & (tidy["method"] == "sps"))].copy()
+    sparse[["energy_j", "energy_net_j", "avg_power_w"]] = None
+    summary = summarise(sparse)
+    _assert_written(speedup_figure(summary, tmp_path / "speedup"))
+    _assert_written(accepted_length_figure(sparse, tmp_path / "accepted"))
+    _assert_written(time_split_figure(summary, tmp_path / "split"))
+    vanilla_only = summarise(sparse[sparse["method"] == "vanilla"])
+    _assert_written(speedup_figure(vanilla_only, tmp_path / "speedup_vanilla"))
+    tables = write_dataset_tables(vanilla_only, tmp_path / "tables")
+    assert all(path.stat().st_size > 0 for path in tables)
+
+
+@pytest.fixture
+def kernel_sees_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel is a subprocess: make it import the package under test, installed or not.
+    src = str(Path(specrepro.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [src, os.getenv("PYTHONPATH")])))
+
+
+@pytest.mark.usefixtures("kernel_sees_this_checkout")
+def test_results_notebook_executes(tidy: pd.DataFrame, tmp_path: Path) -> None:
+    tidy.to_csv(tmp_path / "tidy.csv", index=False)
+    out = execute_notebook(
+        REPO / "notebooks" / "results.ipynb",
+        tmp_path / "executed.ipynb",
+        {"tidy_csv": tmp_path / "tidy.csv", "summary_csv": str(tmp_path / "summary.csv")},
+        timeout_s=120,
+    )
+    executed = json.loads(out.read_text())
+    outputs = [o for cell in executed["cells"] for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = json.dumps(outputs)
+    assert NO_NVML in text
+    assert pd.read_csv(tmp_path / "summary.csv").shape[0] == 4
+
+
+@pytest.mark.usefixtures("kernel_sees_this_checkout")
+def test_notebook_failure_names_the_notebook(tmp_path: Path) -> None:
+    template = REPO / "notebooks" / "results.ipynb"
+    with pytest.raises(NotebookExecutionError, match="results.ipynb"):
+        execute_notebook(
+            template,
+            tmp_path / "failed.ipynb",
+            {"tidy_csv": str(tmp_path / "missing.csv"), "summary_csv": ""},
+            timeout_s=120,
+        )
+    assert (tmp_path / "failed.ipynb").exists()
