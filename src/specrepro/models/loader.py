@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +104,12 @@ def convert_gguf(spec: ModelSpec, cache_root: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out.exists():
-        raise ModelError(f"{out} exists but is incomplete; delete it and rerun")
+    if out.exists():  # an incomplete earlier attempt, or a folder a workflow manager made
+        shutil.rmtree(out)
     tmp.rename(out)
     return out
 

@@ -1,0 +1,313 @@
+"""Command-line interface; the Snakemake rules call these subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="config YAML (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specrepro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate the config, data and models without loading weights")
+    _config_arg(p)
+
+    p = sub.add_parser(
+        "fetch-data", help="copy a dataset from the mirror (or download) and verify sha256"
+    )
+    _config_arg(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--mirror", help="mirror folder (default: data.mirror of the config)")
+    p.add_argument("--dest", help="data folder (default: data.dir of the config)")
+
+    p = sub.add_parser("prompts", help="write the evaluated prompt subset of a dataset as JSONL")
+    _config_arg(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--n", type=int, help="subset size (default: datasets.NAME.n)")
+    p.add_argument("--seed", type=int, help="subsample seed (default: runs.subsample_seed)")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
+        "train-prompts", help="write draft-training prompts, disjoint from evaluated ones"
+    )
+    _config_arg(p)
+    p.add_argument("--draft", required=True, help="name of a drafts entry")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
+        "prepare-model", help="resolve a model (convert a GGUF file once) into the cache"
+    )
+    _config_arg(p)
+    p.add_argument("--model", required=True)
+
+    p = sub.add_parser("train-draft", help="distil a draft model from its teacher (drafts.NAME)")
+    _config_arg(p)
+    p.add_argument("--draft", required=True)
+    p.add_argument("--prompts", required=True, help="training prompts JSONL")
+    p.add_argument("--out", help="output folder (default: the registry path)")
+
+    p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
+    _config_arg(p)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--method", required=True, help="a methods entry of the config or an algorithm")
+    p.add_argument("--prompts", required=True, help="JSONL, records with question_id and turns")
+    p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--device", default=None, help="torch device (default: runs.device or cpu)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up generations (not recorded)")
+    p.add_argument("--out", required=True, help="result JSONL (resumed if a partial file exists)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("tidy", help="score raw results and write one tidy table of all runs")
+    _config_arg(p)
+    p.add_argument("--out", required=True, help="CSV path")
+    p.add_argument("--coverage-out", help="JSON with dataset coverage notes")
+    p.add_argument("results", nargs="+", help="result JSONL files")
+
+    p = sub.add_parser("report", help="tables and figures from the tidy table")
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--coverage", help="coverage JSON written by `tidy`")
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--baseline", default="vanilla")
+
+    p = sub.add_parser("notebook", help="execute a notebook on the tidy table")
+    p.add_argument("--template", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--summary-out", default="")
+    p.add_argument("--baseline", default="vanilla")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from specrepro.errors import USER_ERRORS
+
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as err:
+        print(f"specrepro {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config, model_spec
+    from specrepro.data import verify_dataset
+    from specrepro.models.loader import check_available
+
+    config = load_config(args.config)
+    for name in config["runs"]["datasets"]:
+        verify_dataset(name, Path(config["data"]["dir"]))
+    for pair in config["runs"]["pairs"]:
+        check_available(model_spec(config, config["pairs"][pair]["target"]))
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.data import fetch_dataset
+
+    config = load_config(args.config)
+    data = config["data"]
+    mirror = args.mirror or data.get("mirror")
+    mirror_path = Path(mirror) if mirror and Path(mirror).exists() else None
+    out = fetch_dataset(args.dataset, Path(args.dest or data["dir"]), mirror_path, data.get("urls"))
+    print(out)
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError, load_config
+    from specrepro.data import load_prompts, write_jsonl
+
+    config = load_config(args.config)
+    if args.dataset not in config["datasets"]:
+        raise ConfigError(f"dataset {args.dataset!r} is not configured under datasets")
+    n = args.n if args.n is not None else config["datasets"][args.dataset]["n"]
+    seed = args.seed if args.seed is not None else config["runs"].get("subsample_seed", 0)
+    records = load_prompts(args.dataset, Path(config["data"]["dir"]), n, seed)
+    write_jsonl(records, Path(args.out))
+    print(f"{len(records)} prompts -> {args.out}")
+    return 0
+
+
+def cmd_train_prompts(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError, load_config
+    from specrepro.data import load_training_prompts, write_jsonl
+
+    config = load_config(args.config)
+    drafts = config.get("drafts", {})
+    if args.draft not in drafts:
+        raise ConfigError(f"unknown draft {args.draft!r}; drafts: {', '.join(sorted(drafts))}")
+    entry = drafts[args.draft]
+    # Every configured dataset's evaluated subset is excluded, whether or not it runs now.
+    datasets = sorted(config["datasets"])
+    records = load_training_prompts(
+        datasets,
+        Path(config["data"]["dir"]),
+        {d: config["datasets"][d]["n"] for d in datasets},
+        config["runs"].get("subsample_seed", 0),
+        entry.get("train_prompts", 128),
+        entry.get("seed", 0),
+    )
+    write_jsonl(records, Path(args.out))
+    print(f"{len(records)} training prompts -> {args.out}")
+    return 0
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError, load_config, model_spec
+    from specrepro.models.loader import resolve
+
+    config = load_config(args.config)
+    if args.model not in config["models"]["registry"]:
+        raise ConfigError(f"unknown model {args.model!r}")
+    print(resolve(model_spec(config, args.model), Path(config["models"]["cache_dir"])))
+    return 0
+
+
+def cmd_train_draft(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError, load_config, model_spec
+    from specrepro.data import read_prompts_jsonl
+    from specrepro.harness import seed_everything
+    from specrepro.models.distill import DistillConfig, distill
+    from specrepro.models.loader import load_model
+
+    config = load_config(args.config)
+    drafts = config.get("drafts", {})
+    if args.draft not in drafts:
+        raise ConfigError(f"unknown draft {args.draft!r}; drafts: {', '.join(sorted(drafts))}")
+    entry = drafts[args.draft]
+    cfg = DistillConfig.from_config(entry)
+    prompts = read_prompts_jsonl(Path(args.prompts))
+    seed_everything(cfg.seed)
+    teacher, tokenizer = load_model(
+        model_spec(config, entry["teacher"]), "float32", "cpu", Path(config["models"]["cache_dir"])
+    )
+    out = Path(args.out or config["models"]["registry"][args.draft]["path"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    distill(teacher, tokenizer, prompts, cfg, out, bool(tokenizer.chat_template))
+    print(out)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config, model_spec, resolve_method, resolve_pair
+    from specrepro.data import read_prompts_jsonl
+    from specrepro.decoding.base import get_method
+    from specrepro.models.loader import check_available, parse_dtype
+
+    # Everything that can be wrong with the input is checked before any weights load.
+    config = load_config(args.config)
+    pair = resolve_pair(config, args.pair)
+    method = resolve_method(config, args.method)
+    parse_dtype(args.dtype)
+    if args.max_new_tokens < 1:
+        raise ValueError("--max-new-tokens must be >= 1")
+    if args.temperature < 0:
+        raise ValueError("--temperature must be >= 0")
+    prompts = read_prompts_jsonl(Path(args.prompts))
+    needs_draft = get_method(method.algorithm).NEEDS_DRAFT
+    if needs_draft and "draft" not in pair:
+        raise ValueError(f"method {method.name!r} needs a draft; pair {args.pair!r} has none")
+    check_available(model_spec(config, pair["target"]))
+    if needs_draft:
+        check_available(model_spec(config, pair["draft"]))
+
+    from specrepro.harness import load_pair, run_prompts
+
+    device = args.device or config["runs"].get("device", "cpu")
+    loaded = load_pair(config, args.pair, args.dtype, device, needs_draft)
+    warmup = args.warmup if args.warmup is not None else config["runs"].get("warmup", 1)
+    out = run_prompts(
+        config,
+        loaded,
+        method,
+        prompts,
+        Path(args.out),
+        args.max_new_tokens,
+        args.temperature,
+        args.seed,
+        args.dtype,
+        warmup=warmup,
+        progress=not args.no_progress,
+    )
+    print(out)
+    return 0
+
+
+def cmd_tidy(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.report.tidy import coverage_notes, tidy_table
+
+    config = load_config(args.config)
+    data_dir = Path(config["data"]["dir"])
+    table = tidy_table([Path(p) for p in args.results], data_dir)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    if args.coverage_out:
+        notes = coverage_notes(sorted(table["dataset"].unique()), data_dir)
+        Path(args.coverage_out).write_text(json.dumps(notes, indent=1))
+    print(f"{len(table)} rows -> {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.aggregate import summarise
+    from specrepro.report.figures import accepted_length_figure, speedup_figure, time_split_figure
+    from specrepro.report.tables import write_dataset_tables
+
+    tidy = pd.read_csv(args.tidy)
+    summary = summarise(tidy, baseline=args.baseline)
+    notes = json.loads(Path(args.coverage).read_text()) if args.coverage else None
+    tables_dir, figures_dir = Path(args.tables_dir), Path(args.figures_dir)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_dataset_tables(summary, tables_dir, notes, baseline=args.baseline)
+    paths += speedup_figure(summary, figures_dir / "speedup", baseline=args.baseline)
+    paths += accepted_length_figure(tidy, figures_dir / "accepted_length", baseline=args.baseline)
+    paths += time_split_figure(summary, figures_dir / "time_split")
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from specrepro.report.notebook import execute_notebook
+
+    params = {"tidy_csv": str(Path(args.tidy).resolve()), "baseline": args.baseline}
+    params["summary_csv"] = str(Path(args.summary_out).resolve()) if args.summary_out else ""
+    print(execute_notebook(Path(args.template), Path(args.out), params))
+    return 0
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "fetch-data": cmd_fetch_data,
+    "prompts": cmd_prompts,
+    "train-prompts": cmd_train_prompts,
+    "prepare-model": cmd_prepare_model,
+    "train-draft": cmd_train_draft,
+    "generate": cmd_generate,
+    "tidy": cmd_tidy,
+    "report": cmd_report,
+    "notebook": cmd_notebook,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

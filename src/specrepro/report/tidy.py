@@ -1,0 +1,122 @@
+"""Raw result files -> one tidy table (one row per run, question and turn), scored.
+
+Scoring (EM/F1, SQL execution) happens here, outside every timed and energy window.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from specrepro.data import spider_coverage, spider_db_path
+from specrepro.metrics.spider import execution_match, extract_sql
+from specrepro.metrics.squad import exact_match, f1, first_line
+from specrepro.records import ResultsError, read_records
+
+RUN_KEYS = ("pair", "method", "algorithm", "dataset", "temperature", "seed", "dtype")
+
+
+def _rows(path: Path) -> list[dict]:
+    meta, records = read_records(path)
+    if meta is None:
+        raise ResultsError(f"{path}: no metadata line; not a specrepro result file")
+    rows = []
+    run_id = path.stem
+    for rec in records:
+        for turn, t in enumerate(rec["turns"]):
+            energy = t.get("energy") or {}
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "pair": meta["pair"],
+                    "method": meta["method"],
+                    "algorithm": meta["algorithm"],
+                    "dataset": rec.get("dataset"),
+                    "temperature": meta["temperature"],
+                    "seed": meta["seed"],
+                    "dtype": meta["dtype"],
+                    "device": meta["device"],
+                    "batch_size": meta.get("batch_size", 1),
+                    "question_id": rec["question_id"],
+                    "turn": turn,
+                    "new_tokens": t["new_tokens"],
+                    "wall_time_s": t["wall_time"],
+                    "target_forwards": t["target_forwards"],
+                    "draft_forwards": t["draft_forwards"],
+                    "accept_lengths": json.dumps(t["accept_lengths"]),
+                    "time_draft_s": t["time_draft"],
+                    "time_verify_s": t["time_verify"],
+                    "time_other_s": t["time_other"],
+                    "energy_j": energy.get("energy_j"),
+                    "energy_net_j": energy.get("energy_net_j"),
+                    "avg_power_w": energy.get("avg_power_w"),
+                    "energy_reason": energy.get("reason"),
+                    "kv_cache_bytes": t.get("kv_cache_bytes"),
+                    "_text": t["text"],
+                    "_token_ids": t["token_ids"],
+                    "_reference": rec.get("reference", {}),
+                }
+            )
+    return rows
+
+
+def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
+    ref = row["_reference"]
+    out = {"em": None, "f1": None, "exec_match": None, "exec_error": None}
+    if row["dataset"] == "squad" and ref.get("answers"):
+        answer = first_line(row["_text"])
+        out["em"] = exact_match(answer, ref["answers"])
+        out["f1"] = f1(answer, ref["answers"])
+    elif row["dataset"] == "spider" and ref.get("db_id"):
+        sql = extract_sql(row["_text"])
+        key = (ref["db_id"], ref["gold_sql"], sql)
+        if key not in sql_cache:
+            sql_cache[key] = execution_match(
+                spider_db_path(data_dir, ref["db_id"]), ref["gold_sql"], sql
+            )
+        result = sql_cache[key]
+        out["exec_match"] = int(result.match)
+        out["exec_error"] = result.pred_error or result.gold_error
+    return out
+
+
+def _lossless(frame: pd.DataFrame) -> pd.Series:
+    """1/0 where a T=0 run's tokens equal vanilla's (same pair, dataset, seed, dtype)."""
+    keys = ["pair", "dataset", "seed", "dtype", "question_id", "turn"]
+    greedy = frame[frame["temperature"] == 0]
+    base = (
+        greedy[greedy["algorithm"] == "vanilla"].drop_duplicates(keys).set_index(keys)["_token_ids"]
+    )
+    result = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    for idx, row in greedy.iterrows():
+        key = tuple(row[k] for k in keys)
+        if key in base.index:
+            result[idx] = int(list(base[key]) == list(row["_token_ids"]))
+    return result
+
+
+def tidy_table(paths: list[Path], data_dir: Path) -> pd.DataFrame:
+    rows = [row for path in paths for row in _rows(path)]
+    if not rows:
+        raise ResultsError("no question records in the given result files")
+    sql_cache: dict = {}
+    for row in tqdm(rows, desc="scoring", disable=len(rows) < 50):
+        row.update(_score(row, data_dir, sql_cache))
+    frame = pd.DataFrame(rows)
+    frame["lossless_match"] = _lossless(frame)
+    return frame.drop(columns=["_text", "_token_ids", "_reference"])
+
+
+def coverage_notes(datasets: list[str], data_dir: Path) -> dict[str, str]:
+    notes = {}
+    if "spider" in datasets:
+        cov = spider_coverage(data_dir)
+        skipped = ", ".join(f"{db} ({n})" for db, n in sorted(cov["skipped"].items())) or "none"
+        notes["spider"] = (
+            f"Questions drawn from the {cov['n_available']} of {cov['n_total']} Spider dev "
+            f"questions whose database exists; skipped for a missing database: {skipped}."
+        )
+    return notes

@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny random models built from a config, and the real default target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import LlamaConfig, LlamaForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+MODEL_CACHE = REPO / "resources" / "models"
+
+
+def tiny_llama(
+    vocab_size: int = 16, seed: int = 0, layers: int = 2, hidden: int = 32
+) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    # Random init gives near-uniform logits; scale the head so distributions are peaked and the
+    # draft and target disagree in a visible way.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+@pytest.fixture(scope="session")
+def smollm_dir(default_config: dict) -> Path:
+    """The real default target, converted from its GGUF file once (cached under resources/)."""
+    from specrepro.config import model_spec
+    from specrepro.models.loader import resolve
+
+    target = default_config["pairs"]["smollm2"]["target"]
+    return Path(resolve(model_spec(default_config, target), MODEL_CACHE))
+
+
+@pytest.fixture(scope="session")
+def smollm(smollm_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm_dir, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_dir: Path) -> Path:
+    """A tiny random Llama with the real SmolLM2 tokenizer and chat template, saved to disk."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_dir)
+    model = tiny_llama(vocab_size=len(tokenizer), seed=1, hidden=32)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    out = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_tiny_config(tmp_path: Path, model_dir: Path, **overrides) -> Path:
+    """A complete config whose only model is the tiny local one (pair 'tiny')."""
+    config = {
+        "data": {"mirror": None, "dir": str(tmp_path / "data")},
+        "models": {
+            "cache_dir": str(tmp_path / "models"),
+            "registry": {
+                "tiny": {"source": "local", "path": str(model_dir)},
+                "tiny-draft": {"source": "local", "path": str(model_dir)},
+            },
+        },
+        "pairs": {"tiny": {"target": "tiny", "draft": "tiny-draft", "chat_template": True}},
+        "methods": {"vanilla": {"algorithm": "vanilla"}, "sps": {"algorithm": "sps", "gamma": 3}},
+        "datasets": {"mtbench": {"n": 3, "max_new_tokens": 8}},
+        "runs": {
+            "pairs": ["tiny"],
+            "methods": ["vanilla", "sps"],
+            "datasets": ["mtbench"],
+            "temperatures": [0.0],
+            "seeds": [0],
+            "dtype": "float32",
+            "device": "cpu",
+            "warmup": 0,
+        },
+    }
+    config.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_prompts(path: Path, n: int = 4, turns: int = 2) -> Path:
+    import json
+
+    with path.open("w") as f:
+        for i in range(n):
+            record = {
+                "question_id": f"q{i}",
+                "turns": [f"Question {i}, turn {t}?" for t in range(turns)],
+            }
+            f.write(json.dumps(record) + "\n")
+    return path

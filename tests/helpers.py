@@ -1,0 +1,23 @@
+"""Building generators directly on models (no config, no files) for algorithm tests."""
+
+from __future__ import annotations
+
+from specrepro.config import MethodChoice
+from specrepro.decoding.base import make_params
+from specrepro.engine.stopping import TokenClasses
+from specrepro.harness import Generator, LoadedPair
+
+
+def generator_for(target, draft, algorithm: str, temperature: float, eos=(), **params) -> Generator:
+    empty = frozenset()
+    loaded = LoadedPair(
+        name="test",
+        target=target,
+        tokenizer=None,  # type: ignore[arg-type]
+        draft=draft,
+        use_chat_template=False,
+        eos_ids=frozenset(eos),
+        classes=TokenClasses(empty, empty, empty),
+    )
+    choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
+    return Generator(loaded, choice, temperature)

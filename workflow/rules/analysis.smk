@@ -1,0 +1,13 @@
+rule tidy:
+    input:
+        run_files(),
+    output:
+        tidy=report("results/tidy.csv", category="Tables"),
+        coverage="results/coverage.json",
+    log:
+        "logs/analysis/tidy.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro tidy --config {CONFIG_FILE} --out {output.tidy} --coverage-out {output.coverage} "
+        "{input} > {log} 2>&1"

