@@ -90,30 +90,41 @@ def chi_square_p(counts: np.ndarray, expected_probs: np.ndarray) -> float:
     return float(stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue)
 
 
+N_SAMPLES = 3000
+TEMPERATURE = 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    # Two different random models: the draft disagrees with the target, so rejections happen.
+    return tiny_llama(vocab_size=VOCAB, seed=0), tiny_llama(vocab_size=VOCAB, seed=1)
+
+
+@pytest.fixture(scope="module")
+def vanilla_counts(tiny_pair) -> np.ndarray:
+    return sampled_counts(generator_for(tiny_pair[0], None, "vanilla", TEMPERATURE), N_SAMPLES)
+
+
 @pytest.mark.parametrize("gamma", [1, 3])
-def test_sps_samples_from_target_distribution(gamma: int) -> None:
-    temperature = 1.0
-    target = tiny_llama(vocab_size=VOCAB, seed=0)
-    draft = tiny_llama(vocab_size=VOCAB, seed=1)  # a different model: many rejections
-    exact = exact_two_token_distribution(target, temperature)
-    n = 4000
-    sps_counts = sampled_counts(generator_for(target, draft, "sps", temperature, gamma=gamma), n)
-    vanilla_counts = sampled_counts(generator_for(target, None, "vanilla", temperature), n)
+def test_sps_samples_from_target_distribution(tiny_pair, vanilla_counts, gamma: int) -> None:
+    target, draft = tiny_pair
+    exact = exact_two_token_distribution(target, TEMPERATURE)
+    gen = generator_for(target, draft, "sps", TEMPERATURE, gamma=gamma)
+    sps_counts = sampled_counts(gen, N_SAMPLES)
 
     assert chi_square_p(sps_counts, exact) > 1e-3
     assert chi_square_p(vanilla_counts, exact) > 1e-3
-    tv = 0.5 * np.abs(sps_counts / n - vanilla_counts / n).sum()
-    assert tv < 0.06
+    tv = 0.5 * np.abs(sps_counts - vanilla_counts).sum() / N_SAMPLES
+    assert tv < 0.07
 
-    # The test has power: the draft's own distribution is rejected by it.
-    draft_exact = exact_two_token_distribution(draft, temperature)
+    # The test has power: the draft's own distribution is far away and clearly rejected.
+    draft_exact = exact_two_token_distribution(draft, TEMPERATURE)
     assert 0.5 * np.abs(draft_exact - exact).sum() > 0.2
     assert chi_square_p(sps_counts, draft_exact) < 1e-6
 
 
-def test_sps_rejects_and_resamples_on_tiny_models() -> None:
-    target = tiny_llama(vocab_size=VOCAB, seed=0)
-    draft = tiny_llama(vocab_size=VOCAB, seed=1)
+def test_sps_rejects_and_resamples_on_tiny_models(tiny_pair) -> None:
+    target, draft = tiny_pair
     gen = generator_for(target, draft, "sps", 1.0, gamma=4)
     lengths = []
     for seed in range(50):
@@ -125,9 +136,8 @@ def test_sps_rejects_and_resamples_on_tiny_models() -> None:
     assert min(lengths) == 1 and max(lengths) >= 3
 
 
-def test_sps_greedy_equals_vanilla_on_tiny_models() -> None:
-    target = tiny_llama(vocab_size=VOCAB, seed=0)
-    draft = tiny_llama(vocab_size=VOCAB, seed=1)
+def test_sps_greedy_equals_vanilla_on_tiny_models(tiny_pair) -> None:
+    target, draft = tiny_pair
     ref, _ = generator_for(target, None, "vanilla", 0.0).generate(PROMPT, 30, seed=0)
     for gamma in (1, 2, 5):
         got, _ = generator_for(target, draft, "sps", 0.0, gamma=gamma).generate(PROMPT, 30, seed=0)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--config", nargs="+", default=["config/config.yaml"])
     parser.add_argument("--pair", default="smollm2")
     parser.add_argument("--dataset", default="mtbench")
     parser.add_argument("--n", type=int, default=5)

@@ -11,7 +11,11 @@ DEFAULT_CONFIG = "config/config.yaml"
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="config YAML (default: %(default)s)")
+    p.add_argument(
+        "--config",
+        action="append",
+        help=f"config YAML; repeat to merge several, later ones win (default: {DEFAULT_CONFIG})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "config") and not args.config:
+        args.config = [DEFAULT_CONFIG]
     from specrepro.errors import USER_ERRORS
 
     try:
@@ -112,7 +118,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         verify_dataset(name, Path(config["data"]["dir"]))
     for pair in config["runs"]["pairs"]:
         check_available(model_spec(config, config["pairs"][pair]["target"]))
-    print(f"{args.config}: OK")
+    print(f"{', '.join(args.config)}: OK")
     return 0
 
 

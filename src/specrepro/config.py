@@ -18,16 +18,31 @@ class ConfigError(ValueError):
     """The configuration is malformed or refers to something it does not define."""
 
 
-def load_config(path: Path | str) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
-    validate_config(config, source=str(path))
+def load_config(paths: Path | str | list[Path | str]) -> dict:
+    """Read one config file, or several merged in order (as Snakemake merges --configfile)."""
+    paths = [paths] if isinstance(paths, str | Path) else paths
+    config: dict = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+        merge_into(config, loaded)
+    validate_config(config, source=", ".join(str(p) for p in paths))
     return config
+
+
+def merge_into(base: dict, update: dict) -> None:
+    """Recursive dict update, the way Snakemake combines several config files."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_into(base[key], value)
+        else:
+            base[key] = value
 
 
 def validate_config(config: object, source: str = "config") -> None:

@@ -1,3 +1,5 @@
+import os
+
 import itertools
 
 RUNS = config["runs"]
@@ -40,4 +42,13 @@ def final_outputs():
 
 
 FIGURES = ["speedup", "accepted_length", "time_split"]
-CONFIG_FILE = workflow.configfiles[0] if workflow.configfiles else "config/config.yaml"
+# Every config file Snakemake merged, passed on so the library merges them the same way.
+CONFIG_ARGS = " ".join(f"--config {path}" for path in workflow.configfiles)
+
+
+def decode_models(wildcards):
+    pair = config["pairs"][wildcards.pair]
+    needed = [model_ready(pair["target"])]
+    if "draft" in pair and wildcards.method != "vanilla":
+        needed.append(model_ready(pair["draft"]))
+    return [path for path in needed if path]

@@ -1,11 +1,3 @@
-def decode_models(wildcards):
-    pair = config["pairs"][wildcards.pair]
-    needed = [model_ready(pair["target"])]
-    if "draft" in pair and wildcards.method != "vanilla":
-        needed.append(model_ready(pair["draft"]))
-    return [path for path in needed if path]
-
-
 rule generate:
     input:
         prompts="results/prompts/{dataset}.jsonl",
@@ -13,6 +5,7 @@ rule generate:
     output:
         "results/raw/{pair}/{method}/{dataset}/T{temperature}-s{seed}.jsonl",
     params:
+        config=CONFIG_ARGS,
         max_new_tokens=max_new_tokens,
         dtype=RUNS["dtype"],
     # Timed runs never share the machine: each takes every core and the one timing slot.
@@ -24,7 +17,7 @@ rule generate:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro generate --config {CONFIG_FILE} --pair {wildcards.pair} --method {wildcards.method} "
+        "specrepro generate {params.config} --pair {wildcards.pair} --method {wildcards.method} "
         "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
         "--temperature {wildcards.temperature} --seed {wildcards.seed} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"

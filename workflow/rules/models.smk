@@ -1,6 +1,8 @@
 rule prepare_model:
     output:
         f"{config['models']['cache_dir']}/{{model}}/config.json",
+    params:
+        config=CONFIG_ARGS,
     log:
         "logs/models/prepare_{model}.log",
     wildcard_constraints:
@@ -11,20 +13,25 @@ rule prepare_model:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro prepare-model --config {CONFIG_FILE} --model {wildcards.model} > {log} 2>&1"
+        "specrepro prepare-model {params.config} --model {wildcards.model} > {log} 2>&1"
 
 
 rule train_prompts:
     input:
-        expand(f"{config['data']['dir']}/{{dataset}}/fetch_record.json", dataset=list(config["datasets"])),
+        expand(
+            f"{config['data']['dir']}/{{dataset}}/fetch_record.json",
+            dataset=list(config["datasets"]),
+        ),
     output:
         "results/drafts/{draft}/train_prompts.jsonl",
+    params:
+        config=CONFIG_ARGS,
     log:
         "logs/models/train_prompts_{draft}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-prompts --config {CONFIG_FILE} --draft {wildcards.draft} --out {output} > {log} 2>&1"
+        "specrepro train-prompts {params.config} --draft {wildcards.draft} --out {output} > {log} 2>&1"
 
 
 for _draft, _entry in config.get("drafts", {}).items():
@@ -42,8 +49,9 @@ for _draft, _entry in config.get("drafts", {}).items():
                 category="Draft models",
             ),
         params:
+            config=CONFIG_ARGS,
             draft=_draft,
-            out=config["models"]["registry"][_draft]["path"],
+            out=lambda wildcards, output: os.path.dirname(output.model),
         threads: workflow.cores
         resources:
             timing_slot=1,
@@ -52,5 +60,5 @@ for _draft, _entry in config.get("drafts", {}).items():
         conda:
             "../../envs/specrepro.yaml"
         shell:
-            "specrepro train-draft --config {CONFIG_FILE} --draft {params.draft} "
+            "specrepro train-draft {params.config} --draft {params.draft} "
             "--prompts {input.prompts} --out {params.out} > {log} 2>&1"

@@ -1,8 +1,10 @@
 """Building a draft model by distillation from its target, on the target's own generations.
 
 The student shares the teacher's tokenizer and (frozen, tied) embedding / lm_head; its decoder
-layers start from the teacher's first layers and are trained with cross-entropy on sequences the
-teacher generated from training prompts (never the evaluated questions).
+layers start from the teacher's first layers. The teacher generates continuations of training
+prompts (never the evaluated questions) and keeps its top-k next-token distribution at every
+generated position; the student is trained on those soft targets, which carry far more signal
+per token than the sampled tokens alone (a few thousand tokens overfit otherwise).
 """
 
 from __future__ import annotations
@@ -41,11 +43,23 @@ class DistillConfig:
     max_seq_len: int = 512
     gen_batch_size: int = 8
     holdout_fraction: float = 0.1
+    top_k: int = 32
 
     @classmethod
     def from_config(cls, entry: dict) -> DistillConfig:
         values = {k: v for k, v in entry.items() if k != "teacher"}
         return cls(**values)
+
+
+@dataclass
+class Sample:
+    """One teacher generation: prompt + response ids, and the teacher's top-k distribution for
+    every response token (log-probabilities at temperature 1)."""
+
+    ids: list[int]
+    n_prompt: int
+    top_ids: torch.Tensor  # [n_response, k]
+    top_logp: torch.Tensor  # [n_response, k]
 
 
 def build_student(teacher: PreTrainedModel, cfg: DistillConfig) -> PreTrainedModel:
@@ -86,14 +100,14 @@ def teacher_generations(
     prompts: list[dict],
     cfg: DistillConfig,
     use_chat_template: bool,
-) -> list[tuple[list[int], int]]:
-    """(token ids, number of prompt tokens) per prompt; the teacher samples the continuation."""
+) -> list[Sample]:
+    """One Sample per prompt; the teacher samples the continuation."""
     torch.manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [encode(tokenizer, conversation(p, 0, []), use_chat_template) for p in prompts]
     keep_prompt = cfg.max_seq_len - cfg.gen_tokens
     encoded = [ids[-keep_prompt:] for ids in encoded]
-    out: list[tuple[list[int], int]] = []
+    out: list[Sample] = []
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
     batches = [order[i : i + cfg.gen_batch_size] for i in range(0, len(order), cfg.gen_batch_size)]
     for batch in tqdm(batches, desc="teacher generations"):
@@ -112,42 +126,68 @@ def teacher_generations(
             top_k=None,
             top_p=None,
             pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
-        eos = set(tokenizer.all_special_ids) & {tokenizer.eos_token_id, pad}
+        logp = torch.log_softmax(torch.stack(gen.logits, dim=1).float(), dim=-1)  # [B, steps, V]
+        top_logp, top_ids = logp.topk(cfg.top_k, dim=-1)
+        eos = {tokenizer.eos_token_id, pad}
         for row, i in enumerate(batch):
-            response = gen[row, width:].tolist()
+            response = gen.sequences[row, width:].tolist()
             cut = next((j + 1 for j, t in enumerate(response) if t in eos), len(response))
-            out.append((encoded[i] + response[:cut], len(encoded[i])))
+            out.append(
+                Sample(
+                    ids=encoded[i] + response[:cut],
+                    n_prompt=len(encoded[i]),
+                    top_ids=top_ids[row, :cut].clone(),
+                    top_logp=top_logp[row, :cut].clone(),
+                )
+            )
     return out
 
 
-def _batch(samples: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, ...]:
-    width = max(len(ids) for ids, _ in samples)
+@dataclass
+class Batch:
+    ids: torch.Tensor
+    attention: torch.Tensor
+    loss_mask: torch.Tensor  # position t carries loss when token t+1 is a response token
+    top_ids: torch.Tensor  # [positions with loss, k], in the row-major order of loss_mask
+    top_logp: torch.Tensor
+
+
+def _batch(samples: list[Sample], pad: int) -> Batch:
+    width = max(len(s.ids) for s in samples)
     ids = torch.full((len(samples), width), pad, dtype=torch.long)
     attn = torch.zeros_like(ids)
     loss_mask = torch.zeros_like(ids, dtype=torch.bool)
-    for row, (seq, n_prompt) in enumerate(samples):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        attn[row, : len(seq)] = 1
-        # position t predicts token t+1: train where the next token is part of the response
-        loss_mask[row, n_prompt - 1 : len(seq) - 1] = True
-    return ids, attn, loss_mask
+    for row, s in enumerate(samples):
+        ids[row, : len(s.ids)] = torch.tensor(s.ids)
+        attn[row, : len(s.ids)] = 1
+        loss_mask[row, s.n_prompt - 1 : len(s.ids) - 1] = True
+    return Batch(
+        ids,
+        attn,
+        loss_mask,
+        torch.cat([s.top_ids for s in samples]),
+        torch.cat([s.top_logp for s in samples]),
+    )
 
 
-def _response_loss(
-    student: PreTrainedModel, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    hidden = student.model(input_ids=ids, attention_mask=attn).last_hidden_state
+def _response_loss(student: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy against the teacher's top-k distribution (renormalised), and the rate at
+    which the student's argmax equals the teacher's (what greedy speculation accepts)."""
+    hidden = student.model(input_ids=batch.ids, attention_mask=batch.attention).last_hidden_state
     # Project only the positions that carry loss: the lm_head is most of the cost.
-    logits = student.lm_head(hidden[loss_mask])
-    labels = ids[:, 1:][loss_mask[:, :-1]]
-    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-    agree = (logits.argmax(-1) == labels).float().mean()
+    logits = student.lm_head(hidden[batch.loss_mask]).float()
+    logq = torch.log_softmax(logits, dim=-1).gather(-1, batch.top_ids)
+    p = torch.softmax(batch.top_logp, dim=-1)
+    loss = -(p * logq).sum(-1).mean()
+    agree = (logits.argmax(-1) == batch.top_ids[:, 0]).float().mean()
     return loss, agree
 
 
 def train_student(
-    student: PreTrainedModel, samples: list[tuple[list[int], int]], cfg: DistillConfig, pad: int
+    student: PreTrainedModel, samples: list[Sample], cfg: DistillConfig, pad: int
 ) -> list[dict]:
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -171,7 +211,7 @@ def train_student(
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         batch = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
-        loss, agree = _response_loss(student, *_batch(batch, pad))
+        loss, agree = _response_loss(student, _batch(batch, pad))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -193,12 +233,12 @@ def train_student(
 
 
 @torch.no_grad()
-def _evaluate(student: PreTrainedModel, holdout: list[tuple[list[int], int]], pad: int) -> dict:
+def _evaluate(student: PreTrainedModel, holdout: list[Sample], pad: int) -> dict:
     losses, agrees, counts = [], [], []
     for i in range(0, len(holdout), 8):
-        ids, attn, mask = _batch(holdout[i : i + 8], pad)
-        loss, agree = _response_loss(student, ids, attn, mask)
-        n = int(mask.sum())
+        batch = _batch(holdout[i : i + 8], pad)
+        loss, agree = _response_loss(student, batch)
+        n = int(batch.loss_mask.sum())
         losses.append(loss.item() * n)
         agrees.append(agree.item() * n)
         counts.append(n)
@@ -231,7 +271,7 @@ def distill(
         "config": asdict(cfg),
         "n_prompts": len(prompts),
         "n_sequences": len(samples),
-        "response_tokens": sum(len(s) - n for s, n in samples),
+        "response_tokens": sum(len(s.ids) - s.n_prompt for s in samples),
         "generation_seconds": gen_time,
         "training_seconds": time.perf_counter() - t1,
         "student_parameters": sum(p.numel() for p in student.parameters()),
