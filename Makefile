@@ -1,15 +1,19 @@
 # The two commands of the README: `make run` (the whole DAG) and `make test` (the test suite).
 # Both create the virtual environment on first use.
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3)
+SYSTEM_PYTHON := $(PYTHON)
 VENV ?= .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV))/bin
+# Rules call the `specrepro` command: the venv comes first on PATH, activated or not.
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
 
 .PHONY: run test lint dry-run install
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# Pinned first: an unpinned torch would pull several GB of CUDA wheels on a CPU machine.
 	$(BIN)/pip install torch==2.13.0
@@ -19,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/snakemake --workflow-profile workflow/profiles/default
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests

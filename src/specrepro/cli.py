@@ -150,15 +150,21 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def draft_entry(config: dict, name: str) -> dict:
+    from specrepro.config import ConfigError
+
+    drafts = config.get("drafts", {})
+    if name not in drafts:
+        raise ConfigError(f"unknown draft {name!r}; drafts: {', '.join(sorted(drafts)) or 'none'}")
+    return drafts[name]
+
+
 def cmd_train_prompts(args: argparse.Namespace) -> int:
-    from specrepro.config import ConfigError, load_config
+    from specrepro.config import load_config
     from specrepro.data import load_training_prompts, write_jsonl
 
     config = load_config(args.config)
-    drafts = config.get("drafts", {})
-    if args.draft not in drafts:
-        raise ConfigError(f"unknown draft {args.draft!r}; drafts: {', '.join(sorted(drafts))}")
-    entry = drafts[args.draft]
+    entry = draft_entry(config, args.draft)
     # Every configured dataset's evaluated subset is excluded, whether or not it runs now.
     datasets = sorted(config["datasets"])
     records = load_training_prompts(
@@ -186,17 +192,14 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
 
 
 def cmd_train_draft(args: argparse.Namespace) -> int:
-    from specrepro.config import ConfigError, load_config, model_spec
+    from specrepro.config import load_config, model_spec
     from specrepro.data import read_prompts_jsonl
     from specrepro.harness import seed_everything
     from specrepro.models.distill import DistillConfig, distill
     from specrepro.models.loader import load_model
 
     config = load_config(args.config)
-    drafts = config.get("drafts", {})
-    if args.draft not in drafts:
-        raise ConfigError(f"unknown draft {args.draft!r}; drafts: {', '.join(sorted(drafts))}")
-    entry = drafts[args.draft]
+    entry = draft_entry(config, args.draft)
     cfg = DistillConfig.from_config(entry)
     prompts = read_prompts_jsonl(Path(args.prompts))
     seed_everything(cfg.seed)
