@@ -52,3 +52,7 @@ def decode_models(wildcards):
     if "draft" in pair and wildcards.method != "vanilla":
         needed.append(model_ready(pair["draft"]))
     return [path for path in needed if path]
+
+# Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
+# (workflow.cores is undefined for --report and --lint, so it cannot be used here.)
+ALL_CORES = 1024

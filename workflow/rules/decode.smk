@@ -9,7 +9,7 @@ rule generate:
         max_new_tokens=max_new_tokens,
         dtype=RUNS["dtype"],
     # Timed runs never share the machine: each takes every core and the one timing slot.
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         timing_slot=1,
     log:

@@ -52,7 +52,7 @@ for _draft, _entry in config.get("drafts", {}).items():
             config=CONFIG_ARGS,
             draft=_draft,
             out=lambda wildcards, output: os.path.dirname(output.model),
-        threads: workflow.cores
+        threads: ALL_CORES
         resources:
             timing_slot=1,
         log:
