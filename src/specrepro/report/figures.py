@@ -34,8 +34,10 @@ def _save(fig: Figure, out_base: Path) -> list[Path]:
     out_base.parent.mkdir(parents=True, exist_ok=True)
     # with_suffix would eat a dot in the stem, e.g. "speedup_T0.7".
     paths = [out_base.with_name(out_base.name + ext) for ext in (".png", ".pdf")]
+    # No timestamps in the files: a rerun on the same results gives byte-identical figures.
+    metadata = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "Producer": None}}
     for path in paths:
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=150, metadata=metadata[path.suffix])
     return paths
 
 

@@ -24,8 +24,11 @@ def _rows(path: Path) -> list[dict]:
     if meta is None:
         raise ResultsError(f"{path}: no metadata line; not a specrepro result file")
     rows = []
-    run_id = path.stem
     for rec in records:
+        run_id = "/".join(
+            [meta["pair"], meta["method"], str(rec.get("dataset")), meta["dtype"]]
+            + [f"T{meta['temperature']}-s{meta['seed']}"]
+        )
         for turn, t in enumerate(rec["turns"]):
             energy = t.get("energy") or {}
             rows.append(
