@@ -5,10 +5,10 @@ from __future__ import annotations
 from specrepro.config import MethodChoice
 from specrepro.decoding.base import make_params
 from specrepro.engine.stopping import TokenClasses
-from specrepro.harness import Generator, LoadedPair
+from specrepro.harness import Decoder, LoadedPair
 
 
-def generator_for(target, draft, algorithm: str, temperature: float, eos=(), **params) -> Generator:
+def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **params) -> Decoder:
     empty = frozenset()
     loaded = LoadedPair(
         name="test",
@@ -20,4 +20,4 @@ def generator_for(target, draft, algorithm: str, temperature: float, eos=(), **p
         classes=TokenClasses(empty, empty, empty),
     )
     choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
-    return Generator(loaded, choice, temperature)
+    return Decoder(loaded, choice, temperature)

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from tests.conftest import tiny_llama
-from tests.helpers import generator_for
+from tests.helpers import decoder_for
 
 
 def truncated_draft(target: torch.nn.Module, layers: int) -> torch.nn.Module:
@@ -32,7 +32,7 @@ def test_sps_greedy_equals_vanilla_on_real_target(smollm) -> None:
     model, tokenizer = smollm
     draft = truncated_draft(model, layers=4)
     eos = {tokenizer.eos_token_id}
-    vanilla = generator_for(model, None, "vanilla", 0.0, eos=eos)
+    vanilla = decoder_for(model, None, "vanilla", 0.0, eos=eos)
     prompts = [
         "What is the capital of France?",
         "Write a short poem about autumn leaves.",
@@ -40,7 +40,7 @@ def test_sps_greedy_equals_vanilla_on_real_target(smollm) -> None:
         "List four prime numbers and add them up.",
     ]
     for gamma, max_new in [(4, 40), (2, 17), (5, 64)]:
-        sps = generator_for(model, draft, "sps", 0.0, eos=eos, gamma=gamma)
+        sps = decoder_for(model, draft, "sps", 0.0, eos=eos, gamma=gamma)
         for text in prompts:
             ids = tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
@@ -102,14 +102,14 @@ def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
 
 @pytest.fixture(scope="module")
 def vanilla_counts(tiny_pair) -> np.ndarray:
-    return sampled_counts(generator_for(tiny_pair[0], None, "vanilla", TEMPERATURE), N_SAMPLES)
+    return sampled_counts(decoder_for(tiny_pair[0], None, "vanilla", TEMPERATURE), N_SAMPLES)
 
 
 @pytest.mark.parametrize("gamma", [1, 3])
 def test_sps_samples_from_target_distribution(tiny_pair, vanilla_counts, gamma: int) -> None:
     target, draft = tiny_pair
     exact = exact_two_token_distribution(target, TEMPERATURE)
-    gen = generator_for(target, draft, "sps", TEMPERATURE, gamma=gamma)
+    gen = decoder_for(target, draft, "sps", TEMPERATURE, gamma=gamma)
     sps_counts = sampled_counts(gen, N_SAMPLES)
 
     assert chi_square_p(sps_counts, exact) > 1e-3
@@ -125,7 +125,7 @@ def test_sps_samples_from_target_distribution(tiny_pair, vanilla_counts, gamma: 
 
 def test_sps_rejects_and_resamples_on_tiny_models(tiny_pair) -> None:
     target, draft = tiny_pair
-    gen = generator_for(target, draft, "sps", 1.0, gamma=4)
+    gen = decoder_for(target, draft, "sps", 1.0, gamma=4)
     lengths = []
     for seed in range(50):
         result, _ = gen.generate(PROMPT, 20, seed=seed)
@@ -138,7 +138,7 @@ def test_sps_rejects_and_resamples_on_tiny_models(tiny_pair) -> None:
 
 def test_sps_greedy_equals_vanilla_on_tiny_models(tiny_pair) -> None:
     target, draft = tiny_pair
-    ref, _ = generator_for(target, None, "vanilla", 0.0).generate(PROMPT, 30, seed=0)
+    ref, _ = decoder_for(target, None, "vanilla", 0.0).generate(PROMPT, 30, seed=0)
     for gamma in (1, 2, 5):
-        got, _ = generator_for(target, draft, "sps", 0.0, gamma=gamma).generate(PROMPT, 30, seed=0)
+        got, _ = decoder_for(target, draft, "sps", 0.0, gamma=gamma).generate(PROMPT, 30, seed=0)
         assert got.tokens == ref.tokens

@@ -18,12 +18,12 @@ import torch
 from specrepro.config import MethodChoice, load_config, resolve_pair
 from specrepro.data import load_prompts
 from specrepro.decoding.base import make_params
-from specrepro.harness import Generator, load_pair
+from specrepro.harness import Decoder, LoadedPair, load_pair
 from specrepro.prompting import conversation, encode
 
 
 def hf_assisted(
-    loaded, prompt_ids: list[int], max_new_tokens: int, gamma: int | None
+    loaded: LoadedPair, prompt_ids: list[int], max_new_tokens: int, gamma: int | None
 ) -> tuple[list[int], float]:
     """transformers' own greedy generation, assisted by the draft when gamma is given."""
     kwargs: dict = {}
@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> dict:
     }
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, need_draft=True)
-        vanilla = Generator(
+        vanilla = Decoder(
             loaded, MethodChoice("vanilla", "vanilla", make_params("vanilla", {})), 0.0
         )
-        sps = Generator(
+        sps = Decoder(
             loaded, MethodChoice("sps", "sps", make_params("sps", {"gamma": args.gamma})), 0.0
         )
         encoded = [

@@ -85,7 +85,7 @@ def question_seed(seed: int, question_id: str, turn: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{question_id}/{turn}".encode())) % 2**63
 
 
-class Generator:
+class Decoder:
     """Drives one method on one loaded pair; every generation is timed the same way."""
 
     def __init__(self, loaded: LoadedPair, method: MethodChoice, temperature: float) -> None:
@@ -149,7 +149,7 @@ def run_prompts(
 ) -> Path:
     """Generate every turn of every prompt; append one record per question to `out`."""
     seed_everything(seed)
-    engine = Generator(loaded, method, temperature)
+    engine = Decoder(loaded, method, temperature)
     meta = {
         "record": "meta",
         "pair": loaded.name,
@@ -188,14 +188,14 @@ def run_prompts(
         meter.close()
 
 
-def _warm_up(engine: Generator, loaded: LoadedPair, prompt: dict, n: int) -> None:
+def _warm_up(engine: Decoder, loaded: LoadedPair, prompt: dict, n: int) -> None:
     ids = encode(loaded.tokenizer, conversation(prompt, 0, []), loaded.use_chat_template)
     for i in range(n):
         engine.generate(ids, 8, seed=i)
 
 
 def _run_question(
-    engine: Generator,
+    engine: Decoder,
     loaded: LoadedPair,
     meter: EnergyMeter,
     prompt: dict,

@@ -78,7 +78,7 @@ def get_method(algorithm: str) -> ModuleType:
     return importlib.import_module(f"specrepro.decoding.{algorithm}")
 
 
-def make_params(algorithm: str, values: dict | None):
+def make_params(algorithm: str, values: dict | None) -> object:
     """Build the method's Params from a config mapping, rejecting unknown keys by name."""
     module = get_method(algorithm)
     allowed = {f.name for f in dataclasses.fields(module.Params)}
