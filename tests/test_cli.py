@@ -23,6 +23,9 @@ def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture) 
 @pytest.fixture
 def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be reported before any weights load."""
+    # Imported before patching: importing harness under the patch would bind the stand-in as
+    # its "original" load_model, and monkeypatch would restore the stand-in after the test.
+    import specrepro.harness  # noqa: F401
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
