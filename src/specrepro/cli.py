@@ -217,13 +217,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from specrepro.config import load_config, model_spec, resolve_method, resolve_pair
     from specrepro.data import read_prompts_jsonl
     from specrepro.decoding.base import get_method
-    from specrepro.models.loader import check_available, parse_dtype
+    from specrepro.models.loader import check_available
 
     # Everything that can be wrong with the input is checked before any weights load.
     config = load_config(args.config)
     pair = resolve_pair(config, args.pair)
     method = resolve_method(config, args.method)
-    parse_dtype(args.dtype)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if args.temperature < 0:

@@ -20,9 +20,7 @@ def model_ready(name):
     entry = config["models"]["registry"][name]
     if entry["source"] == "pypi_gguf":
         return f"{config['models']['cache_dir']}/{name}/config.json"
-    if entry["source"] == "built":
-        return f"{entry['path']}/config.json"
-    if entry["source"] == "local":
+    if entry["source"] in ("built", "local"):
         return f"{entry['path']}/config.json"
     return []
 

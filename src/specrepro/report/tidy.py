@@ -16,8 +16,6 @@ from specrepro.metrics.spider import execution_match, extract_sql
 from specrepro.metrics.squad import exact_match, f1, first_line
 from specrepro.records import ResultsError, read_records
 
-RUN_KEYS = ("pair", "method", "algorithm", "dataset", "temperature", "seed", "dtype")
-
 
 def _rows(path: Path) -> list[dict]:
     meta, records = read_records(path)
