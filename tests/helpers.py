@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from specrepro.config import MethodChoice
 from specrepro.decoding.base import make_params
-from specrepro.engine.stopping import TokenClasses
 from specrepro.harness import Decoder, LoadedPair
 
 
 def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **params) -> Decoder:
-    empty = frozenset()
     loaded = LoadedPair(
         name="test",
         target=target,
@@ -17,7 +15,7 @@ def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **par
         draft=draft,
         use_chat_template=False,
         eos_ids=frozenset(eos),
-        classes=TokenClasses(empty, empty, empty),
+        token_text=(),
     )
     choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
     return Decoder(loaded, choice, temperature)

@@ -34,7 +34,15 @@ from specrepro.data import (
 
 SPIDER_ZIP_URL = "https://example.invalid/spider_data.zip"  # always overridden by a local zip
 REAL_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
-RECORD_KEYS = ["question_id", "dataset", "turns", "few_shot", "system", "single_line", "reference"]
+RECORD_KEYS = [
+    "question_id",
+    "dataset",
+    "turns",
+    "few_shot",
+    "system",
+    "answer_format",
+    "reference",
+]
 
 MTBENCH_QUESTIONS = [
     {"question_id": 1, "category": "writing", "turns": ["Write a haiku.", "Now a limerick."]},
@@ -346,7 +354,9 @@ def _check_shape(record: dict, dataset: str) -> None:
     assert list(record) == RECORD_KEYS
     assert isinstance(record["question_id"], str) and record["dataset"] == dataset
     assert record["turns"] and all(isinstance(t, str) for t in record["turns"])
-    assert isinstance(record["single_line"], bool) and isinstance(record["reference"], dict)
+    assert record["answer_format"] in ("free", "line", "sql") and isinstance(
+        record["reference"], dict
+    )
     json.dumps(record)
 
 
@@ -355,7 +365,7 @@ def test_mtbench_loader(mirror: Path) -> None:
     assert [r["question_id"] for r in records] == ["1", "2", "3"]
     for r in records:
         _check_shape(r, "mtbench")
-        assert len(r["turns"]) == 2 and r["few_shot"] == [] and not r["single_line"]
+        assert len(r["turns"]) == 2 and r["few_shot"] == [] and r["answer_format"] == "free"
     assert records[1]["reference"] == {"category": "math", "reference": ["4", "6"]}
     assert records[0]["reference"] == {"category": "writing", "reference": None}
 
@@ -365,7 +375,7 @@ def test_squad_loader(mirror: Path) -> None:
     assert [r["question_id"] for r in records] == ["q1", "q2", "q3"]
     r = records[0]
     _check_shape(r, "squad")
-    assert r["single_line"] and len(r["turns"]) == 1
+    assert r["answer_format"] == "line" and len(r["turns"]) == 1
     assert r["turns"][0] == (
         "Context: Pebbles are small round stones found on the beach at Orwin.\n"
         "Question: Where are pebbles found?\n"
@@ -388,7 +398,7 @@ def test_spider_loader_skips_missing_databases(mirror: Path) -> None:
     assert not (mirror / "spider" / "database" / "zoo").exists()  # never created
     r = records[0]
     _check_shape(r, "spider")
-    assert r["single_line"] and r["few_shot"] == []
+    assert r["answer_format"] == "sql" and r["few_shot"] == []
     assert r["reference"] == {"db_id": "shop", "gold_sql": "SELECT count(*) FROM item"}
     lines = r["turns"][0].splitlines()
     assert "item(id, name)" in lines and "orders(order_id, item_id)" in lines

@@ -56,11 +56,13 @@ class FakeNVML:
         counter_supported: bool = True,
         init_fails: bool = False,
         n_devices: int = 1,
+        uuids: tuple[str, ...] = (),
     ) -> None:
         self._power_w = power_w
         self.counter_supported = counter_supported
         self.init_fails = init_fails
-        self.n_devices = n_devices
+        self.n_devices = max(n_devices, len(uuids))
+        self.uuids = uuids or tuple(f"GPU-{i:08x}-0000" for i in range(self.n_devices))
         self.init_calls = 0
         self.shutdown_calls = 0
         self.power_calls = 0
@@ -92,6 +94,12 @@ class FakeNVML:
         if index >= self.n_devices:
             raise FakeNVMLError("Invalid Argument")
         return f"gpu{index}"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self.n_devices
+
+    def nvmlDeviceGetUUID(self, handle: str) -> str:
+        return self.uuids[int(handle.removeprefix("gpu"))]
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: str) -> int:
         if not self.counter_supported:
@@ -332,3 +340,43 @@ def test_git_commit(tmp_path: Path) -> None:
     assert clean is not None and len(clean) == 40
     (tmp_path / "a.txt").write_text("changed")
     assert git_commit(tmp_path) == f"{clean}-dirty"
+
+
+# --- which GPU is measured ---------------------------------------------------------------
+
+
+def test_meter_finds_the_gpu_torch_runs_on_by_uuid() -> None:
+    # Physical GPU 2 is what a job with CUDA_VISIBLE_DEVICES=2 sees as cuda:0; NVML numbers
+    # physical GPUs, so index 0 would be another job's GPU. torch reports the UUID unprefixed.
+    fake = FakeNVML(uuids=("GPU-aaaa-01", "GPU-bbbb-02", "GPU-cccc-03"))
+    with EnergyMeter.open(nvml=fake, gpu_uuid="CCCC-03") as meter:  # type: ignore[arg-type]
+        assert meter.available and meter.device_index == 2
+        info = hardware_info(meter)
+    assert info["gpu"]["device_index"] == 2 and info["gpu"]["uuid"] == "CCCC-03"
+    with EnergyMeter.open(nvml=fake, gpu_uuid="MIG-dddd") as meter:  # type: ignore[arg-type]
+        assert not meter.available and "UUID MIG-dddd" in meter.reason
+
+
+def test_run_device_maps_to_its_nvml_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from specrepro.harness import open_energy_meter
+
+    fake = FakeNVML(uuids=("GPU-aaaa-01", "GPU-bbbb-02"))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+
+    class Properties:
+        uuid = "bbbb-02"
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
+    with open_energy_meter(torch.device("cuda:0"), 20.0) as meter:
+        assert meter.available and meter.device_index == 1
+    # A CPU run measures nothing, even with NVML and a GPU present.
+    with open_energy_meter(torch.device("cpu"), 20.0) as meter:
+        assert not meter.available
+        assert meter.reason.startswith("run on device cpu")
+        with meter.window() as reading:
+            pass
+    assert_all_null(reading)
+    assert reading.reason.startswith("run on device cpu")
+    assert fake.init_calls == 1  # only the CUDA run touched NVML

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from specrepro.answers import answer_text
 from specrepro.metrics.speed import (
     bootstrap_ci,
     paired_speedup_ci,
@@ -20,12 +21,12 @@ from specrepro.metrics.speed import (
     tokens_per_second,
 )
 from specrepro.metrics.spider import (
+    MAX_VALUE_BYTES,
     ExecResult,
     execution_match,
-    extract_sql,
     has_top_level_order_by,
 )
-from specrepro.metrics.squad import exact_match, f1, first_line, normalize_answer
+from specrepro.metrics.squad import exact_match, f1, normalize_answer
 
 # --- SQuAD -------------------------------------------------------------------------------
 
@@ -69,10 +70,14 @@ def test_empty_golds_raise() -> None:
         f1("x", [])
 
 
-def test_first_line() -> None:
+def test_squad_answer_is_the_first_content_line() -> None:
+    def first_line(text: str) -> str:
+        return answer_text(text, "line")
+
     assert first_line("\n\n  Denver Broncos  \nQuestion: next") == "Denver Broncos"
     assert first_line("Answer: 1066\nmore") == "1066"
     assert first_line("answer:\n  Paris") == "Paris"
+    assert first_line("```\nParis\n```") == "Paris"
     assert first_line("   \n") == ""
 
 
@@ -99,6 +104,10 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
+def extract_sql(text: str) -> str:
+    return answer_text(text, "sql")
+
+
 def test_extract_sql() -> None:
     assert extract_sql("SELECT name FROM singer;\nExplanation: ...") == "SELECT name FROM singer"
     assert extract_sql("```sql\nSELECT 1;\n```") == "SELECT 1"
@@ -107,6 +116,29 @@ def test_extract_sql() -> None:
     assert extract_sql("Query: ```sql SELECT 4;```") == "SELECT 4"
     assert extract_sql("```SELECT 5```") == "SELECT 5"
     assert extract_sql("\n\n") == ""
+    # A statement may span lines; it ends at ';', a closing fence or a blank line.
+    assert extract_sql("```sql\nSELECT name\nFROM singer\n```\nmore") == "SELECT name FROM singer"
+    assert extract_sql("SELECT name\nFROM singer\n\nThis query ...") == "SELECT name FROM singer"
+    assert extract_sql("SELECT 'a;b' FROM t; SELECT 2") == "SELECT 'a;b' FROM t"
+
+
+def test_scoring_is_bounded_in_memory(db: Path) -> None:
+    # A cross join far larger than the cap fails fast instead of filling memory.
+    big = "SELECT * FROM singer a, singer b, singer c, singer d, singer e, singer f, singer g"
+    result = execution_match(db, "SELECT name FROM singer", big, max_rows=1000)
+    assert not result.match and result.pred_error == "more than 1000 rows"
+    # Functions that build large strings or blobs are refused; other strings are capped.
+    for sql in ("SELECT zeroblob(1000000000)", "SELECT printf('%.*c', 1000000000, 'x')"):
+        result = execution_match(db, "SELECT 1", sql)
+        assert not result.match and "not authorized" in result.pred_error, sql
+    result = execution_match(db, "SELECT 1", "SELECT replace(hex(randomblob(8)), 'A', 'x')")
+    assert not result.match and "not authorized" in result.pred_error
+    ordinary = "SELECT upper(replace(name, 'n', name || name)) FROM singer"
+    long = "WITH RECURSIVE r(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM r "
+    long += f"WHERE length(s) < {4 * MAX_VALUE_BYTES}) SELECT max(length(s)) FROM r"
+    result = execution_match(db, "SELECT 1", long)
+    assert not result.match and "too big" in result.pred_error
+    assert execution_match(db, ordinary, ordinary).match  # ordinary string functions still work
 
 
 def test_top_level_order_by() -> None:

@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, smollm_dir: Path) -> Path:
         {
             "question_id": "s1",
             "dataset": "squad",
-            "single_line": True,
+            "answer_format": "line",
             "turns": [
                 "Context: Paris is the capital of France.\nQuestion: What is the capital of France?"
             ],
@@ -79,7 +79,8 @@ def test_result_records_have_every_field(run_dir: Path) -> None:
         assert turn["wall_time"] > 0 and turn["draft_forwards"] > 0
         assert turn["time_draft"] + turn["time_verify"] <= turn["wall_time"] + 1e-6
         energy = turn["energy"]
-        assert energy["energy_j"] is None and energy["reason"]  # no GPU here: null with a reason
+        # The run is on device cpu: null with that reason, whether or not the host has a GPU.
+        assert energy["energy_j"] is None and "run on device cpu" in energy["reason"]
 
 
 @pytest.mark.slow

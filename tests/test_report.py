@@ -200,6 +200,49 @@ def test_tables_written(summary: pd.DataFrame, tmp_path: Path) -> None:
     assert pd.read_csv(tmp_path / "runs.csv").shape[0] == len(summary)
 
 
+def hand_made(method: str, qid: str, tokens: int, seconds: float) -> dict:
+    row = _row("squad", method, 0, 0)
+    row.update(question_id=qid, new_tokens=tokens, wall_time_s=seconds)
+    return row
+
+
+def test_speedup_estimators_against_a_hand_computation(tmp_path: Path) -> None:
+    # Per-question speedups differ (2, 0.5, 3), so the three estimators disagree; q4 has only a
+    # baseline run and q5 only an sps run: both are reported and left out of every speedup.
+    tidy = pd.DataFrame(
+        [
+            hand_made("vanilla", "q1", 10, 1.0),  # 10 tok/s
+            hand_made("vanilla", "q2", 100, 5.0),  # 20 tok/s
+            hand_made("vanilla", "q3", 30, 1.0),  # 30 tok/s
+            hand_made("vanilla", "q4", 40, 1.0),
+            hand_made("sps", "q1", 20, 1.0),  # 20 tok/s
+            hand_made("sps", "q2", 50, 5.0),  # 10 tok/s
+            hand_made("sps", "q3", 90, 1.0),  # 90 tok/s
+            hand_made("sps", "q5", 70, 1.0),
+        ]
+    )
+    row = _pick(summarise(tidy), "squad", "sps")
+    assert row["speedup"] == pytest.approx((20 + 10 + 90) / 3 / ((10 + 20 + 30) / 3))  # 2.0
+    assert row["speedup_totals"] == pytest.approx((160 / 7) / (140 / 7))  # 1.142857
+    assert row["speedup_mean_of_ratios"] == pytest.approx((2 + 0.5 + 3) / 3)  # 1.8333
+    assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
+    assert (row["n_paired"], row["n_unpaired_method"], row["n_unpaired_baseline"]) == (3, 1, 1)
+
+    write_dataset_tables(summarise(tidy), tmp_path)
+    md = (tmp_path / "table_squad.md").read_text()
+    header = md.splitlines()[2]
+    assert "speedup, mean tok/s [95% CI]" in header and "speedup, totals [95% CI]" in header
+    sps_line = next(line for line in md.splitlines() if "| sps |" in line)
+    cells = [c.strip() for c in sps_line.strip("|").split("|")]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    by_column = dict(zip(columns, cells, strict=True))
+    assert by_column["speedup, mean tok/s [95% CI]"].startswith("2.00 [")
+    assert by_column["speedup, totals [95% CI]"].startswith("1.14 [")
+    assert by_column["paired"] == "3"
+    assert "mean over questions of the method's tokens/s divided by the mean" in md
+    assert "1 question(s) without a vanilla run and 1 vanilla question(s) without a sps" in md
+
+
 def test_latex_escape() -> None:
     assert latex_escape("a_b 5% & c") == r"a\_b 5\% \& c"
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
+import yaml
 
-from specrepro.records import ResultsError, ResultWriter, partial_path, read_records
+from specrepro.records import ResultWriter, partial_path, read_records
 from tests.conftest import write_prompts, write_tiny_config
 
 
@@ -81,8 +82,67 @@ def test_torn_last_line_is_dropped_and_rewritten(tmp_path: Path) -> None:
     assert [json.loads(line).get("question_id") for line in lines] == [None, "a", "b"]
 
 
-def test_resume_refuses_a_file_from_other_settings(tmp_path: Path) -> None:
+def test_a_file_from_other_settings_is_set_aside_not_resumed(tmp_path: Path, capsys) -> None:
     out = tmp_path / "r.jsonl"
-    ResultWriter(out, {"record": "meta", "seed": 0}, ("seed",)).close()
-    with pytest.raises(ResultsError, match="seed=0"):
-        ResultWriter(out, {"record": "meta", "seed": 1}, ("seed",))
+    old = ResultWriter(out, {"record": "meta", "seed": 0}, ("seed",))
+    old.append({"question_id": "a", "turns": []})
+    old.close()
+    writer = ResultWriter(out, {"record": "meta", "seed": 1}, ("seed",))
+    assert writer.done == set()
+    assert "differ in seed; starting over" in capsys.readouterr().err
+    writer.finish()
+    assert read_records(out) == ({"record": "meta", "seed": 1}, [])
+    stale = writer.set_aside
+    assert stale == out.with_name("r.jsonl.stale1")
+    assert read_records(stale) == (
+        {"record": "meta", "seed": 0},
+        [{"question_id": "a", "turns": []}],
+    )
+
+
+def test_rerun_after_a_retrained_draft_or_new_prompts_starts_over(
+    tmp_path: Path, tiny_model_dir: Path, capsys
+) -> None:
+    from specrepro import cli
+    from tests.conftest import tiny_llama
+
+    draft_dir = tmp_path / "draft"
+    shutil.copytree(tiny_model_dir, draft_dir)
+    config = write_tiny_config(tmp_path, tiny_model_dir)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["registry"]["tiny-draft"]["path"] = str(draft_dir)
+    config.write_text(yaml.safe_dump(cfg))
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=2, turns=1)
+    out = tmp_path / "run.jsonl"
+    argv = generate_cmd(config, prompts, out)[3:]
+    argv[argv.index("40")] = "4"
+
+    def run() -> tuple[dict, str]:
+        assert cli.main(argv) == 0
+        return read_records(out)[0], capsys.readouterr().err
+
+    first, _ = run()
+    assert set(first["model_fingerprints"]) == {"target", "draft"}
+    assert len(first["code_sha256"]) == 64 and len(first["prompts_sha256"]) == 64
+    same, err = run()  # nothing changed: the finished file is kept as it is
+    assert "starting over" not in err and same == first
+
+    retrained = tiny_llama(vocab_size=cfg_vocab(tiny_model_dir), seed=99, hidden=32)
+    retrained.save_pretrained(draft_dir)
+    after_training, err = run()
+    assert "differ in model_fingerprints; starting over" in err
+    assert after_training["model_fingerprints"]["draft"] != first["model_fingerprints"]["draft"]
+    assert after_training["model_fingerprints"]["target"] == first["model_fingerprints"]["target"]
+
+    write_prompts(prompts, n=3, turns=1)
+    after_prompts, err = run()
+    assert "differ in prompts_sha256; starting over" in err
+    assert len(read_records(out)[1]) == 3
+    assert sorted(p.name for p in tmp_path.glob("run.jsonl.stale*")) == [
+        "run.jsonl.stale1",
+        "run.jsonl.stale2",
+    ]
+
+
+def cfg_vocab(model_dir: Path) -> int:
+    return json.loads((model_dir / "config.json").read_text())["vocab_size"]

@@ -1,34 +1,71 @@
-"""The one token-counting rule, shared by every method."""
+"""The one token-counting rule, shared by every method, and where an answer ends."""
 
 from __future__ import annotations
 
 from specrepro.engine.stopping import StopRule
 
-NL, WORD, SPACE, WORD_NL, EOS = 10, 20, 30, 40, 2
+EOS = 0
+# A toy vocabulary: token id -> its text, shaped like byte-level BPE pieces.
+VOCAB = ["</s>", "\n", "```", "sql", "Answer", ":", " Paris", "SELECT", " name", " FROM",
+         " singer", ";", "\n\n", "``", "`", " '", "a;b", "'", " more"]  # fmt: skip
+ID = {text: i for i, text in enumerate(VOCAB)}
 
 
-def rule(max_new: int = 10, single_line: bool = False) -> StopRule:
-    return StopRule(
-        eos_ids=frozenset({EOS}),
-        max_new_tokens=max_new,
-        single_line=single_line,
-        newline_ids=frozenset({NL, WORD_NL}),
-        visible_ids=frozenset({WORD, WORD_NL}),
-        visible_before_newline_ids=frozenset({WORD_NL}),
-    )
+def ids(*pieces: str) -> list[int]:
+    return [ID[p] for p in pieces]
+
+
+def rule(max_new: int = 40, answer_format: str = "free") -> StopRule:
+    return StopRule(frozenset({EOS}), max_new, answer_format, tuple(VOCAB))
 
 
 def test_eos_is_kept_and_later_tokens_dropped() -> None:
-    assert rule().trim([WORD, EOS, WORD, WORD]) == ([WORD, EOS], True)
+    seq = ids(" Paris", "</s>", " Paris", " Paris")
+    assert rule().trim(seq) == (seq[:2], True)
 
 
 def test_max_new_tokens_trims_overshoot() -> None:
-    assert rule(max_new=3).trim([WORD] * 5) == ([WORD] * 3, True)
-    assert rule(max_new=3).trim([WORD] * 2) == ([WORD] * 2, False)
+    assert rule(max_new=3).trim(ids(*[" Paris"] * 5)) == (ids(*[" Paris"] * 3), True)
+    assert rule(max_new=3).trim(ids(" Paris", " Paris")) == (ids(" Paris", " Paris"), False)
 
 
-def test_single_line_stops_after_first_newline_following_text() -> None:
-    # A newline before any visible text does not end the answer.
-    assert rule(single_line=True).trim([NL, SPACE, WORD, NL, WORD]) == ([NL, SPACE, WORD, NL], True)
-    assert rule(single_line=True).trim([WORD_NL, WORD]) == ([WORD_NL], True)
-    assert rule(single_line=False).trim([WORD, NL, WORD]) == ([WORD, NL, WORD], False)
+def test_eos_and_max_new_tokens_in_the_same_chunk() -> None:
+    # A speculative round commits several tokens at once; whichever comes first wins.
+    chunk = ids(" Paris", " Paris", "</s>", " Paris")
+    assert rule(max_new=2).trim(chunk) == (chunk[:2], True)  # budget before EOS
+    assert rule(max_new=3).trim(chunk) == (chunk[:3], True)  # EOS is the last token allowed
+    assert rule(max_new=10).trim(chunk) == (chunk[:3], True)
+
+
+def test_line_answer_skips_fenced_and_labelled_first_lines() -> None:
+    fenced = ids("```", "sql", "\n", " Paris", "\n", " more")
+    assert rule(answer_format="line").trim(fenced) == (fenced[:5], True)
+    labelled = ids("Answer", ":", "\n", " Paris", "\n", " more")
+    assert rule(answer_format="line").trim(labelled) == (labelled[:5], True)
+    inline = ids("Answer", ":", " Paris", "\n", " more")
+    assert rule(answer_format="line").trim(inline) == (inline[:4], True)
+    leading_newlines = ids("\n", "\n", " Paris", "\n")
+    assert rule(answer_format="line").trim(leading_newlines) == (leading_newlines, True)
+    # Free text ignores lines.
+    assert rule().trim(labelled) == (labelled, False)
+
+
+def test_sql_answer_spans_lines_and_ends_at_its_statement() -> None:
+    sql = rule(answer_format="sql")
+    # A fence first line does not end it; a newline inside the statement does not either.
+    fenced = ids("```", "sql", "\n", "SELECT", " name", "\n", " FROM", " singer", "\n", "```",
+                 "\n", " more")  # fmt: skip
+    assert sql.trim(fenced) == (fenced[:10], True)
+    # The closing fence may arrive in pieces.
+    split_fence = ids("SELECT", " name", "\n", "``", "`", " more")
+    assert sql.trim(split_fence) == (split_fence[:5], True)
+    semicolon = ids("SELECT", " name", " FROM", " singer", ";", "\n", " more")
+    assert sql.trim(semicolon) == (semicolon[:5], True)
+    blank_line = ids("SELECT", " name", "\n", " FROM", " singer", "\n\n", " more")
+    assert sql.trim(blank_line) == (blank_line[:6], True)
+    # A semicolon inside a string literal is data, not the end of the statement.
+    quoted = ids("SELECT", " '", "a;b", "'", ";", " more")
+    assert sql.trim(quoted) == (quoted[:5], True)
+    # Unfinished statement: keeps going.
+    open_ended = ids("SELECT", " name", "\n", " FROM")
+    assert sql.trim(open_ended) == (open_ended, False)

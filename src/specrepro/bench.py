@@ -1,29 +1,137 @@
-"""Benchmark: ratios measured in one run, on the same prompts, machine and models.
+"""Benchmarks: ratios measured in one run, on the same prompts, machine and models.
 
-  python -m specrepro.bench --pair smollm2 --dtypes float32 bfloat16 --n 5 --max-new-tokens 64
+  python -m specrepro.bench forward --contexts 128 2048 --dtypes float32 bfloat16
+  python -m specrepro.bench decode --pair smollm2 --dtypes float32 bfloat16 --n 5
 
-Prints, per dtype: our vanilla and sps tokens/s, their ratio, tau and the T=0 match rate; and our
-sps against transformers' assisted generation (`assistant_model`) with the same draft and gamma.
+`forward`: time of one target forward (one new token, and a 5-token speculative round followed
+by keep()) at each context length, in our engine (cache preallocated, written in place) against
+the same model on transformers' DynamicCache (a full copy of the cache per forward and per
+gather: what this engine did before).
+
+`decode`: our vanilla and sps against transformers' own greedy `generate` (dynamic and static
+cache) and assisted generation (`assistant_model`, same draft, same constant gamma), with tau
+and the T=0 match rates.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache, PreTrainedModel
 
-from specrepro.config import MethodChoice, load_config, resolve_pair
+from specrepro.config import MethodChoice, load_config, model_spec, resolve_pair
 from specrepro.data import load_prompts
 from specrepro.decoding.base import make_params
+from specrepro.engine.runner import ModelRunner
+from specrepro.engine.timing import synchronize
 from specrepro.harness import Decoder, LoadedPair, load_pair
+from specrepro.models.loader import load_model
 from specrepro.prompting import conversation, encode
 
+ROUND_TOKENS = 5  # a speculative round: tokens verified, of which the first 3 are kept
 
-def hf_assisted(
-    loaded: LoadedPair, prompt_ids: list[int], max_new_tokens: int, gamma: int | None
+
+def _median_seconds(step, reps: int, warmup: int, device: torch.device) -> float:
+    times = []
+    for i in range(warmup + reps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_engine(model: PreTrainedModel, context: int, reps: int, warmup: int) -> dict[str, float]:
+    """Seconds per 1-token forward and per 5-token round + keep, in our runner."""
+    device = next(model.parameters()).device
+    runner = ModelRunner(model, "target")
+    runner.reset(context + 2 * ROUND_TOKENS)
+    generator = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, runner.vocab_size, (context,), generator=generator)
+    runner.forward(prefix, logits_from=context - 1)
+
+    def one_token() -> None:
+        runner.forward([1], logits_from=0)
+        runner.crop(context)
+
+    def round_and_keep() -> None:
+        runner.forward([1] * ROUND_TOKENS, logits_from=0)
+        runner.keep(list(range(context)) + [context, context + 2, context + 3])
+        runner.crop(context)
+
+    return {
+        "token": _median_seconds(one_token, reps, warmup, device),
+        "round_keep": _median_seconds(round_and_keep, reps, warmup, device),
+    }
+
+
+@torch.inference_mode()
+def time_dynamic_cache(
+    model: PreTrainedModel, context: int, reps: int, warmup: int
+) -> dict[str, float]:
+    """The same two steps on transformers' DynamicCache (concatenation and full gathers)."""
+    device = next(model.parameters()).device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    prefix = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(0))
+    cache = DynamicCache(config=model.config)
+    model(input_ids=prefix.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    def forward(n: int) -> None:
+        ids = torch.ones(1, n, dtype=torch.long, device=device)
+        positions = torch.arange(context, context + n, device=device).view(1, -1)
+        model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
+              logits_to_keep=n)  # fmt: skip
+
+    def one_token() -> None:
+        forward(1)
+        cache.crop(-1)
+
+    def round_and_keep() -> None:
+        forward(ROUND_TOKENS)
+        kept = torch.tensor(list(range(context)) + [context, context + 2, context + 3])
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(-2, kept.to(device))
+            layer.values = layer.values.index_select(-2, kept.to(device))
+        cache.crop(-3)
+
+    return {
+        "token": _median_seconds(one_token, reps, warmup, device),
+        "round_keep": _median_seconds(round_and_keep, reps, warmup, device),
+    }
+
+
+def run_forward(args: argparse.Namespace) -> dict:
+    config = load_config(args.config)
+    pair = resolve_pair(config, args.pair)
+    spec = model_spec(config, pair["target"])
+    report: dict = {"pair": args.pair, "device": args.device, "reps": args.reps}
+    for dtype in args.dtypes:
+        model, _ = load_model(spec, dtype, args.device, Path(config["models"]["cache_dir"]))
+        for context in args.contexts:
+            ours = time_engine(model, context, args.reps, args.warmup)
+            dynamic = time_dynamic_cache(model, context, args.reps, args.warmup)
+            report[f"{dtype}/{context}"] = {
+                "engine_ms": {k: 1000 * v for k, v in ours.items()},
+                "dynamic_cache_ms": {k: 1000 * v for k, v in dynamic.items()},
+                "dynamic_over_engine": {k: dynamic[k] / ours[k] for k in ours},
+            }
+        del model
+    return report
+
+
+def hf_generate(
+    loaded: LoadedPair,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    gamma: int | None = None,
+    cache_implementation: str | None = None,
 ) -> tuple[list[int], float]:
     """transformers' own greedy generation, assisted by the draft when gamma is given."""
     kwargs: dict = {}
@@ -33,7 +141,10 @@ def hf_assisted(
         draft_cfg.num_assistant_tokens_schedule = "constant"
         draft_cfg.assistant_confidence_threshold = 0.0
         kwargs["assistant_model"] = loaded.draft
+    if cache_implementation is not None:
+        kwargs["cache_implementation"] = cache_implementation
     ids = torch.tensor([prompt_ids], device=loaded.target.device)
+    synchronize(loaded.target.device)
     start = time.perf_counter()
     out = loaded.target.generate(
         input_ids=ids,
@@ -44,63 +155,109 @@ def hf_assisted(
         pad_token_id=sorted(loaded.eos_ids)[0],
         **kwargs,
     )
+    synchronize(loaded.target.device)
     elapsed = time.perf_counter() - start
     new = out[0, len(prompt_ids) :].tolist()
     cut = next((i + 1 for i, t in enumerate(new) if t in loaded.eos_ids), len(new))
     return new[:cut], elapsed
 
 
-def run(args: argparse.Namespace) -> dict:
+def run_decode(args: argparse.Namespace) -> dict:
     config = load_config(args.config)
     resolve_pair(config, args.pair)
     prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
-    report: dict = {
-        "pair": args.pair,
-        "dataset": args.dataset,
-        "n": len(prompts),
-        "gamma": args.gamma,
-    }
+    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
+    report["gamma"] = args.gamma
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, need_draft=True)
-        vanilla = Decoder(
-            loaded, MethodChoice("vanilla", "vanilla", make_params("vanilla", {})), 0.0
-        )
-        sps = Decoder(
-            loaded, MethodChoice("sps", "sps", make_params("sps", {"gamma": args.gamma})), 0.0
-        )
         encoded = [
             encode(loaded.tokenizer, conversation(p, 0, []), loaded.use_chat_template)
             for p in prompts
         ]
-        vanilla.generate(encoded[0], 8, 0)  # warm-up
-        sps.generate(encoded[0], 8, 0)
-        hf_assisted(loaded, encoded[0], 8, args.gamma)
-        totals = {k: [0, 0.0] for k in ("vanilla", "sps", "hf_greedy", "hf_assisted")}
-        forwards, matches, hf_matches = 0, 0, 0
-        for ids in encoded:
-            a, ta = vanilla.generate(ids, args.max_new_tokens, 0)
-            b, tb = sps.generate(ids, args.max_new_tokens, 0)
-            c, tc = hf_assisted(loaded, ids, args.max_new_tokens, None)
-            d, td = hf_assisted(loaded, ids, args.max_new_tokens, args.gamma)
-            for key, n, t in (("vanilla", a.new_tokens, ta.total), ("sps", b.new_tokens, tb.total),
-                              ("hf_greedy", len(c), tc), ("hf_assisted", len(d), td)):  # fmt: skip
-                totals[key][0] += n
-                totals[key][1] += t
-            forwards += b.target_forwards
-            matches += int(a.tokens == b.tokens)
-            hf_matches += int(d == b.tokens)
-        tps = {k: n / t for k, (n, t) in totals.items()}
-        report[dtype] = {
-            "tokens_per_s": tps,
-            "sps_over_vanilla": tps["sps"] / tps["vanilla"],
-            "sps_over_hf_assisted": tps["sps"] / tps["hf_assisted"],
-            "vanilla_over_hf_greedy": tps["vanilla"] / tps["hf_greedy"],
-            "tau": totals["sps"][0] / forwards,
-            "sps_vanilla_match_rate": matches / len(encoded),
-            "sps_hf_assisted_match_rate": hf_matches / len(encoded),
-        }
-        del loaded, vanilla, sps
+        report[dtype] = decode_ratios(loaded, encoded, args.max_new_tokens, args.gamma)
     return report
+
+
+def decode_ratios(
+    loaded: LoadedPair, encoded: list[list[int]], max_new_tokens: int, gamma: int
+) -> dict:
+    """Every implementation on every prompt, interleaved so that drift hits all alike."""
+    vanilla = Decoder(loaded, MethodChoice("vanilla", "vanilla", make_params("vanilla", {})), 0.0)
+    sps = Decoder(loaded, MethodChoice("sps", "sps", make_params("sps", {"gamma": gamma})), 0.0)
+    runs = {
+        "vanilla": lambda ids, n: _ours(vanilla, ids, n),
+        "sps": lambda ids, n: _ours(sps, ids, n),
+        "hf_greedy_dynamic": lambda ids, n: hf_generate(loaded, ids, n),
+        "hf_greedy_static": lambda ids, n: hf_generate(loaded, ids, n, None, "static"),
+        "hf_assisted": lambda ids, n: hf_generate(loaded, ids, n, gamma),
+    }
+    for run in runs.values():  # warm-up
+        run(encoded[0], 8)
+    totals = {k: [0, 0.0] for k in runs}
+    outputs: dict[str, list[list[int]]] = {k: [] for k in runs}
+    forwards = 0
+    for ids in encoded:
+        for key, run in runs.items():
+            tokens, seconds = run(ids, max_new_tokens)
+            totals[key][0] += len(tokens)
+            totals[key][1] += seconds
+            outputs[key].append(tokens)
+        forwards += sps.target.forwards
+    tps = {k: n / t for k, (n, t) in totals.items()}
+
+    def match(a: str, b: str) -> float:
+        return sum(x == y for x, y in zip(outputs[a], outputs[b], strict=True)) / len(encoded)
+
+    return {
+        "tokens_per_s": tps,
+        "sps_over_vanilla": tps["sps"] / tps["vanilla"],
+        "sps_over_hf_assisted": tps["sps"] / tps["hf_assisted"],
+        "vanilla_over_hf_dynamic": tps["vanilla"] / tps["hf_greedy_dynamic"],
+        "vanilla_over_hf_static": tps["vanilla"] / tps["hf_greedy_static"],
+        "tau": totals["sps"][0] / forwards,
+        "match_sps_vanilla": match("sps", "vanilla"),
+        "match_vanilla_hf": match("vanilla", "hf_greedy_dynamic"),
+        "match_sps_hf_assisted": match("sps", "hf_assisted"),
+    }
+
+
+def _ours(decoder: Decoder, ids: list[int], max_new_tokens: int) -> tuple[list[int], float]:
+    result, timer = decoder.generate(ids, max_new_tokens, 0)
+    return result.tokens, timer.total
+
+
+def print_forward(report: dict, args: argparse.Namespace) -> None:
+    for dtype in args.dtypes:
+        for context in args.contexts:
+            r = report[f"{dtype}/{context}"]
+            e, d, ratio = r["engine_ms"], r["dynamic_cache_ms"], r["dynamic_over_engine"]
+            print(
+                f"[{dtype} ctx={context}] 1-token forward: engine {e['token']:.2f} ms, "
+                f"DynamicCache {d['token']:.2f} ms (x{ratio['token']:.3f}); "
+                f"5-token round+keep: engine {e['round_keep']:.2f} ms, "
+                f"DynamicCache {d['round_keep']:.2f} ms (x{ratio['round_keep']:.3f})"
+            )
+
+
+def print_decode(report: dict, args: argparse.Namespace) -> None:
+    for dtype in args.dtypes:
+        r = report[dtype]
+        tps = ", ".join(f"{k} {v:.1f}" for k, v in r["tokens_per_s"].items())
+        print(f"[{dtype}] tokens/s: {tps}")
+        ratios = "  ".join(
+            f"{k} {r[k]:.3f}"
+            for k in (
+                "sps_over_vanilla",
+                "sps_over_hf_assisted",
+                "vanilla_over_hf_dynamic",
+                "vanilla_over_hf_static",
+                "tau",
+                "match_sps_vanilla",
+                "match_vanilla_hf",
+                "match_sps_hf_assisted",
+            )  # fmt: skip
+        )
+        print(f"[{dtype}] {ratios}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,29 +266,31 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", nargs="+", default=["config/config.yaml"])
-    parser.add_argument("--pair", default="smollm2")
-    parser.add_argument("--dataset", default="mtbench")
-    parser.add_argument("--n", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--gamma", type=int, default=3)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", help="also write the numbers as JSON")
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name in ("forward", "decode"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", nargs="+", default=["config/config.yaml"])
+        p.add_argument("--pair", default="smollm2")
+        p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--out", help="also write the numbers as JSON")
+    forward = sub.choices["forward"]
+    forward.add_argument("--contexts", nargs="+", type=int, default=[128, 2048])
+    forward.add_argument("--reps", type=int, default=20)
+    forward.add_argument("--warmup", type=int, default=3)
+    decode = sub.choices["decode"]
+    decode.add_argument("--dataset", default="mtbench")
+    decode.add_argument("--n", type=int, default=5)
+    decode.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    decode.add_argument("--max-new-tokens", type=int, default=64)
+    decode.add_argument("--gamma", type=int, default=3)
     args = parser.parse_args(argv)
-    report = run(args)
-    for dtype in args.dtypes:
-        r = report[dtype]
-        tps = ", ".join(f"{k} {v:.1f}" for k, v in r["tokens_per_s"].items())
-        print(f"[{dtype}] tokens/s: {tps}")
-        print(
-            f"[{dtype}] sps/vanilla {r['sps_over_vanilla']:.3f}  sps/hf_assisted "
-            f"{r['sps_over_hf_assisted']:.3f}  "
-            f"vanilla/hf_greedy {r['vanilla_over_hf_greedy']:.3f}  "
-            f"tau {r['tau']:.2f}  match(sps,vanilla) {r['sps_vanilla_match_rate']:.2f}  "
-            f"match(sps,hf_assisted) {r['sps_hf_assisted_match_rate']:.2f}"
-        )
+    if args.what == "forward":
+        report = run_forward(args)
+        print_forward(report, args)
+    else:
+        report = run_decode(args)
+        print_decode(report, args)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 

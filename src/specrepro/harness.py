@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import zlib
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,14 @@ from specrepro.decoding.base import DecodingContext, GenerationResult, get_metho
 from specrepro.energy import EnergyMeter, git_commit, hardware_info
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
-from specrepro.engine.stopping import StopRule, TokenClasses, eos_token_ids, token_classes
-from specrepro.engine.timing import StepTimer
-from specrepro.models.loader import ModelError, load_model
+from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
+from specrepro.engine.timing import StepTimer, synchronize
+from specrepro.models.loader import ModelError, fingerprint, load_model
 from specrepro.prompting import conversation, encode
+from specrepro.provenance import code_fingerprint, records_fingerprint
 from specrepro.records import ResultWriter
 
+# A partial result file is resumed only if all of these match (else the run starts over).
 RUN_IDENTITY = (
     "pair",
     "method",
@@ -33,7 +35,12 @@ RUN_IDENTITY = (
     "seed",
     "dtype",
     "max_new_tokens",
+    "prompts_sha256",
+    "model_fingerprints",
+    "code_sha256",
 )
+# Cache positions allocated beyond prompt + max_new_tokens, for drafted tokens under verification.
+CACHE_HEADROOM = 256
 
 
 @dataclass
@@ -44,7 +51,8 @@ class LoadedPair:
     draft: PreTrainedModel | None
     use_chat_template: bool
     eos_ids: frozenset[int]
-    classes: TokenClasses
+    token_text: tuple[str, ...]
+    fingerprints: dict[str, str] = field(default_factory=dict)  # role -> model fingerprint
 
 
 def seed_everything(seed: int) -> None:
@@ -58,17 +66,19 @@ def load_pair(
 ) -> LoadedPair:
     pair = resolve_pair(config, pair_name)
     cache_root = Path(config["models"]["cache_dir"])
-    target, tokenizer = load_model(model_spec(config, pair["target"]), dtype, device, cache_root)
+    target_spec = model_spec(config, pair["target"])
+    target, tokenizer = load_model(target_spec, dtype, device, cache_root)
+    fingerprints = {"target": fingerprint(target_spec, target, cache_root)}
     draft = None
     if need_draft:
-        draft, draft_tokenizer = load_model(
-            model_spec(config, pair["draft"]), dtype, device, cache_root
-        )
+        draft_spec = model_spec(config, pair["draft"])
+        draft, draft_tokenizer = load_model(draft_spec, dtype, device, cache_root)
         if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ModelError(
                 f"pair {pair_name!r}: draft {pair['draft']!r} and target {pair['target']!r} "
                 "use different tokenizers"
             )
+        fingerprints["draft"] = fingerprint(draft_spec, draft, cache_root)
     return LoadedPair(
         name=pair_name,
         target=target,
@@ -76,7 +86,8 @@ def load_pair(
         draft=draft,
         use_chat_template=pair.get("chat_template", bool(tokenizer.chat_template)),
         eos_ids=eos_token_ids(tokenizer, target.generation_config.eos_token_id),
-        classes=token_classes(tokenizer),
+        token_text=token_texts(tokenizer),
+        fingerprints=fingerprints,
     )
 
 
@@ -97,28 +108,32 @@ class Decoder:
         self.draft = ModelRunner(loaded.draft, "draft") if loaded.draft is not None else None
         if self.module.NEEDS_DRAFT and self.draft is None:
             raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
+        if self.draft is not None and self.draft.vocab_size != self.target.vocab_size:
+            # The residual max(p - q, 0) needs both distributions over the same vocabulary.
+            raise ModelError(
+                f"pair {loaded.name!r}: the draft's logits are {self.draft.vocab_size} wide, the "
+                f"target's {self.target.vocab_size}; speculative sampling needs equal widths"
+            )
 
-    def stop_rule(self, max_new_tokens: int, single_line: bool) -> StopRule:
-        c = self.loaded.classes
+    def stop_rule(self, max_new_tokens: int, answer_format: str) -> StopRule:
         return StopRule(
             eos_ids=self.loaded.eos_ids,
             max_new_tokens=max_new_tokens,
-            single_line=single_line,
-            newline_ids=c.newline,
-            visible_ids=c.visible,
-            visible_before_newline_ids=c.visible_before_newline,
+            answer_format=answer_format,
+            token_text=self.loaded.token_text,
         )
 
     def generate(
-        self, prompt_ids: list[int], max_new_tokens: int, seed: int, single_line: bool = False
+        self, prompt_ids: list[int], max_new_tokens: int, seed: int, answer_format: str = "free"
     ) -> tuple[GenerationResult, StepTimer]:
-        self.target.reset()
+        capacity = len(prompt_ids) + max_new_tokens + CACHE_HEADROOM
+        self.target.reset(capacity)
         if self.draft is not None:
-            self.draft.reset()
+            self.draft.reset(capacity)
         timer = StepTimer(self.target.device)
         ctx = DecodingContext(
             target=self.target,
-            stop=self.stop_rule(max_new_tokens, single_line),
+            stop=self.stop_rule(max_new_tokens, answer_format),
             temperature=self.temperature,
             generator=make_generator(seed, self.target.device),
             timer=timer,
@@ -150,6 +165,8 @@ def run_prompts(
     """Generate every turn of every prompt; append one record per question to `out`."""
     seed_everything(seed)
     engine = Decoder(loaded, method, temperature)
+    energy_cfg = config.get("energy", {})
+    meter = open_energy_meter(engine.target.device, energy_cfg.get("sample_hz", 20.0))
     meta = {
         "record": "meta",
         "pair": loaded.name,
@@ -163,22 +180,27 @@ def run_prompts(
         "batch_size": 1,
         "max_new_tokens": max_new_tokens,
         "depth_convention": "depth = number of draft levels",
-        "hardware": hardware_info(),
+        "hardware": hardware_info(meter),
         "git_commit": git_commit(),
+        "code_sha256": code_fingerprint(),
+        "prompts_sha256": records_fingerprint(prompts),
+        "model_fingerprints": loaded.fingerprints,
         "command": sys.argv,
         "config": config,
     }
-    writer = ResultWriter(out, meta, RUN_IDENTITY)
+    try:
+        writer = ResultWriter(out, meta, RUN_IDENTITY)
+    except BaseException:
+        meter.close()
+        raise
     todo = [p for p in prompts if str(p["question_id"]) not in writer.done]
-    energy_cfg = config.get("energy", {})
-    meter = EnergyMeter.open(
-        device_index=energy_cfg.get("device_index", 0), sample_hz=energy_cfg.get("sample_hz", 20.0)
-    )
     try:
         if todo:
-            _warm_up(engine, loaded, todo[0], warmup)
             if meter.available:
+                # At rest, before warm-up raises the clocks.
+                synchronize(engine.target.device)
                 meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
+            _warm_up(engine, loaded, todo[0], warmup)
         bar = tqdm(todo, desc=f"{loaded.name}/{method.name}/T={temperature}", disable=not progress)
         for prompt in bar:
             writer.append(_run_question(engine, loaded, meter, prompt, max_new_tokens, seed, meta))
@@ -186,6 +208,16 @@ def run_prompts(
     finally:
         writer.close()
         meter.close()
+
+
+def open_energy_meter(device: torch.device, sample_hz: float) -> EnergyMeter:
+    """The NVML meter of the GPU this run computes on; a non-CUDA run measures nothing."""
+    if device.type != "cuda":
+        return EnergyMeter.not_measured(
+            f"run on device {device.type}: GPU energy is measured only for runs on a CUDA GPU"
+        )
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    return EnergyMeter.open(gpu_uuid=uuid, sample_hz=sample_hz)
 
 
 def _warm_up(engine: Decoder, loaded: LoadedPair, prompt: dict, n: int) -> None:
@@ -210,12 +242,12 @@ def _run_question(
         prompt_ids = encode(
             loaded.tokenizer, conversation(prompt, t, answers), loaded.use_chat_template
         )
-        single_line = bool(prompt.get("single_line", False))
+        answer_format = prompt.get("answer_format", "free")
         if engine.target.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(engine.target.device)
         with meter.window() as energy:
             result, timer = engine.generate(
-                prompt_ids, max_new_tokens, question_seed(seed, qid, t), single_line
+                prompt_ids, max_new_tokens, question_seed(seed, qid, t), answer_format
             )
         text = loaded.tokenizer.decode(result.tokens, skip_special_tokens=True)
         answers.append(text)

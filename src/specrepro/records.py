@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,23 +52,35 @@ class ResultWriter:
         if out.exists() and not self.part.exists():
             out.rename(self.part)
         self.done: set[str] = set()
+        self.set_aside: Path | None = None
+        old_meta: dict | None = None
         if self.part.exists():
             self._truncate_torn_tail()
             old_meta, records = read_records(self.part)
-            if old_meta is not None:
-                for key in identity_keys:
-                    if old_meta.get(key) != meta.get(key):
-                        raise ResultsError(
-                            f"{self.part} was written with {key}={old_meta.get(key)!r}, this run "
-                            f"has {meta.get(key)!r}; delete the file or use another --out"
-                        )
-            self.done = {str(r["question_id"]) for r in records}
-            self._file = self.part.open("a")
-            if old_meta is None:
-                self._write(meta)
-        else:
-            self._file = self.part.open("w")
+            changed = [
+                key for key in identity_keys if old_meta and old_meta.get(key) != meta.get(key)
+            ]
+            if changed:
+                self.set_aside = self._set_aside(changed)
+            else:
+                self.done = {str(r["question_id"]) for r in records}
+        resuming = self.part.exists()
+        self._file = self.part.open("a" if resuming else "w")
+        if not resuming or old_meta is None:
             self._write(meta)
+
+    def _set_aside(self, changed: list[str]) -> Path:
+        """Move an earlier run's file out of the way (kept, never deleted) and say why."""
+        k = 1
+        while (stale := self.out.with_name(f"{self.out.name}.stale{k}")).exists():
+            k += 1
+        self.part.rename(stale)
+        print(
+            f"{self.out}: the earlier results differ in {', '.join(changed)}; starting over "
+            f"(earlier records kept in {stale})",
+            file=sys.stderr,
+        )
+        return stale
 
     def _truncate_torn_tail(self) -> None:
         data = self.part.read_bytes()

@@ -1,7 +1,8 @@
 """Prompt records: loading by dataset, seeded subsets, training prompts and JSONL I/O.
 
 A prompt record is a plain JSON-serialisable dict shaped like an MT-bench question:
-{"question_id", "dataset", "turns", "few_shot", "system", "single_line", "reference"}.
+{"question_id", "dataset", "turns", "few_shot", "system", "answer_format", "reference"}.
+answer_format says where an answer ends (specrepro.answers: "free", "line" or "sql").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from specrepro.answers import ANSWER_FORMATS, check_format
 from specrepro.data.fetch import DataError
 from specrepro.data.manifest import DATASET_NAMES
 from specrepro.data.subsample import complement, subsample
@@ -30,7 +32,7 @@ class PromptRecord(TypedDict):
     turns: list[str]
     few_shot: list[FewShot]
     system: str | None
-    single_line: bool
+    answer_format: str
     reference: dict[str, Any]
 
 
@@ -40,7 +42,7 @@ def make_record(
     turns: Sequence[str],
     few_shot: Sequence[FewShot] = (),
     system: str | None = None,
-    single_line: bool = False,
+    answer_format: str = "free",
     reference: dict[str, Any] | None = None,
 ) -> PromptRecord:
     """A prompt record with every field present, in the canonical key order."""
@@ -50,7 +52,7 @@ def make_record(
         "turns": list(turns),
         "few_shot": [{"user": s["user"], "assistant": s["assistant"]} for s in few_shot],
         "system": system,
-        "single_line": single_line,
+        "answer_format": check_format(answer_format),
         "reference": dict(reference or {}),
     }
 
@@ -169,16 +171,19 @@ def normalize_record(raw: Any) -> PromptRecord:
     system = raw.get("system")
     if system is not None and not isinstance(system, str):
         raise ValueError("system must be a string or null")
-    single_line = raw.get("single_line", False)
-    if not isinstance(single_line, bool):
-        raise ValueError("single_line must be true or false")
+    # Older prompt files said single_line: true for what is now answer_format "line".
+    legacy = "line" if raw.get("single_line") is True else "free"
+    answer_format = raw.get("answer_format", legacy)
+    if not isinstance(answer_format, str):
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}")
+    check_format(answer_format)
     dataset = raw.get("dataset", "mtbench")
     if not isinstance(dataset, str):
         raise ValueError("dataset must be a string")
     reference = raw.get("reference")
     if not isinstance(reference, dict):
         reference = {"category": raw.get("category"), "reference": reference}
-    return make_record(qid, dataset, turns, few_shot, system, single_line, reference)
+    return make_record(qid, dataset, turns, few_shot, system, answer_format, reference)
 
 
 def read_prompts_jsonl(path: Path) -> list[PromptRecord]:

@@ -95,7 +95,7 @@ def load_spider(data_dir: Path) -> list[PromptRecord]:
                 f"spider-{i}",
                 "spider",
                 [spider_user_message(schemas[db], ex["question"])],
-                single_line=True,
+                answer_format="sql",
                 reference={"db_id": db, "gold_sql": ex["query"]},
             )
         )

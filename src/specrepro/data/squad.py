@@ -50,7 +50,7 @@ def load_squad(data_dir: Path) -> list[PromptRecord]:
                 "squad",
                 [squad_user_message(paragraph["context"], qa["question"])],
                 few_shot=SQUAD_FEW_SHOT,
-                single_line=True,
+                answer_format="line",
                 reference={
                     "answers": [a["text"] for a in qa["answers"]],
                     "title": article["title"],

@@ -93,6 +93,8 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
             n_prev = len(target_pending)
             out = ctx.target.forward(target_pending + drafted, logits_from=n_prev - 1)
             accepted = verify(ctx, out.logits, drafted, dists)
+            ctx.target.ensure_finite()
+            draft.ensure_finite()
         result.target_forwards += 1
         n_acc = len(accepted) - 1
         # Keep committed tokens only: the pending ones plus the accepted draft prefix.

@@ -31,6 +31,7 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
             logits = ctx.target.forward(pending, logits_from=len(pending) - 1).logits[-1]
         result.target_forwards += 1
         token = next_token(ctx, logits)
+        ctx.target.ensure_finite()
         done = commit(ctx, generated, [token], result)
         pending = [token]
     result.tokens = generated

@@ -51,19 +51,28 @@ def _torch_cuda_version() -> str | None:
     return str(version) if version is not None else None
 
 
-def hardware_info(nvml: ModuleType | None = None, device_index: int = 0) -> dict[str, Any]:
-    """JSON-serialisable description of this machine, its GPU and the key package versions."""
-    with EnergyMeter.open(device_index=device_index, nvml=nvml) as meter:
-        gpu = {
-            "device_index": device_index,
-            "name": meter.device_name,
-            "driver_version": meter.driver_version,
-            "cuda_version": _torch_cuda_version(),
-            "cuda_driver_version": meter.cuda_driver_version,
-            "nvml_available": meter.available,
-            "nvml_reason": meter.reason,
-            "energy_counter_supported": meter.counter_supported if meter.available else None,
-        }
+def hardware_info(
+    meter: EnergyMeter | None = None, nvml: ModuleType | None = None, device_index: int = 0
+) -> dict[str, Any]:
+    """JSON-serialisable description of this machine, its GPU and the key package versions.
+
+    `meter` is the run's own energy meter, so the GPU described is the one measured (none for
+    a CPU run); without it, NVML device `device_index` is described.
+    """
+    if meter is None:
+        with EnergyMeter.open(device_index=device_index, nvml=nvml) as own:
+            return hardware_info(own)
+    gpu = {
+        "device_index": meter.device_index if meter.available else None,
+        "uuid": meter.gpu_uuid,
+        "name": meter.device_name,
+        "driver_version": meter.driver_version,
+        "cuda_version": _torch_cuda_version(),
+        "cuda_driver_version": meter.cuda_driver_version,
+        "nvml_available": meter.available,
+        "nvml_reason": meter.reason,
+        "energy_counter_supported": meter.counter_supported if meter.available else None,
+    }
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -64,6 +64,15 @@ def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def normalize_uuid(uuid: str) -> str:
+    """'GPU-58e3...' (NVML) and '58e3...' (torch) name the same device."""
+    text = uuid.strip().lower()
+    for prefix in ("gpu-", "mig-"):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
 def _cuda_driver_version(nvml: Any) -> str | None:
     # The newest CUDA the driver supports, which differs from torch's runtime CUDA version.
     getter = getattr(nvml, "nvmlSystemGetCudaDriverVersion", None)
@@ -89,10 +98,13 @@ class EnergyMeter:
         device_index: int = 0,
         sample_hz: float = 20.0,
         nvml: ModuleType | None = None,
+        gpu_uuid: str | None = None,
+        not_measured: str | None = None,
     ) -> None:
         if sample_hz <= 0:
             raise ValueError(f"sample_hz must be positive, got {sample_hz}")
         self.device_index = device_index
+        self.gpu_uuid = gpu_uuid
         self.sample_hz = sample_hz
         self.available = False
         self.reason: str | None = None
@@ -108,6 +120,9 @@ class EnergyMeter:
         self._closed = False
         self._lock = threading.Lock()
         self._samplers: set[PowerSampler] = set()
+        if not_measured is not None:
+            self.reason = not_measured
+            return
         self._probe(nvml)
 
     @classmethod
@@ -116,10 +131,21 @@ class EnergyMeter:
         device_index: int = 0,
         sample_hz: float = 20.0,
         nvml: ModuleType | None = None,
+        gpu_uuid: str | None = None,
     ) -> EnergyMeter:
         """Preferred constructor. A missing NVML, driver or GPU never raises: check `available`
-        and `reason`. Only a caller bug (sample_hz <= 0) raises ValueError."""
-        return cls(device_index=device_index, sample_hz=sample_hz, nvml=nvml)
+        and `reason`. Only a caller bug (sample_hz <= 0) raises ValueError.
+
+        With `gpu_uuid` (what torch reports for the device it runs on) the meter measures the
+        NVML device of that UUID: NVML numbers physical GPUs and ignores CUDA_VISIBLE_DEVICES,
+        so an index can name another job's GPU. Without it, `device_index` is used.
+        """
+        return cls(device_index=device_index, sample_hz=sample_hz, nvml=nvml, gpu_uuid=gpu_uuid)
+
+    @classmethod
+    def not_measured(cls, reason: str) -> EnergyMeter:
+        """A meter that measures nothing (the run is not on a GPU); its readings carry `reason`."""
+        return cls(not_measured=reason)
 
     def _probe(self, nvml: ModuleType | None) -> None:
         if nvml is None:
@@ -138,9 +164,10 @@ class EnergyMeter:
             return
         self._initialised = True
         try:
-            self._handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            self._handle = self._find_handle(nvml)
         except Exception as exc:
-            self.reason = f"no CUDA GPU at index {self.device_index}: {_describe(exc)}"
+            where = f"UUID {self.gpu_uuid}" if self.gpu_uuid else f"index {self.device_index}"
+            self.reason = f"no CUDA GPU at {where}: {_describe(exc)}"
             self._shutdown()
             return
         self.available = True
@@ -159,6 +186,18 @@ class EnergyMeter:
         except Exception as exc:
             # Pre-Volta GPUs: fall back to integrating the power samples.
             self.counter_reason = f"energy counter unsupported: {_describe(exc)}"
+
+    def _find_handle(self, nvml: Any) -> Any:
+        if self.gpu_uuid is None:
+            return nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+        wanted = normalize_uuid(self.gpu_uuid)
+        for index in range(int(nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            if normalize_uuid(_as_str(nvml.nvmlDeviceGetUUID(handle))) == wanted:
+                self.device_index = index
+                return handle
+        # MIG slices have their own UUIDs and no energy counter of their own.
+        raise LookupError("NVML lists no such device (a MIG slice cannot be measured)")
 
     def _read_power_w(self) -> float:
         return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0

@@ -1,8 +1,15 @@
 """One model plus its KV cache: the runtime every decoding method drives.
 
 Positions are explicit so that trees and forests plug in: a forward takes the new tokens, their
-position ids and (optionally) a tree mask over them; the prefix already in the cache is always
-fully visible. After verification a method keeps a chosen subset of cached positions.
+position ids and a mask saying what each new token sees, either among the new tokens only
+(`tree_mask`, the cached prefix fully visible) or over the whole cached + new span
+(`span_mask`, for trees grown level by level over a cache that holds earlier levels). After
+verification a method keeps a chosen subset of cached positions.
+
+The cache is preallocated per generation and written in place (see kvcache.py). Nothing here
+reads a device value on the host during a forward: non-finite logits are recorded on the device
+and raised by `ensure_finite()`, which a method calls once per round, where it reads its
+decision anyway.
 """
 
 from __future__ import annotations
@@ -10,7 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
+
+from specrepro.engine.kvcache import (
+    PreallocatedCache,
+    SlidingWindowUnsupported,
+    sliding_window_layers,
+)
+
+DEFAULT_CAPACITY = 1024
 
 
 class NonFiniteLogitsError(RuntimeError):
@@ -19,23 +34,38 @@ class NonFiniteLogitsError(RuntimeError):
 
 @dataclass
 class ForwardOutput:
-    logits: torch.Tensor  # [N, V] float32, one row per input token
-    hidden: torch.Tensor | None  # [N, H] last hidden state after the final norm, if requested
+    logits: torch.Tensor  # [N - logits_from, V] float32, one row per requested token
+    hidden: torch.Tensor | None  # [N - logits_from, H] last hidden state after the final norm
 
 
 class ModelRunner:
     """A causal LM with one sequence's KV cache (batch size 1)."""
 
     def __init__(self, model: PreTrainedModel, name: str = "model") -> None:
+        reasons = sliding_window_layers(model.config)
+        if reasons:
+            raise SlidingWindowUnsupported(
+                f"{name} ({model.config.model_type}): attention that is not full attention over "
+                f"the whole context ({'; '.join(reasons)}); the engine's cache keeps and crops "
+                "positions by index, which such layers would silently break"
+            )
         self.model = model
         self.name = name
         self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.num_layers = int(model.config.get_text_config().num_hidden_layers)
         self.forwards = 0
+        self.cache = PreallocatedCache(self.num_layers, DEFAULT_CAPACITY)
         self.reset()
 
-    def reset(self) -> None:
-        self.cache = DynamicCache(config=self.model.config)
+    def reset(self, capacity: int | None = None) -> None:
+        """Empty the cache for a new generation; `capacity` positions are allocated up front."""
+        if capacity is not None and capacity > self.cache.layers[0].capacity:
+            self.cache = PreallocatedCache(self.num_layers, capacity)
+        self.cache.truncate(0)
         self.forwards = 0
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._checked_forwards = 0
 
     @property
     def cache_len(self) -> int:
@@ -47,68 +77,101 @@ class ModelRunner:
         tokens: list[int] | torch.Tensor,
         positions: torch.Tensor | None = None,
         tree_mask: torch.Tensor | None = None,
+        span_mask: torch.Tensor | None = None,
         logits_from: int = 0,
         want_hidden: bool = False,
     ) -> ForwardOutput:
         """Append `tokens` to the cache and return logits for tokens[logits_from:].
 
         positions: [N] absolute position ids (default: contiguous after the cache).
-        tree_mask: [N, N] bool, True where token i may attend to new token j (each node sees
-        its ancestors and itself); None means plain causal.
+        tree_mask: [N, N] bool, True where new token i may attend to new token j; the cached
+          prefix stays fully visible. None (and no span_mask) means plain causal.
+        span_mask: [N, cache_len + N] bool over the cached and new positions together, for
+          tokens that must not see every cached position (tree levels, forests).
+        logits_from == N returns no logits (an empty [0, V] tensor).
         """
         ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device).view(1, -1)
         n = ids.shape[1]
+        if not 0 <= logits_from <= n:
+            raise ValueError(f"logits_from must be in [0, {n}], got {logits_from}")
         past = self.cache_len
         if positions is None:
             positions = torch.arange(past, past + n, device=self.device)
         kwargs: dict = {}
+        if tree_mask is not None and span_mask is not None:
+            raise ValueError("give tree_mask or span_mask, not both")
         if tree_mask is not None:
-            kwargs["attention_mask"] = self._additive_mask(tree_mask, past)
+            span_mask = self._span_from_tree(tree_mask, past)
+        if span_mask is not None:
+            if tuple(span_mask.shape) != (n, past + n):
+                raise ValueError(
+                    f"span_mask must have shape [{n}, {past + n}], got {list(span_mask.shape)}"
+                )
+            kwargs["attention_mask"] = self._additive(span_mask)
+        keep = n - logits_from
+        # transformers reads logits_to_keep=0 as "all": ask for one row and slice it away.
         out = self.model(
             input_ids=ids,
             position_ids=positions.view(1, -1).to(self.device),
             past_key_values=self.cache,
             use_cache=True,
             output_hidden_states=want_hidden,
-            logits_to_keep=n - logits_from,
+            logits_to_keep=max(keep, 1),
             **kwargs,
         )
         self.forwards += 1
-        logits = out.logits[0].float()
-        if not torch.isfinite(logits).all():
-            raise NonFiniteLogitsError(
-                f"{self.name}: non-finite logits (NaN/inf) at cache length {past}; "
-                "check the model weights and dtype"
-            )
+        logits = out.logits[0, out.logits.shape[1] - keep :].float()
+        # Recorded on the device; read by ensure_finite() once per round, not per forward.
+        if keep:
+            self._finite &= torch.isfinite(logits).all()
         hidden = out.hidden_states[-1][0, logits_from:] if want_hidden else None
         return ForwardOutput(logits=logits, hidden=hidden)
 
-    def _additive_mask(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
+    def ensure_finite(self) -> None:
+        """Raise NonFiniteLogitsError if any forward since the last check gave NaN/inf logits.
+
+        One host read; methods call it once per round, before committing that round's tokens.
+        """
+        if not bool(self._finite):
+            raise NonFiniteLogitsError(
+                f"{self.name}: non-finite logits (NaN/inf) in forward "
+                f"{self._checked_forwards + 1}..{self.forwards} of this generation (cache length "
+                f"{self.cache_len}); check the model weights and dtype"
+            )
+        self._checked_forwards = self.forwards
+
+    def _span_from_tree(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
         n = tree_mask.shape[0]
+        span = torch.ones(n, past + n, dtype=torch.bool, device=self.device)
+        span[:, past:] = tree_mask.to(self.device)
+        return span
+
+    def _additive(self, span_mask: torch.Tensor) -> torch.Tensor:
+        n, width = span_mask.shape
         dtype = self.model.dtype
-        allowed = torch.ones(n, past + n, dtype=torch.bool, device=self.device)
-        allowed[:, past:] = tree_mask.to(self.device)
-        mask = torch.zeros(n, past + n, dtype=dtype, device=self.device)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask.view(1, 1, n, past + n)
+        mask = torch.zeros(n, width, dtype=dtype, device=self.device)
+        mask.masked_fill_(~span_mask.to(self.device, torch.bool), torch.finfo(dtype).min)
+        return mask.view(1, 1, n, width)
 
     def crop(self, length: int) -> None:
         """Drop every cached position at index >= length."""
-        excess = self.cache_len - length
-        if excess > 0:
-            self.cache.crop(-excess)
+        self.cache.truncate(length)
 
+    @torch.inference_mode()
     def keep(self, indices: list[int] | torch.Tensor) -> None:
-        """Keep only the cached positions `indices` (ascending), gathered to be contiguous."""
-        idx = torch.as_tensor(indices, dtype=torch.long, device=self.device)
+        """Keep only the cached positions `indices` (ascending), gathered to be contiguous.
+
+        Only the entries after the first position that moves are copied.
+        """
+        if isinstance(indices, torch.Tensor):
+            indices = indices.tolist()
+        start = 0
+        while start < len(indices) and indices[start] == start:
+            start += 1
+        tail = torch.as_tensor(indices[start:], dtype=torch.long, device=self.device)
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(-2, idx)
-            layer.values = layer.values.index_select(-2, idx)
+            layer.keep(start, tail)
 
     def cache_bytes(self) -> int:
-        total = 0
-        for layer in self.cache.layers:
-            for t in (layer.keys, layer.values):
-                if t is not None and hasattr(t, "numel"):
-                    total += t.numel() * t.element_size()
-        return total
+        """Bytes held by the live cache entries (not the preallocated headroom)."""
+        return self.cache.nbytes()

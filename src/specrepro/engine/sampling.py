@@ -1,4 +1,8 @@
-"""Turning logits into distributions and tokens, with an explicit generator for determinism."""
+"""Turning logits into distributions and tokens, with an explicit generator for determinism.
+
+None of these read a device value on the host except `sample` and `greedy`, whose token the
+caller needs there anyway.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,15 @@ def probs_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+    """One draw from `probs` (exact for any finite distribution).
+
+    A non-finite distribution (from NaN logits) draws from the uniform instead of crashing
+    inside multinomial; the runner's ensure_finite(), called before any token is committed,
+    then raises an error that names the model.
+    """
+    finite = torch.isfinite(probs).all()
+    safe = torch.where(finite, probs, torch.ones_like(probs))
+    return int(torch.multinomial(safe, 1, generator=generator).item())
 
 
 def greedy(logits: torch.Tensor) -> int:
@@ -19,12 +31,11 @@ def greedy(logits: torch.Tensor) -> int:
 
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """norm(max(p - q, 0)); falls back to p when the residual mass vanishes numerically."""
+    """norm(max(p - q, 0)); p itself when the residual mass vanishes numerically (p <= q
+    everywhere can only happen by rounding, as rejection implies p(x) < q(x) somewhere)."""
     r = torch.clamp(p - q, min=0.0)
     mass = r.sum()
-    if mass <= 0:
-        return p
-    return r / mass
+    return torch.where(mass > 0, r / mass.clamp_min(torch.finfo(r.dtype).tiny), p)
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

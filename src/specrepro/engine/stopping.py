@@ -2,58 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
+
+from specrepro.answers import AnswerScanner, check_format
 
 
 @dataclass
 class StopRule:
-    """Stop after an EOS token, after max_new_tokens, and (single-line tasks) after the first
-    newline that follows visible text. The stopping token is kept and counted."""
+    """Stop after an EOS token, after max_new_tokens, or at the token that ends the task's
+    answer (answers.py: a content line for "line", a statement for "sql"). The stopping
+    token is kept and counted.
+
+    token_text[i] is token i decoded alone; tokens beyond it read as empty text.
+    """
 
     eos_ids: frozenset[int]
     max_new_tokens: int
-    single_line: bool = False
-    newline_ids: frozenset[int] = field(default_factory=frozenset)
-    visible_ids: frozenset[int] = field(default_factory=frozenset)
-    visible_before_newline_ids: frozenset[int] = field(default_factory=frozenset)
+    answer_format: str = "free"
+    token_text: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        check_format(self.answer_format)
+        if self.answer_format != "free" and not self.token_text:
+            raise ValueError(f"answer format {self.answer_format!r} needs the token texts")
 
     def trim(self, generated: list[int]) -> tuple[list[int], bool]:
         """Return (tokens kept, finished) for the whole generated sequence so far."""
-        seen_visible = False
+        scanner = AnswerScanner(self.answer_format)
+        texts = self.token_text
         for i, tok in enumerate(generated):
-            if i + 1 > self.max_new_tokens:
+            if i >= self.max_new_tokens:
                 return generated[: self.max_new_tokens], True
             if tok in self.eos_ids:
                 return generated[: i + 1], True
-            if self.single_line and tok in self.newline_ids:
-                if seen_visible or tok in self.visible_before_newline_ids:
-                    return generated[: i + 1], True
-            if tok in self.visible_ids:
-                seen_visible = True
+            text = texts[tok] if 0 <= tok < len(texts) else ""
+            if scanner.feed(text) is not None:
+                return generated[: i + 1], True
         return generated, len(generated) >= self.max_new_tokens
 
 
-@dataclass(frozen=True)
-class TokenClasses:
-    newline: frozenset[int]
-    visible: frozenset[int]
-    visible_before_newline: frozenset[int]
-
-
-def token_classes(tokenizer: PreTrainedTokenizerBase) -> TokenClasses:
-    """Which vocabulary entries contain a newline / visible text (decoded, one token alone)."""
-    newline, visible, visible_first = set(), set(), set()
-    for tid in range(len(tokenizer)):
-        text = tokenizer.decode([tid])
-        if text.strip():
-            visible.add(tid)
-        if "\n" in text:
-            newline.add(tid)
-            if text.split("\n", 1)[0].strip():
-                visible_first.add(tid)
-    return TokenClasses(frozenset(newline), frozenset(visible), frozenset(visible_first))
+def token_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Each vocabulary entry decoded alone (enough to find newlines, fences and semicolons)."""
+    return tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
 
 
 def eos_token_ids(

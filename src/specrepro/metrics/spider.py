@@ -10,10 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-# A fence may carry a language tag; the lookahead stops "```SELECT" from losing its "SEL".
-_FENCE_OPEN = re.compile(r"^```(?:(?:sqlite|sql)(?=\s|$))?", re.IGNORECASE)
-_LABEL = re.compile(r"^(?:sql|query)\s*:\s*", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+
+# Memory bounds for scoring untrusted SQL: a cross join can return tens of millions of rows
+# within the timeout, and printf/zeroblob can build gigabyte strings in one call.
+MAX_ROWS = 100_000
+MAX_VALUE_BYTES = 1_000_000  # sqlite's own per-string/blob limit on the scoring connection
+_FETCH_CHUNK = 10_000
+_DENIED_FUNCTIONS = frozenset(
+    {"zeroblob", "randomblob", "printf", "format", "load_extension", "readfile", "writefile"}
+)
 
 # VM instructions between deadline checks: frequent enough for sub-second timeouts,
 # rare enough that the Python callback costs nothing measurable.
@@ -28,28 +34,6 @@ class ExecResult:
     pred_error: str | None = None
     gold_error: str | None = None
     ordered: bool = False
-
-
-def _clean_line(line: str) -> str:
-    # Labels and fences can come in either order ("SQL: ```sql ..."), so peel until stable.
-    previous = None
-    line = line.strip()
-    while line != previous:
-        previous = line
-        line = _FENCE_OPEN.sub("", line).strip()
-        line = _LABEL.sub("", line).strip()
-        if line.endswith("```"):
-            line = line[:-3].strip()
-    return line
-
-
-def extract_sql(text: str) -> str:
-    """The SQL on the first meaningful line of a generation, without fences, label or ';'."""
-    for raw in text.splitlines():
-        line = _clean_line(raw)
-        if line:
-            return line.rstrip(";").strip()
-    return ""
 
 
 def _top_level_text(sql: str) -> str:
@@ -99,8 +83,12 @@ _READ_ACTIONS = frozenset(
 )
 
 
-def _allow_reads_only(action: int, *_: object) -> int:
-    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+def _allow_reads_only(action: int, arg1: object, arg2: object, *_: object) -> int:
+    if action not in _READ_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
 
 
 def _connect_read_only(db_path: Path) -> sqlite3.Connection:
@@ -114,11 +102,14 @@ def _connect_read_only(db_path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA query_only = ON")
     # mode=ro does not stop ATTACH from creating a new file, so only reads may be prepared.
     conn.set_authorizer(_allow_reads_only)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     return conn
 
 
-def _run(conn: sqlite3.Connection, sql: str, timeout_s: float) -> tuple[list[tuple], str | None]:
-    """Rows of ``sql`` or an error message; never raises for a bad query."""
+def _run(
+    conn: sqlite3.Connection, sql: str, timeout_s: float, max_rows: int = MAX_ROWS
+) -> tuple[list[tuple], str | None]:
+    """Rows of ``sql`` (at most max_rows) or an error message; never raises for a bad query."""
     deadline = time.monotonic() + timeout_s
     timed_out = False
 
@@ -131,7 +122,11 @@ def _run(conn: sqlite3.Connection, sql: str, timeout_s: float) -> tuple[list[tup
     conn.set_progress_handler(past_deadline, _PROGRESS_STEPS)
     try:
         cursor = conn.execute(sql)
-        rows = cursor.fetchall()
+        rows: list[tuple] = []
+        while chunk := cursor.fetchmany(_FETCH_CHUNK):
+            rows += chunk
+            if len(rows) > max_rows:
+                return [], f"more than {max_rows} rows"
     # sqlite3.Warning: several statements at once; ValueError: NUL characters in the query.
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
         if timed_out:
@@ -147,7 +142,7 @@ def _run(conn: sqlite3.Connection, sql: str, timeout_s: float) -> tuple[list[tup
 
 
 def execution_match(
-    db_path: Path, gold_sql: str, pred_sql: str, timeout_s: float = 10.0
+    db_path: Path, gold_sql: str, pred_sql: str, timeout_s: float = 10.0, max_rows: int = MAX_ROWS
 ) -> ExecResult:
     """Execution accuracy for one question.
 
@@ -166,10 +161,10 @@ def execution_match(
     ordered = has_top_level_order_by(gold_sql)
     conn = _connect_read_only(db_path)
     try:
-        gold_rows, gold_error = _run(conn, gold_sql, timeout_s)
+        gold_rows, gold_error = _run(conn, gold_sql, timeout_s, max_rows)
         if not pred_sql.strip():
             return ExecResult(False, "empty prediction", gold_error, ordered)
-        pred_rows, pred_error = _run(conn, pred_sql, timeout_s)
+        pred_rows, pred_error = _run(conn, pred_sql, timeout_s, max_rows)
     finally:
         conn.close()
 

@@ -8,7 +8,6 @@ from collections import Counter
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_ANSWER_LABEL = re.compile(r"^answer\s*:\s*", re.IGNORECASE)
 
 
 def normalize_answer(text: str) -> str:
@@ -21,19 +20,6 @@ def normalize_answer(text: str) -> str:
     text = "".join(ch for ch in text if ch not in _PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
-
-
-def first_line(text: str) -> str:
-    """First non-empty line of a generation, stripped, without a leading "Answer:" label.
-
-    The prompt asks for the answer on one line; anything after it is the model rambling on.
-    A line holding only the label is skipped so "Answer:\\nParis" still yields "Paris".
-    """
-    for line in text.splitlines():
-        line = _ANSWER_LABEL.sub("", line.strip()).strip()
-        if line:
-            return line
-    return ""
 
 
 def _check_golds(gold_answers: list[str]) -> None:

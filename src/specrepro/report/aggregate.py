@@ -21,22 +21,32 @@ NUMERIC_COLUMNS = [
     "time_other_s",
     "energy_j",
     "energy_net_j",
+    "energy_duration_s",
     "avg_power_w",
     "em",
     "f1",
     "exec_match",
     "lossless_match",
 ]
-# Summary column prefix -> definition name in metrics.speed.paired_speedup_ci.
-SPEEDUP_DEFINITIONS = {"speedup": "mean_of_ratios", "speedup_totals": "ratio_of_totals"}
+# Summary column prefix -> definition name in metrics.speed.paired_speedup_ci (SPEC 6).
+# "speedup" is the headline: EAGLE's and Spec-Bench's mean(method tok/s) / mean(baseline
+# tok/s), comparable with published numbers. "speedup_totals" is the ratio of total tokens per
+# total second. The mean of per-question ratios is kept in runs.csv only: it is heavy-tailed
+# at T>0, where outputs of different lengths make single ratios large.
+SPEEDUP_DEFINITIONS = {
+    "speedup": "ratio_of_mean_tps",
+    "speedup_totals": "ratio_of_totals",
+    "speedup_mean_of_ratios": "mean_of_ratios",
+}
+SPEEDUP_ESTIMATORS = {
+    "speedup": "mean over questions of the method's tokens/s divided by the mean of the "
+    "baseline's (EAGLE/Spec-Bench)",
+    "speedup_totals": "all tokens / all seconds of the method divided by the baseline's",
+}
 SPEEDUP_COLUMNS = [
-    "speedup",
-    "speedup_low",
-    "speedup_high",
-    "speedup_totals",
-    "speedup_totals_low",
-    "speedup_totals_high",
+    f"{prefix}{suffix}" for prefix in SPEEDUP_DEFINITIONS for suffix in ("", "_low", "_high")
 ]
+PAIRING_COLUMNS = ["n_paired", "n_unpaired_method", "n_unpaired_baseline"]
 
 
 def prepare(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -70,12 +80,9 @@ def per_question(tidy: pd.DataFrame) -> pd.DataFrame:
     return summed
 
 
-def question_speedups(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
-    """Per-question tokens/s of every method next to its matching baseline run.
-
-    Questions without a baseline counterpart are dropped (inner join), so the speedup is
-    always paired.
-    """
+def _with_baseline(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every method's questions next to the matching baseline question (outer join, with the
+    `_merge` indicator: "both", "left_only" = no baseline, "right_only" = baseline only)."""
     questions = per_question(tidy)
     base = questions[questions["method"] == baseline].drop(columns="method")
     base = base.rename(
@@ -85,9 +92,40 @@ def question_speedups(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataF
             "tokens_per_s": "base_tokens_per_s",
         }
     )
-    paired = questions.merge(base, on=[*MATCH_KEYS, "question_id"], how="inner")
+    rows = []
+    for method in questions["method"].unique():
+        mine = questions[questions["method"] == method].drop(columns="method")
+        # A method run pairs only with baseline runs of its own configurations.
+        configs = mine[MATCH_KEYS].drop_duplicates()
+        theirs = base.merge(configs, on=MATCH_KEYS, how="inner")
+        merged = mine.merge(theirs, on=[*MATCH_KEYS, "question_id"], how="outer", indicator=True)
+        merged["method"] = method
+        rows.append(merged)
+    return pd.concat(rows, ignore_index=True) if rows else questions.assign(_merge=[])
+
+
+def question_speedups(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Per-question tokens/s of every method next to its matching baseline run.
+
+    Only paired questions appear here; pairing_counts() says how many were not paired.
+    """
+    joined = _with_baseline(tidy, baseline)
+    paired = joined[joined["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
     paired["speedup"] = paired["tokens_per_s"] / paired["base_tokens_per_s"]
     return paired
+
+
+def pairing_counts(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Per configuration: questions paired with the baseline, and those on one side only."""
+    joined = _with_baseline(tidy, baseline)
+    counts = (
+        joined.groupby([*GROUP_KEYS, "_merge"], dropna=False, observed=True)["question_id"]
+        .nunique()
+        .unstack("_merge", fill_value=0)
+    )
+    counts = counts.reindex(columns=["both", "left_only", "right_only"], fill_value=0)
+    counts.columns = PAIRING_COLUMNS
+    return counts.reset_index().astype(dict.fromkeys(PAIRING_COLUMNS, int))
 
 
 def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
@@ -112,7 +150,7 @@ def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
 
 
 def speedup_table(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> pd.DataFrame:
-    """Both speedup definitions with 95% bootstrap intervals, one row per configuration."""
+    """Every speedup definition with 95% bootstrap intervals, one row per configuration."""
     paired = question_speedups(tidy, baseline)
     rows = []
     for key, group in paired.groupby(GROUP_KEYS, dropna=False, sort=True):
@@ -154,6 +192,13 @@ def _mean(values: pd.Series) -> float:
     return float(values.mean()) if values.notna().any() else float("nan")
 
 
+def _energy_over_time(group: pd.DataFrame) -> float:
+    if group["energy_j"].isna().any():
+        return float("nan")
+    seconds = group["energy_duration_s"].fillna(group["wall_time_s"])
+    return _ratio(group["energy_j"].sum(), seconds.sum())
+
+
 def _group_stats(group: pd.DataFrame) -> dict[str, object]:
     tokens = group["new_tokens"].sum()
     wall = group["wall_time_s"].sum()
@@ -170,7 +215,8 @@ def _group_stats(group: pd.DataFrame) -> dict[str, object]:
         "frac_other": _ratio(group["time_other_s"].sum(min_count=1), wall),
         "j_per_token": _energy_per_token(group["energy_j"], tokens),
         "j_per_token_net": _energy_per_token(group["energy_net_j"], tokens),
-        "avg_power_w": _mean(group["avg_power_w"]),
+        # Total energy over total time, not a mean of per-window averages.
+        "avg_power_w": _energy_over_time(group),
         "energy_reason": _first_valid(group["energy_reason"]),
         "em": _mean(group["em"]),
         "f1": _mean(group["f1"]),
@@ -191,7 +237,8 @@ def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> p
     ]
     stats = pd.DataFrame(rows)
     summary = stats.merge(speedup_table(tidy, baseline, seed), on=GROUP_KEYS, how="left")
+    summary = summary.merge(pairing_counts(tidy, baseline), on=GROUP_KEYS, how="left")
     front = [*GROUP_KEYS, "n_questions", "n_seeds", "n_runs", "new_tokens", "wall_time_s"]
-    front += ["tokens_per_s", *SPEEDUP_COLUMNS]
+    front += ["tokens_per_s", *SPEEDUP_COLUMNS, *PAIRING_COLUMNS]
     rest = [c for c in summary.columns if c not in front]
     return summary[front + rest]

@@ -90,7 +90,8 @@ def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
 
 
 def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanilla") -> list[Path]:
-    """Mean-of-ratios speedup with 95% CI bars by dataset and method, a panel per T."""
+    """Headline speedup (mean tokens/s over mean baseline tokens/s) with 95% CI bars by
+    dataset and method, a panel per T."""
     datasets = sorted(summary["dataset"].astype(str).unique())
     temperatures = sorted(summary["temperature"].unique())
     fig, axes = _panels(len(temperatures))
@@ -100,7 +101,7 @@ def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanil
     for ax, temperature in zip(axes, temperatures, strict=False):
         _speedup_panel(ax, methods[methods["temperature"] == temperature], datasets)
         ax.set_title(f"T = {temperature:g}")
-        ax.set_ylabel(f"speedup over {baseline}")
+        ax.set_ylabel(f"speedup over {baseline}\n(mean tok/s ratio)")
     return _save(fig, out_base)
 
 

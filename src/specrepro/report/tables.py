@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from specrepro.report.aggregate import SPEEDUP_ESTIMATORS
+
 Row = pd.Series
 
 
@@ -37,6 +39,10 @@ def _with_ci(row: Row, prefix: str) -> str:
     return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def _count(value: float) -> str:
+    return "n/a" if pd.isna(value) else str(int(value))
+
+
 def _lossless(row: Row) -> str:
     # Token-identical output is only expected under greedy decoding.
     if row["temperature"] != 0 or pd.isna(row["lossless_match_rate"]):
@@ -49,8 +55,19 @@ BASE_COLUMNS = [
     Column("method", "method", "l", lambda r: str(r["method"])),
     Column("T", "$T$", "r", lambda r: f"{r['temperature']:g}"),
     Column("tokens/s", "tokens/s", "r", lambda r: _number(r["tokens_per_s"], "{:.1f}")),
-    Column("speedup [95% CI]", "speedup [95\\% CI]", "r", lambda r: _with_ci(r, "speedup")),
-    Column("speedup (totals)", "speedup (totals)", "r", lambda r: _with_ci(r, "speedup_totals")),
+    Column(
+        "speedup, mean tok/s [95% CI]",
+        "speedup, mean tok/s [95\\% CI]",
+        "r",
+        lambda r: _with_ci(r, "speedup"),
+    ),
+    Column(
+        "speedup, totals [95% CI]",
+        "speedup, totals [95\\% CI]",
+        "r",
+        lambda r: _with_ci(r, "speedup_totals"),
+    ),
+    Column("paired", "paired", "r", lambda r: _count(r["n_paired"])),
     Column("tau", "$\\tau$", "r", lambda r: _number(r["tau"])),
     Column("J/token", "J/token", "r", lambda r: _number(r["j_per_token"], "{:.3f}")),
 ]
@@ -110,8 +127,22 @@ def _energy_footnote(reason: object) -> str:
 
 
 def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
-    """Why cells read n/a: energy reasons and missing baselines."""
-    notes = []
+    """What the speedup columns are, which questions were not paired, why cells read n/a."""
+    notes = [
+        f"speedup, mean tok/s: {SPEEDUP_ESTIMATORS['speedup']}; "
+        f"speedup, totals: {SPEEDUP_ESTIMATORS['speedup_totals']}. Both over the paired "
+        f"questions (paired = questions run by the method and by {baseline} with the same "
+        "pair, dataset, T, dtype and seed), with 95% paired bootstrap intervals over questions."
+    ]
+    for _, row in rows.iterrows():
+        alone, missing = row["n_unpaired_method"], row["n_unpaired_baseline"]
+        if row["method"] == baseline or not (alone or missing):
+            continue
+        notes.append(
+            f"{row['method']} at T={row['temperature']:g}: {int(alone)} question(s) without a "
+            f"{baseline} run and {int(missing)} {baseline} question(s) without a "
+            f"{row['method']} run are left out of the speedup."
+        )
     no_energy = rows[rows["j_per_token"].isna()]
     reasons = dict.fromkeys(_energy_footnote(r) for r in no_energy["energy_reason"])
     notes += [f"J/token n/a: {reason}." for reason in reasons]

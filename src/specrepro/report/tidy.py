@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from specrepro.answers import answer_text
 from specrepro.data import spider_coverage, spider_db_path
-from specrepro.metrics.spider import execution_match, extract_sql
-from specrepro.metrics.squad import exact_match, f1, first_line
+from specrepro.metrics.spider import execution_match
+from specrepro.metrics.squad import exact_match, f1
 from specrepro.records import ResultsError, read_records
 
 
@@ -54,6 +55,7 @@ def _rows(path: Path) -> list[dict]:
                     "energy_j": energy.get("energy_j"),
                     "energy_net_j": energy.get("energy_net_j"),
                     "avg_power_w": energy.get("avg_power_w"),
+                    "energy_duration_s": energy.get("duration_s"),
                     "energy_reason": energy.get("reason"),
                     "kv_cache_bytes": t.get("kv_cache_bytes"),
                     "_text": t["text"],
@@ -68,11 +70,11 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
     ref = row["_reference"]
     out = {"em": None, "f1": None, "exec_match": None, "exec_error": None}
     if row["dataset"] == "squad" and ref.get("answers"):
-        answer = first_line(row["_text"])
+        answer = answer_text(row["_text"], "line")
         out["em"] = exact_match(answer, ref["answers"])
         out["f1"] = f1(answer, ref["answers"])
     elif row["dataset"] == "spider" and ref.get("db_id"):
-        sql = extract_sql(row["_text"])
+        sql = answer_text(row["_text"], "sql")
         key = (ref["db_id"], ref["gold_sql"], sql)
         if key not in sql_cache:
             sql_cache[key] = execution_match(
