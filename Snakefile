@@ -21,6 +21,11 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Downloading needs the internet, which cluster compute nodes often lack.
+localrules:
+    fetch_data,
+
+
 rule all:
     input:
         final_outputs(),

@@ -1,6 +1,5 @@
-import os
-
 import itertools
+import re
 
 RUNS = config["runs"]
 
@@ -54,3 +53,7 @@ def decode_models(wildcards):
 # Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
 # (workflow.cores is undefined for --report and --lint, so it cannot be used here.)
 ALL_CORES = 1024
+
+# Built drafts by output folder (their registry path): train_draft serves them all, so a
+# profile sets its resources by that one name whatever the drafts are called.
+BUILT_DRAFTS = {config["models"]["registry"][name]["path"]: name for name in config.get("drafts", {})}

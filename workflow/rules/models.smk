@@ -34,31 +34,25 @@ rule train_prompts:
         "specrepro train-prompts {params.config} --draft {wildcards.draft} --out {output} > {log} 2>&1"
 
 
-for _draft, _entry in config.get("drafts", {}).items():
-
-    rule:
-        name:
-            f"train_draft_{_draft}"
-        input:
-            prompts=f"results/drafts/{_draft}/train_prompts.jsonl",
-            teacher=model_ready(_entry["teacher"]),
-        output:
-            model=f"{config['models']['registry'][_draft]['path']}/config.json",
-            log=report(
-                f"{config['models']['registry'][_draft]['path']}/training_log.json",
-                category="Draft models",
-            ),
-        params:
-            config=CONFIG_ARGS,
-            draft=_draft,
-            out=lambda wildcards, output: os.path.dirname(output.model),
-        threads: ALL_CORES
-        resources:
-            timing_slot=1,
-        log:
-            f"logs/models/train_draft_{_draft}.log",
-        conda:
-            "../../envs/specrepro.yaml"
-        shell:
-            "specrepro train-draft {params.config} --draft {params.draft} "
-            "--prompts {input.prompts} --out {params.out} > {log} 2>&1"
+rule train_draft:
+    input:
+        prompts=lambda w: f"results/drafts/{BUILT_DRAFTS[w.draft_dir]}/train_prompts.jsonl",
+        teacher=lambda w: model_ready(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
+    output:
+        model="{draft_dir}/config.json",
+        log=report("{draft_dir}/training_log.json", category="Draft models"),
+    params:
+        config=CONFIG_ARGS,
+        draft=lambda w: BUILT_DRAFTS[w.draft_dir],
+    wildcard_constraints:
+        draft_dir="|".join(re.escape(path) for path in BUILT_DRAFTS) or "NONE",
+    threads: ALL_CORES
+    resources:
+        timing_slot=1,
+    log:
+        "logs/models/train_draft_{draft_dir}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro train-draft {params.config} --draft {params.draft} "
+        "--prompts {input.prompts} --out {wildcards.draft_dir} > {log} 2>&1"
