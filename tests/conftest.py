@@ -89,7 +89,9 @@ def write_tiny_config(tmp_path: Path, model_dir: Path, **overrides) -> Path:
                 "tiny-draft": {"source": "local", "path": str(model_dir)},
             },
         },
-        "pairs": {"tiny": {"target": "tiny", "draft": "tiny-draft", "chat_template": True}},
+        "pairs": {
+            "tiny": {"target": "tiny", "draft": "tiny-draft", "conversation": "chat_template"}
+        },
         "methods": {"vanilla": {"algorithm": "vanilla"}, "sps": {"algorithm": "sps", "gamma": 3}},
         "datasets": {"mtbench": {"n": 3, "max_new_tokens": 8}},
         "runs": {

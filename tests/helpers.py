@@ -13,7 +13,7 @@ def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **par
         target=target,
         tokenizer=None,  # type: ignore[arg-type]
         draft=draft,
-        use_chat_template=False,
+        conversation="plain",
         eos_ids=frozenset(eos),
         token_text=(),
     )

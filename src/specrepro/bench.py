@@ -171,8 +171,7 @@ def run_decode(args: argparse.Namespace) -> dict:
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, need_draft=True)
         encoded = [
-            encode(loaded.tokenizer, conversation(p, 0, []), loaded.use_chat_template)
-            for p in prompts
+            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
         ]
         report[dtype] = decode_ratios(loaded, encoded, args.max_new_tokens, args.gamma)
     return report

@@ -16,6 +16,24 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
         action="append",
         help=f"config YAML; repeat to merge several, later ones win (default: {DEFAULT_CONFIG})",
     )
+    p.add_argument(
+        "--set-json",
+        type=_json_entries,
+        default={},
+        metavar="JSON",
+        help="config entries to set over the files, e.g. '{\"methods.sps.gamma\": 2}' "
+        "(the workflow passes each job's own entries this way)",
+    )
+
+
+def _json_entries(text: str) -> dict:
+    try:
+        entries = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(entries, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of dotted path -> value")
+    return entries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +131,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from specrepro.data import verify_dataset
     from specrepro.models.loader import check_available
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     for name in config["runs"]["datasets"]:
         verify_dataset(name, Path(config["data"]["dir"]))
     for pair in config["runs"]["pairs"]:
@@ -126,7 +144,7 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
     from specrepro.data import fetch_dataset
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     data = config["data"]
     mirror = args.mirror or data.get("mirror")
     mirror_path = Path(mirror) if mirror and Path(mirror).exists() else None
@@ -139,7 +157,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     from specrepro.config import ConfigError, load_config
     from specrepro.data import load_prompts, write_jsonl
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     if args.dataset not in config["datasets"]:
         raise ConfigError(f"dataset {args.dataset!r} is not configured under datasets")
     n = args.n if args.n is not None else config["datasets"][args.dataset]["n"]
@@ -163,7 +181,7 @@ def cmd_train_prompts(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
     from specrepro.data import load_training_prompts, write_jsonl
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     entry = draft_entry(config, args.draft)
     # Every configured dataset's evaluated subset is excluded, whether or not it runs now.
     datasets = sorted(config["datasets"])
@@ -184,7 +202,7 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     from specrepro.config import ConfigError, load_config, model_spec
     from specrepro.models.loader import resolve
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     if args.model not in config["models"]["registry"]:
         raise ConfigError(f"unknown model {args.model!r}")
     print(resolve(model_spec(config, args.model), Path(config["models"]["cache_dir"])))
@@ -197,8 +215,9 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
     from specrepro.harness import seed_everything
     from specrepro.models.distill import DistillConfig, distill
     from specrepro.models.loader import load_model
+    from specrepro.prompting import default_conversation
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     entry = draft_entry(config, args.draft)
     cfg = DistillConfig.from_config(entry)
     prompts = read_prompts_jsonl(Path(args.prompts))
@@ -208,7 +227,7 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or config["models"]["registry"][args.draft]["path"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    distill(teacher, tokenizer, prompts, cfg, out, bool(tokenizer.chat_template))
+    distill(teacher, tokenizer, prompts, cfg, out, default_conversation(tokenizer))
     print(out)
     return 0
 
@@ -220,7 +239,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from specrepro.models.loader import check_available
 
     # Everything that can be wrong with the input is checked before any weights load.
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     pair = resolve_pair(config, args.pair)
     method = resolve_method(config, args.method)
     if args.max_new_tokens < 1:
@@ -261,7 +280,7 @@ def cmd_tidy(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
     from specrepro.report.tidy import coverage_notes, tidy_table
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set_json)
     data_dir = Path(config["data"]["dir"])
     table = tidy_table([Path(p) for p in args.results], data_dir)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

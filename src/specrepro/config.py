@@ -18,8 +18,12 @@ class ConfigError(ValueError):
     """The configuration is malformed or refers to something it does not define."""
 
 
-def load_config(paths: Path | str | list[Path | str]) -> dict:
-    """Read one config file, or several merged in order (as Snakemake merges --configfile)."""
+def load_config(
+    paths: Path | str | list[Path | str], entries: dict[str, object] | None = None
+) -> dict:
+    """Read one config file, or several merged in order (as Snakemake merges --configfile),
+    then set `entries` ({"methods.sps.gamma": 2, ...}: dotted path -> value, replacing what
+    is there) and validate the result."""
     paths = [paths] if isinstance(paths, str | Path) else paths
     config: dict = {}
     for path in map(Path, paths):
@@ -32,8 +36,25 @@ def load_config(paths: Path | str | list[Path | str]) -> dict:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         merge_into(config, loaded)
-    validate_config(config, source=", ".join(str(p) for p in paths))
+    source = ", ".join(str(p) for p in paths)
+    for dotted, value in (entries or {}).items():
+        set_entry(config, dotted, value)
+    if entries:
+        source += " with --set-json"
+    validate_config(config, source=source)
     return config
+
+
+def set_entry(config: dict, dotted: str, value: object) -> None:
+    """config[a][b][c] = value for dotted "a.b.c", creating mappings on the way."""
+    *parents, last = dotted.split(".")
+    node = config
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {key!r} is not a mapping")
+        node = child
+    node[last] = value
 
 
 def merge_into(base: dict, update: dict) -> None:

@@ -21,7 +21,7 @@ from specrepro.engine.sampling import make_generator
 from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
 from specrepro.models.loader import ModelError, fingerprint, load_model
-from specrepro.prompting import conversation, encode
+from specrepro.prompting import conversation, default_conversation, encode
 from specrepro.provenance import code_fingerprint, records_fingerprint
 from specrepro.records import ResultWriter
 
@@ -49,7 +49,7 @@ class LoadedPair:
     target: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     draft: PreTrainedModel | None
-    use_chat_template: bool
+    conversation: str  # prompting.CONVERSATIONS
     eos_ids: frozenset[int]
     token_text: tuple[str, ...]
     fingerprints: dict[str, str] = field(default_factory=dict)  # role -> model fingerprint
@@ -84,7 +84,7 @@ def load_pair(
         target=target,
         tokenizer=tokenizer,
         draft=draft,
-        use_chat_template=pair.get("chat_template", bool(tokenizer.chat_template)),
+        conversation=pair.get("conversation") or default_conversation(tokenizer),
         eos_ids=eos_token_ids(tokenizer, target.generation_config.eos_token_id),
         token_text=token_texts(tokenizer),
         fingerprints=fingerprints,
@@ -221,7 +221,7 @@ def open_energy_meter(device: torch.device, sample_hz: float) -> EnergyMeter:
 
 
 def _warm_up(engine: Decoder, loaded: LoadedPair, prompt: dict, n: int) -> None:
-    ids = encode(loaded.tokenizer, conversation(prompt, 0, []), loaded.use_chat_template)
+    ids = encode(loaded.tokenizer, conversation(prompt, 0, []), loaded.conversation)
     for i in range(n):
         engine.generate(ids, 8, seed=i)
 
@@ -239,9 +239,7 @@ def _run_question(
     answers: list[str] = []
     turns: list[dict] = []
     for t in range(len(prompt["turns"])):
-        prompt_ids = encode(
-            loaded.tokenizer, conversation(prompt, t, answers), loaded.use_chat_template
-        )
+        prompt_ids = encode(loaded.tokenizer, conversation(prompt, t, answers), loaded.conversation)
         answer_format = prompt.get("answer_format", "free")
         if engine.target.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(engine.target.device)

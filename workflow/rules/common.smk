@@ -1,4 +1,5 @@
 import itertools
+import json
 import re
 
 RUNS = config["runs"]
@@ -40,7 +41,71 @@ def final_outputs():
 
 FIGURES = ["speedup", "accepted_length", "time_split"]
 # Every config file Snakemake merged, passed on so the library merges them the same way.
-CONFIG_ARGS = " ".join(f"--config {path}" for path in workflow.configfiles)
+CONFIG_FILES = " ".join(f"--config {path}" for path in workflow.configfiles)
+
+
+# What each job reads from the config, as {dotted path: value}. These are the jobs' params, so
+# an edit (in a file or by --config key=value) reruns exactly the jobs whose entries changed,
+# and the job gets the same values on its command line (--set-json), applied over the files.
+def as_json(function):
+    return lambda wildcards: json.dumps(function(wildcards), sort_keys=True)
+
+
+def models_entries(*names):
+    entries = {f"models.registry.{n}": config["models"]["registry"][n] for n in names}
+    return {"models.cache_dir": config["models"]["cache_dir"], **entries}
+
+
+def fetch_entries(wildcards):
+    return {"data": config["data"]}
+
+
+def prompt_entries(wildcards):
+    return {
+        "data": config["data"],
+        f"datasets.{wildcards.dataset}.n": config["datasets"][wildcards.dataset]["n"],
+        "runs.subsample_seed": RUNS.get("subsample_seed", 0),
+    }
+
+
+def generate_entries(wildcards):
+    pair = config["pairs"][wildcards.pair]
+    members = [pair["target"]] + ([pair["draft"]] if "draft" in pair else [])
+    entries = {
+        f"pairs.{wildcards.pair}": pair,
+        **models_entries(*members),
+        f"datasets.{wildcards.dataset}.max_new_tokens": max_new_tokens(wildcards),
+        "energy": config.get("energy", {}),
+        **{f"runs.{key}": RUNS[key] for key in ("device", "warmup") if key in RUNS},
+    }
+    if wildcards.method in config["methods"]:
+        entries[f"methods.{wildcards.method}"] = config["methods"][wildcards.method]
+    return entries
+
+
+def train_prompt_entries(wildcards):
+    # Training prompts exclude every configured dataset's evaluated subset.
+    draft = config["drafts"][wildcards.draft]
+    return {
+        "data": config["data"],
+        **{f"drafts.{wildcards.draft}.{k}": draft[k] for k in ("train_prompts", "seed") if k in draft},
+        **{f"datasets.{name}.n": entry["n"] for name, entry in config["datasets"].items()},
+        "runs.subsample_seed": RUNS.get("subsample_seed", 0),
+    }
+
+
+def train_draft_entries(wildcards):
+    name = BUILT_DRAFTS[wildcards.draft_dir]
+    draft = config["drafts"][name]
+    return {f"drafts.{name}": draft, **models_entries(name, draft["teacher"])}
+
+
+def model_entries(wildcards):
+    return models_entries(wildcards.model)
+
+
+def tidy_entries(wildcards):
+    return {"data": config["data"]}
 
 
 def decode_models(wildcards):

@@ -2,13 +2,14 @@ rule fetch_data:
     output:
         f"{config['data']['dir']}/{{dataset}}/fetch_record.json",
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
+        entries=as_json(fetch_entries),
     log:
         "logs/data/fetch_{dataset}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro fetch-data {params.config} --dataset {wildcards.dataset} > {log} 2>&1"
+        "specrepro fetch-data {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule prompts:
@@ -17,10 +18,11 @@ rule prompts:
     output:
         "results/prompts/{dataset}.jsonl",
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
+        entries=as_json(prompt_entries),
     log:
         "logs/data/prompts_{dataset}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro prompts {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "specrepro prompts {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

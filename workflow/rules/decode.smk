@@ -5,7 +5,8 @@ rule generate:
     output:
         "results/raw/{pair}/{method}/{dataset}/T{temperature}-s{seed}.jsonl",
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
+        entries=as_json(generate_entries),
         max_new_tokens=max_new_tokens,
         dtype=RUNS["dtype"],
     # Timed runs never share the machine: each takes every core and the one timing slot.
@@ -17,7 +18,7 @@ rule generate:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro generate {params.config} --pair {wildcards.pair} --method {wildcards.method} "
+        "specrepro generate {params.config_files} --set-json {params.entries:q} --pair {wildcards.pair} --method {wildcards.method} "
         "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
         "--temperature {wildcards.temperature} --seed {wildcards.seed} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"

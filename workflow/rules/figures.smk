@@ -6,11 +6,16 @@ rule report_outputs:
         tables=report(
             expand("figures/tables/table_{dataset}.{ext}", dataset=RUNS["datasets"], ext=["md", "tex"]),
             category="Tables",
+            caption="../report/tables.rst",
         ),
-        runs="figures/tables/runs.csv",
-        figures=report(
-            expand("figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"]), category="Figures"
+        runs=report(
+            "figures/tables/runs.csv", category="Tables", caption="../report/tables.rst"
         ),
+        figures=[
+            report(f"figures/{name}.{ext}", category="Figures", caption=f"../report/{name}.rst")
+            for name in FIGURES
+            for ext in ("png", "pdf")
+        ],
     params:
         baseline=RUNS.get("baseline", "vanilla"),
     log:
@@ -27,7 +32,11 @@ rule notebook:
         template="notebooks/results.ipynb",
         tidy="results/tidy.csv",
     output:
-        notebook=report("results/notebooks/results.ipynb", category="Notebooks"),
+        notebook=report(
+            "results/notebooks/results.ipynb",
+            category="Notebooks",
+            caption="../report/notebook.rst",
+        ),
         summary="results/notebooks/summary.csv",
     params:
         baseline=RUNS.get("baseline", "vanilla"),

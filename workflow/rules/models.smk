@@ -2,7 +2,8 @@ rule prepare_model:
     output:
         f"{config['models']['cache_dir']}/{{model}}/config.json",
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
+        entries=as_json(model_entries),
     log:
         "logs/models/prepare_{model}.log",
     wildcard_constraints:
@@ -13,7 +14,7 @@ rule prepare_model:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro prepare-model {params.config} --model {wildcards.model} > {log} 2>&1"
+        "specrepro prepare-model {params.config_files} --set-json {params.entries:q} --model {wildcards.model} > {log} 2>&1"
 
 
 rule train_prompts:
@@ -25,13 +26,14 @@ rule train_prompts:
     output:
         "results/drafts/{draft}/train_prompts.jsonl",
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
+        entries=as_json(train_prompt_entries),
     log:
         "logs/models/train_prompts_{draft}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-prompts {params.config} --draft {wildcards.draft} --out {output} > {log} 2>&1"
+        "specrepro train-prompts {params.config_files} --set-json {params.entries:q} --draft {wildcards.draft} --out {output} > {log} 2>&1"
 
 
 rule train_draft:
@@ -40,10 +42,15 @@ rule train_draft:
         teacher=lambda w: model_ready(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
     output:
         model="{draft_dir}/config.json",
-        log=report("{draft_dir}/training_log.json", category="Draft models"),
+        log=report(
+            "{draft_dir}/training_log.json",
+            category="Draft models",
+            caption="../report/draft.rst",
+        ),
     params:
-        config=CONFIG_ARGS,
+        config_files=CONFIG_FILES,
         draft=lambda w: BUILT_DRAFTS[w.draft_dir],
+        entries=as_json(train_draft_entries),
     wildcard_constraints:
         draft_dir="|".join(re.escape(path) for path in BUILT_DRAFTS) or "NONE",
     threads: ALL_CORES
@@ -54,5 +61,5 @@ rule train_draft:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-draft {params.config} --draft {params.draft} "
+        "specrepro train-draft {params.config_files} --set-json {params.entries:q} --draft {params.draft} "
         "--prompts {input.prompts} --out {wildcards.draft_dir} > {log} 2>&1"

@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from specrepro.prompting import conversation, encode
+from specrepro.prompting import conversation as messages
+from specrepro.prompting import encode
 
 
 @dataclass
@@ -99,12 +100,12 @@ def teacher_generations(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[dict],
     cfg: DistillConfig,
-    use_chat_template: bool,
+    conversation: str,
 ) -> list[Sample]:
     """One Sample per prompt; the teacher samples the continuation."""
     torch.manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode(tokenizer, conversation(p, 0, []), use_chat_template) for p in prompts]
+    encoded = [encode(tokenizer, messages(p, 0, []), conversation) for p in prompts]
     keep_prompt = cfg.max_seq_len - cfg.gen_tokens
     encoded = [ids[-keep_prompt:] for ids in encoded]
     out: list[Sample] = []
@@ -252,11 +253,11 @@ def distill(
     prompts: list[dict],
     cfg: DistillConfig,
     out_dir: Path,
-    use_chat_template: bool,
+    conversation: str,
 ) -> Path:
     """Generate, train, save the student with tokenizer and a training log; returns out_dir."""
     t0 = time.perf_counter()
-    samples = teacher_generations(teacher, tokenizer, prompts, cfg, use_chat_template)
+    samples = teacher_generations(teacher, tokenizer, prompts, cfg, conversation)
     gen_time = time.perf_counter() - t0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     student = build_student(teacher, cfg)

@@ -218,6 +218,7 @@ def _group_stats(group: pd.DataFrame) -> dict[str, object]:
         # Total energy over total time, not a mean of per-window averages.
         "avg_power_w": _energy_over_time(group),
         "energy_reason": _first_valid(group["energy_reason"]),
+        "hardware": _first_valid(group["hardware"]) if "hardware" in group else None,
         "em": _mean(group["em"]),
         "f1": _mean(group["f1"]),
         "exec_acc": _mean(group["exec_match"]),

@@ -58,15 +58,23 @@ def _legend_on_top(ax: Axes, ncols: int) -> None:
 
 
 def _grouped_bars(
-    ax: Axes, groups: list[str], heights: dict[str, list[float]], errors: dict | None = None
+    ax: Axes,
+    groups: list[str],
+    heights: dict[str, list[float]],
+    errors: dict | None = None,
+    notes: dict[str, list[str]] | None = None,
 ) -> None:
-    """Bars for each series side by side within each group on the x axis."""
+    """Bars for each series side by side within each group on the x axis, optionally with a
+    short note (e.g. the number of paired questions) at the foot of each bar."""
     positions = np.arange(len(groups))
     width = 0.8 / max(len(heights), 1)
     for i, (label, values) in enumerate(heights.items()):
         offset = (i - (len(heights) - 1) / 2) * width
         yerr = None if errors is None else errors[label]
         ax.bar(positions + offset, values, width, yerr=yerr, capsize=3, label=label)
+        for x, text in zip(positions + offset, (notes or {}).get(label, []), strict=False):
+            ax.annotate(text, (x, 0), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, rotation=90)  # fmt: skip
     ax.set_xticks(positions, groups)
 
 
@@ -77,7 +85,7 @@ def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
         ax.set_xticks(np.arange(len(datasets)), datasets)
         return
     rows = rows.assign(label=series_labels(rows, SERIES_KEYS))
-    heights, errors = {}, {}
+    heights, errors, notes = {}, {}, {}
     for label, series in rows.groupby("label", sort=True):
         by_dataset = series.set_index("dataset").reindex(datasets)
         point = by_dataset["speedup"].to_numpy(dtype=float)
@@ -85,7 +93,9 @@ def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
         high = np.nan_to_num(by_dataset["speedup_high"].to_numpy(dtype=float) - point)
         heights[label] = point
         errors[label] = np.clip(np.vstack([low, high]), 0, None)
-    _grouped_bars(ax, datasets, heights, errors)
+        paired = by_dataset["n_paired"] if "n_paired" in by_dataset else pd.Series(dtype=float)
+        notes[label] = ["" if pd.isna(n) else f"n={int(n)}" for n in paired]
+    _grouped_bars(ax, datasets, heights, errors, notes)
     _legend_on_top(ax, len(heights))
 
 
@@ -102,6 +112,9 @@ def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanil
         _speedup_panel(ax, methods[methods["temperature"] == temperature], datasets)
         ax.set_title(f"T = {temperature:g}")
         ax.set_ylabel(f"speedup over {baseline}\n(mean tok/s ratio)")
+    hardware = sorted({str(h) for h in summary.get("hardware", pd.Series(dtype=str)).dropna()})
+    if hardware:
+        fig.suptitle("; ".join(hardware), fontsize=8, y=0.995)
     return _save(fig, out_base)
 
 

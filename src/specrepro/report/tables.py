@@ -128,7 +128,9 @@ def _energy_footnote(reason: object) -> str:
 
 def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
     """What the speedup columns are, which questions were not paired, why cells read n/a."""
-    notes = [
+    hardware = sorted({str(h) for h in rows.get("hardware", pd.Series(dtype=str)).dropna()})
+    notes = [f"Measured on {'; '.join(hardware)}."] if hardware else []
+    notes += [
         f"speedup, mean tok/s: {SPEEDUP_ESTIMATORS['speedup']}; "
         f"speedup, totals: {SPEEDUP_ESTIMATORS['speedup_totals']}. Both over the paired "
         f"questions (paired = questions run by the method and by {baseline} with the same "

@@ -41,6 +41,7 @@ def _rows(path: Path) -> list[dict]:
                     "seed": meta["seed"],
                     "dtype": meta["dtype"],
                     "device": meta["device"],
+                    "hardware": hardware_label(meta),
                     "batch_size": meta.get("batch_size", 1),
                     "question_id": rec["question_id"],
                     "turn": turn,
@@ -64,6 +65,17 @@ def _rows(path: Path) -> list[dict]:
                 }
             )
     return rows
+
+
+def hardware_label(meta: dict) -> str:
+    """What the run computed on: the GPU's name for a CUDA run, else the CPU model."""
+    hardware = meta.get("hardware") or {}
+    if str(meta.get("device", "")).startswith("cuda"):
+        name = (hardware.get("gpu") or {}).get("name") or "unknown GPU"
+        return f"{name} (GPU)"
+    cores = hardware.get("cpu_count")
+    cpu = hardware.get("cpu_model") or "unknown CPU"
+    return f"{cpu}, {cores} cores (CPU)" if cores else f"{cpu} (CPU)"
 
 
 def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
