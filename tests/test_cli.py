@@ -133,3 +133,28 @@ def test_malformed_config(
 def test_missing_config_file(tmp_path: Path, capsys) -> None:
     err = run_error(["check", "--config", str(tmp_path / "absent.yaml")], capsys)
     assert "absent.yaml" in err
+
+
+def test_mismatched_tokenizers_fail_before_any_weights_load(
+    tmp_path: Path, tiny_model_dir: Path, no_model_loading
+) -> None:
+    import shutil
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    from specrepro.config import load_config
+    from specrepro.harness import load_pair
+    from specrepro.models.loader import ModelError
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    tokenizer = AutoTokenizer.from_pretrained(other)
+    tokenizer.add_tokens(["<extra-token>"])
+    tokenizer.save_pretrained(other)
+    config_path = write_tiny_config(tmp_path, tiny_model_dir)
+    config = yaml.safe_load(config_path.read_text())
+    config["models"]["registry"]["tiny-draft"]["path"] = str(other)
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ModelError, match="different tokenizers"):
+        load_pair(load_config(config_path), "tiny", "float32", "cpu", need_draft=True)

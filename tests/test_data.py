@@ -290,6 +290,72 @@ def test_spider_archive_checks_json_hashes(mirror: Path, tmp_path: Path) -> None
         )
 
 
+def test_archive_is_checked_against_its_pinned_hash(mirror: Path, tmp_path: Path) -> None:
+    zip_path = tmp_path / "spider_data.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.write(mirror / "spider/dev.json", "spider_data/dev.json")
+    dev = FileEntry("spider/dev.json", sha256_file(mirror / "spider/dev.json"))
+
+    def fetch(archive_sha256: str) -> Path:
+        man = DatasetManifest("spider", (dev,), SPIDER_ZIP_URL, archive_sha256)
+        return fetch_dataset(
+            "spider", tmp_path / archive_sha256[:4], None,
+            url_overrides={"spider": str(zip_path)}, manifest=man,
+        )  # fmt: skip
+
+    with pytest.raises(DataError, match="sha256 mismatch for the archive"):
+        fetch("0" * 64)
+    assert (fetch(sha256_file(zip_path)) / "dev.json").is_file()
+
+
+def test_downloads_are_retried(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    import urllib.request
+
+    from specrepro.data import fetch as fetch_module
+
+    real_urlopen = urllib.request.urlopen
+    calls = []
+    failures = 2  # then the server answers
+
+    def flaky(url, timeout):
+        calls.append(url)
+        if len(calls) <= failures:
+            raise ConnectionResetError("connection reset by peer")
+        return real_urlopen((mirror / "mtbench" / "question.jsonl").as_uri(), timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    monkeypatch.setattr(fetch_module, "_RETRY_WAIT_S", 0.0)
+    man = _manifest(mirror, "mtbench")
+    url = "https://example.invalid/question.jsonl"
+    overrides = {"mtbench": url}
+    fetch_dataset("mtbench", tmp_path / "d", None, url_overrides=overrides, manifest=man)
+    assert calls == [url] * 3 and fetch_module.DOWNLOAD_ATTEMPTS == 3
+
+    calls.clear()
+    monkeypatch.setattr(fetch_module, "DOWNLOAD_ATTEMPTS", 2)  # fewer tries than failures
+    with pytest.raises(DataError, match="connection reset"):
+        fetch_dataset("mtbench", tmp_path / "e", None, url_overrides=overrides, manifest=man)
+    assert len(calls) == 2
+
+
+def test_missing_mirror_folder_is_named(mirror: Path, tmp_path: Path) -> None:
+    url = (tmp_path / "nowhere.json").as_uri()
+    man = DatasetManifest("squad", (FileEntry("squad/dev-v1.1.json", "0" * 64, url=url),))
+    absent = tmp_path / "shared" / "data"
+    with pytest.raises(DataError, match=f"the mirror folder {absent} does not exist"):
+        fetch_dataset("squad", tmp_path / "data", absent, manifest=man)
+
+
+def test_manifest_pins_every_download() -> None:
+    from specrepro.data.manifest import MANIFESTS
+
+    for man in MANIFESTS.values():
+        for entry in man.files:
+            assert entry.url is None or "/main/" not in entry.url, entry.url
+        if man.archive_url is not None:
+            assert man.archive_sha256 is not None, man.name
+
+
 def test_spider_archive_not_a_zip(tmp_path: Path) -> None:
     page = tmp_path / "page.html"
     page.write_text("<html>virus scan warning</html>", encoding="utf-8")

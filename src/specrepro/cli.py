@@ -147,7 +147,9 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set_json)
     data = config["data"]
     mirror = args.mirror or data.get("mirror")
-    mirror_path = Path(mirror) if mirror and Path(mirror).exists() else None
+    # A configured mirror folder that does not exist is passed on, so that a failed download
+    # says which folder was expected (the default config downloads when ../shared/data is absent).
+    mirror_path = Path(mirror) if mirror else None
     out = fetch_dataset(args.dataset, Path(args.dest or data["dir"]), mirror_path, data.get("urls"))
     print(out)
     return 0

@@ -20,7 +20,7 @@ from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
 from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
-from specrepro.models.loader import ModelError, fingerprint, load_model
+from specrepro.models.loader import ModelError, fingerprint, load_model, load_tokenizer
 from specrepro.prompting import conversation, default_conversation, encode
 from specrepro.provenance import code_fingerprint, records_fingerprint
 from specrepro.records import ResultWriter
@@ -67,17 +67,20 @@ def load_pair(
     pair = resolve_pair(config, pair_name)
     cache_root = Path(config["models"]["cache_dir"])
     target_spec = model_spec(config, pair["target"])
-    target, tokenizer = load_model(target_spec, dtype, device, cache_root)
-    fingerprints = {"target": fingerprint(target_spec, target, cache_root)}
-    draft = None
-    if need_draft:
-        draft_spec = model_spec(config, pair["draft"])
-        draft, draft_tokenizer = load_model(draft_spec, dtype, device, cache_root)
-        if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+    draft_spec = model_spec(config, pair["draft"]) if need_draft else None
+    tokenizer = load_tokenizer(target_spec, cache_root)
+    # Tokenizers first: a mismatched pair fails before gigabytes of weights load.
+    if draft_spec is not None:
+        if load_tokenizer(draft_spec, cache_root).get_vocab() != tokenizer.get_vocab():
             raise ModelError(
                 f"pair {pair_name!r}: draft {pair['draft']!r} and target {pair['target']!r} "
                 "use different tokenizers"
             )
+    target, _ = load_model(target_spec, dtype, device, cache_root)
+    fingerprints = {"target": fingerprint(target_spec, target, cache_root)}
+    draft = None
+    if draft_spec is not None:
+        draft, _ = load_model(draft_spec, dtype, device, cache_root)
         fingerprints["draft"] = fingerprint(draft_spec, draft, cache_root)
     return LoadedPair(
         name=pair_name,

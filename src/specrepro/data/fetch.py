@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import tempfile
+import time
 import urllib.request
 import warnings
 import zipfile
@@ -22,6 +23,8 @@ from specrepro.data.manifest import DATASET_NAMES, MANIFESTS, DatasetManifest, F
 RECORD_NAME = "fetch_record.json"
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+DOWNLOAD_ATTEMPTS = 3
+_RETRY_WAIT_S = 2.0
 
 
 class DataError(Exception):
@@ -176,6 +179,10 @@ def _as_url(location: str) -> str:
 def _not_in_mirror(what: str, mirror: Path | None, url: str) -> str:
     if mirror is None:
         return f"download of {what} from {url} failed (no mirror given)"
+    if not Path(mirror).is_dir():
+        return (
+            f"the mirror folder {mirror} does not exist, and download of {what} from {url} failed"
+        )
     return f"{what} not in mirror {mirror} and download from {url} failed"
 
 
@@ -209,10 +216,18 @@ def _stream_to_temp(
 
 
 def _download(url: str, folder: Path, desc: str) -> tuple[Path, str]:
-    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
-        length = resp.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        return _stream_to_temp(resp, folder, total=total, desc=desc)
+    """Download into a temp file, trying DOWNLOAD_ATTEMPTS times before giving up."""
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                return _stream_to_temp(resp, folder, total=total, desc=desc)
+        except (OSError, http.client.HTTPException):
+            if attempt == DOWNLOAD_ATTEMPTS or url.startswith("file:"):
+                raise
+            time.sleep(_RETRY_WAIT_S * attempt)
+    raise AssertionError("unreachable")
 
 
 def _commit(
@@ -258,11 +273,16 @@ def _fetch_from_archive(
     what = required[0].path + (f" and {len(required) - 1} more files" if len(required) > 1 else "")
     root = dest / name
     try:
-        zip_tmp, _ = _download(url, root, desc=f"{name} archive")
+        zip_tmp, zip_digest = _download(url, root, desc=f"{name} archive")
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise DataError(f"{name}: {_not_in_mirror(what, mirror, url)}: {exc}") from exc
     differ: list[str] = []
     try:
+        if man.archive_sha256 is not None and zip_digest != man.archive_sha256:
+            raise DataError(
+                f"{name}: sha256 mismatch for the archive from {url}, expected "
+                f"{man.archive_sha256}, got {zip_digest}"
+            )
         if not zipfile.is_zipfile(zip_tmp):
             raise DataError(
                 f"{name}: {url} did not return a zip archive (a web page instead?); "
@@ -296,10 +316,17 @@ def _fetch_from_archive(
         warnings.warn(
             DataWarning(
                 f"{name}: {len(differ)} files from {url} differ from the mirror's recovered "
-                f"copies (kept, hashes recorded in {root / RECORD_NAME}): {', '.join(differ)}"
+                f"copies (kept: {_vouched(man)}; hashes recorded in {root / RECORD_NAME}): "
+                f"{', '.join(differ)}"
             ),
             stacklevel=3,
         )
+
+
+def _vouched(man: DatasetManifest) -> str:
+    if man.archive_sha256 is None:
+        return "the archive has no pinned sha256"
+    return f"the archive matched its pinned sha256 {man.archive_sha256[:12]}..."
 
 
 def _read_record(root: Path) -> dict[str, dict[str, str]]:

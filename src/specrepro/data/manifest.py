@@ -9,16 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
+# Pinned to the FastChat commit that last changed the file, never a moving branch.
 MTBENCH_URL = (
-    "https://raw.githubusercontent.com/lm-sys/FastChat/main/"
+    "https://raw.githubusercontent.com/lm-sys/FastChat/b494d0c6b4e7935f1764f8439e75da3e66beccc7/"
     "fastchat/llm_judge/data/mt_bench/question.jsonl"
 )
-# spider_data.zip as linked from https://yale-lily.github.io/spider; the usercontent host with
-# confirm=t skips Drive's "cannot scan for viruses" page that large files get.
+# spider_data.zip of the official release (Google Drive file 1403EGqz..., 205,800,266 bytes);
+# the usercontent host with confirm=t skips Drive's "cannot scan for viruses" page. Its sha256
+# is the one two independent public records give for that archive; it could not be downloaded
+# where this project was built (no network), so a mismatch means a changed upstream archive.
 SPIDER_ZIP_URL = (
     "https://drive.usercontent.google.com/download"
-    "?id=1iRDVHLr4mX2wQKSgA9J8Pire73Jahh0m&export=download&confirm=t"
+    "?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J&export=download&confirm=t"
 )
+SPIDER_ZIP_SHA256 = "00636695dabed6b5f4b8328a16b13e069a2f16591d5efcce57660669c85b121b"
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,13 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class DatasetManifest:
-    """A dataset: its files and, when they come packed, the archive holding them."""
+    """A dataset: its files and, when they come packed, the archive holding them (whose
+    sha256, when known, vouches for every file taken from it)."""
 
     name: str
     files: tuple[FileEntry, ...]
     archive_url: str | None = None
+    archive_sha256: str | None = None
 
 
 SPIDER_SQLITE_SHA256: dict[str, str] = {
@@ -118,6 +124,7 @@ SPIDER = DatasetManifest(
         *(FileEntry(spider_sqlite_path(db), None) for db in SPIDER_OPTIONAL_DBS),
     ),
     archive_url=SPIDER_ZIP_URL,
+    archive_sha256=SPIDER_ZIP_SHA256,
 )
 
 MANIFESTS: dict[str, DatasetManifest] = {m.name: m for m in (MTBENCH, SQUAD, SPIDER)}

@@ -154,18 +154,31 @@ def fingerprint(spec: ModelSpec, model: PreTrainedModel, cache_root: Path) -> st
     return f"dir:{directory_fingerprint(folder)}"
 
 
+def _cannot_load(spec: ModelSpec, where: str, err: OSError) -> ModelError:
+    note = " (HF_HUB_OFFLINE=1 is set)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+    return ModelError(f"model {spec.name!r}: cannot load from {where}{note}: {err}")
+
+
+def load_tokenizer(spec: ModelSpec, cache_root: Path) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone (cheap: pairs are checked before any weights load)."""
+    where = resolve(spec, cache_root)
+    kwargs = {"revision": spec.revision} if spec.revision else {}
+    try:
+        return AutoTokenizer.from_pretrained(where, **kwargs)
+    except OSError as err:
+        raise _cannot_load(spec, where, err) from err
+
+
 def load_model(
     spec: ModelSpec, dtype: str, device: str, cache_root: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = load_tokenizer(spec, cache_root)
     where = resolve(spec, cache_root)
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     kwargs = {"revision": spec.revision} if spec.revision else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=parse_dtype(dtype), **kwargs)
     except OSError as err:
-        note = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-        raise ModelError(f"model {spec.name!r}: cannot load from {where}{note}: {err}") from err
+        raise _cannot_load(spec, where, err) from err
     model.to(device)
     model.eval()
     return model, tokenizer
