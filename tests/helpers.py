@@ -7,7 +7,9 @@ from specrepro.decoding.base import make_params
 from specrepro.harness import Decoder, LoadedPair
 
 
-def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **params) -> Decoder:
+def decoder_for(
+    target, draft, algorithm: str, temperature: float, eos=(), head=None, **params
+) -> Decoder:
     loaded = LoadedPair(
         name="test",
         target=target,
@@ -16,6 +18,7 @@ def decoder_for(target, draft, algorithm: str, temperature: float, eos=(), **par
         conversation="plain",
         eos_ids=frozenset(eos),
         token_text=(),
+        head=head,
     )
     choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
     return Decoder(loaded, choice, temperature)

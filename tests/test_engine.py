@@ -171,7 +171,7 @@ def test_crop_then_continue_matches_fresh_cache() -> None:
 def test_logits_from_end_returns_no_logits() -> None:
     runner = ModelRunner(tiny_llama(vocab_size=16, seed=6))
     out = runner.forward([1, 2, 3], logits_from=3, want_hidden=True)
-    assert out.logits.shape == (0, 16) and out.hidden.shape[0] == 0
+    assert out.logits.shape == (0, 16) and out.hidden.shape[0] == 3
     assert runner.cache_len == 3
     assert runner.forward([4], logits_from=0).logits.shape == (1, 16)
     with pytest.raises(ValueError, match="logits_from"):
@@ -185,13 +185,13 @@ def test_want_hidden_is_the_final_norm_hidden_state(attention: str) -> None:
     out = ModelRunner(model).forward(tokens, logits_from=2, want_hidden=True)
     with torch.no_grad():
         # The decoder's last_hidden_state is taken after its final norm.
-        ref = model.model(input_ids=torch.tensor([tokens])).last_hidden_state[0, 2:]
+        ref = model.model(input_ids=torch.tensor([tokens])).last_hidden_state[0]
         torch.testing.assert_close(out.hidden, ref, atol=1e-5, rtol=0)
-        torch.testing.assert_close(model.lm_head(out.hidden), out.logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(model.lm_head(out.hidden[2:]), out.logits, atol=1e-4, rtol=0)
         # The norm changes the last layer's raw output, so a pre-norm state would fail above.
         model.model.norm.weight.mul_(3.0)
         assert not torch.allclose(
-            model.model(input_ids=torch.tensor([tokens])).last_hidden_state[0, 2:], ref
+            model.model(input_ids=torch.tensor([tokens])).last_hidden_state[0], ref
         )
 
 

@@ -53,6 +53,7 @@ class LoadedPair:
     eos_ids: frozenset[int]
     token_text: tuple[str, ...]
     fingerprints: dict[str, str] = field(default_factory=dict)  # role -> model fingerprint
+    head: torch.nn.Module | None = None  # an EAGLE head over the target (models/eagle_head.py)
 
 
 def seed_everything(seed: int) -> None:
@@ -109,8 +110,11 @@ class Decoder:
         self.temperature = temperature
         self.target = ModelRunner(loaded.target, "target")
         self.draft = ModelRunner(loaded.draft, "draft") if loaded.draft is not None else None
+        self.head = ModelRunner(loaded.head, "head") if loaded.head is not None else None
         if self.module.NEEDS_DRAFT and self.draft is None:
             raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
+        if needs_head(self.module) and self.head is None:
+            raise ModelError(f"method {method.name!r} needs an EAGLE head; none loaded")
         if self.draft is not None and self.draft.vocab_size != self.target.vocab_size:
             # The residual max(p - q, 0) needs both distributions over the same vocabulary.
             raise ModelError(
@@ -131,8 +135,9 @@ class Decoder:
     ) -> tuple[GenerationResult, StepTimer]:
         capacity = len(prompt_ids) + max_new_tokens + CACHE_HEADROOM
         self.target.reset(capacity)
-        if self.draft is not None:
-            self.draft.reset(capacity)
+        for runner in (self.draft, self.head):
+            if runner is not None:
+                runner.reset(capacity)
         timer = StepTimer(self.target.device)
         ctx = DecodingContext(
             target=self.target,
@@ -141,11 +146,16 @@ class Decoder:
             generator=make_generator(seed, self.target.device),
             timer=timer,
             draft=self.draft if self.module.NEEDS_DRAFT else None,
+            head=self.head if needs_head(self.module) else None,
         )
         timer.start()
         result = self.module.generate(ctx, prompt_ids, self.method.params)
         timer.stop()
         return result, timer
+
+
+def needs_head(module: object) -> bool:
+    return bool(getattr(module, "NEEDS_HEAD", False))
 
 
 def params_dict(params: object) -> dict:

@@ -29,6 +29,7 @@ class DecodingContext:
     generator: torch.Generator
     timer: StepTimer
     draft: ModelRunner | None = None
+    head: ModelRunner | None = None  # an EAGLE draft head (models/eagle_head.py)
 
 
 @dataclass

@@ -35,7 +35,8 @@ class NonFiniteLogitsError(RuntimeError):
 @dataclass
 class ForwardOutput:
     logits: torch.Tensor  # [N - logits_from, V] float32, one row per requested token
-    hidden: torch.Tensor | None  # [N - logits_from, H] last hidden state after the final norm
+    hidden: torch.Tensor | None  # [N, H] every new token's last hidden state (final-norm
+    # output for a causal LM; an EAGLE head's predicted feature)
 
 
 class ModelRunner:
@@ -80,6 +81,7 @@ class ModelRunner:
         span_mask: torch.Tensor | None = None,
         logits_from: int = 0,
         want_hidden: bool = False,
+        features: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Append `tokens` to the cache and return logits for tokens[logits_from:].
 
@@ -88,7 +90,9 @@ class ModelRunner:
           prefix stays fully visible. None (and no span_mask) means plain causal.
         span_mask: [N, cache_len + N] bool over the cached and new positions together, for
           tokens that must not see every cached position (tree levels, forests).
-        logits_from == N returns no logits (an empty [0, V] tensor).
+        logits_from == N returns no logits (an empty [0, V] tensor); hidden states, when
+          wanted, cover all N new tokens.
+        features: [N, H] input features, for a model that reads them (an EAGLE head).
         """
         ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device).view(1, -1)
         n = ids.shape[1]
@@ -97,7 +101,7 @@ class ModelRunner:
         past = self.cache_len
         if positions is None:
             positions = torch.arange(past, past + n, device=self.device)
-        kwargs: dict = {}
+        kwargs: dict = {} if features is None else {"features": features}
         if tree_mask is not None and span_mask is not None:
             raise ValueError("give tree_mask or span_mask, not both")
         if tree_mask is not None:
@@ -124,7 +128,7 @@ class ModelRunner:
         # Recorded on the device; read by ensure_finite() once per round, not per forward.
         if keep:
             self._finite &= torch.isfinite(logits).all()
-        hidden = out.hidden_states[-1][0, logits_from:] if want_hidden else None
+        hidden = out.hidden_states[-1][0] if want_hidden else None
         return ForwardOutput(logits=logits, hidden=hidden)
 
     def ensure_finite(self) -> None:

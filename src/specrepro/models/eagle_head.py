@@ -1,0 +1,215 @@
+"""The EAGLE draft head (SPEC 4.3) and its published checkpoint format.
+
+The head reads the target's final-norm feature f_t and the embedding of the next token x_{t+1},
+`fc(concat(embed(x_{t+1}), f_t))`, then one Llama decoder layer without its input norm, and
+predicts the next feature; the target's own lm_head turns a feature into logits. Embedding and
+lm_head are the target's modules (shared, frozen), so a head is small.
+
+A head is driven by `ModelRunner` like any model: its forward takes `features` beside the
+tokens and writes its own KV cache at explicit positions under the runner's masks.
+
+Checkpoint format (the one yuhuili/EAGLE-* heads use, so any EAGLE implementation can read ours):
+`config.json` (a Llama config with num_hidden_layers 1, optional `bias` for fc) and
+`model.safetensors` or `pytorch_model.bin` holding `fc.weight`, `fc.bias`,
+`layers.0.self_attn.{q,k,v,o}_proj.weight`, `layers.0.mlp.{gate,up,down}_proj.weight`,
+`layers.0.post_attention_layernorm.weight`, and optionally `embed_tokens.weight`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import LlamaConfig, PreTrainedModel
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+from specrepro.models.loader import ModelError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+OPTIONAL_KEYS = {"embed_tokens.weight"}
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor  # [1, n_kept, V]
+    hidden_states: tuple[torch.Tensor, ...]  # (predicted features [1, n, H],)
+
+
+class EagleHead(nn.Module):
+    """fc + one decoder layer (input norm skipped) over the target's embedding and lm_head."""
+
+    def __init__(
+        self, config: LlamaConfig, embed_tokens: nn.Embedding, lm_head: nn.Module, fc_bias: bool
+    ) -> None:
+        super().__init__()
+        config._attn_implementation = "sdpa"
+        self.config = config
+        hidden = config.hidden_size
+        self.fc = nn.Linear(2 * hidden, hidden, bias=fc_bias)
+        layer = LlamaDecoderLayer(config, layer_idx=0)
+        layer.input_layernorm = nn.Identity()
+        self.layers = nn.ModuleList([layer])
+        self.rotary = LlamaRotaryEmbedding(config)
+        # The target's modules, shared; excluded from the head's own weights (head_state_dict).
+        self.embed_tokens = embed_tokens
+        self.lm_head = lm_head
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fc.weight.dtype
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        features: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 1,
+        **_: object,
+    ) -> HeadOutput:
+        embeds = self.embed_tokens(input_ids).to(self.dtype)
+        x = self.fc(torch.cat([embeds, features.to(self.dtype).view_as(embeds)], dim=-1))
+        n = x.shape[1]
+        if attention_mask is None:
+            # sdpa's own causal flag aligns to the top-left, wrong once a cache precedes.
+            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            allowed = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
+            attention_mask = torch.zeros(n, past + n, dtype=self.dtype, device=x.device)
+            attention_mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+            attention_mask = attention_mask.view(1, 1, n, past + n)
+        x = self.layers[0](
+            x,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+            position_embeddings=self.rotary(x, position_ids),
+        )
+        logits = self.lm_head(x[:, n - logits_to_keep :])
+        return HeadOutput(logits=logits, hidden_states=(x,))
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """The head's own weights under the published names (no shared target modules)."""
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith(("embed_tokens.", "lm_head.", "rotary."))
+        }
+
+
+def expected_keys(config: LlamaConfig, fc_bias: bool) -> set[str]:
+    keys = {"fc.weight", "layers.0.post_attention_layernorm.weight"}
+    keys |= {f"layers.0.self_attn.{p}_proj.weight" for p in "qkvo"}
+    keys |= {f"layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
+    if fc_bias:
+        keys.add("fc.bias")
+    if getattr(config, "attention_bias", False):
+        keys |= {f"layers.0.self_attn.{p}_proj.bias" for p in "qkvo"}
+    return keys
+
+
+def build_head(config: LlamaConfig, target: PreTrainedModel, fc_bias: bool = True) -> EagleHead:
+    """An (untrained) head over the target's embedding and lm_head, in the target's dtype."""
+    text = target.config.get_text_config()
+    for key in ("hidden_size", "vocab_size"):
+        if getattr(config, key) != getattr(text, key):
+            raise ModelError(
+                f"EAGLE head {key} {getattr(config, key)} does not match the target's "
+                f"{getattr(text, key)}"
+            )
+    head = EagleHead(config, target.get_input_embeddings(), target.get_output_embeddings(), fc_bias)
+    device = next(target.parameters()).device
+    return head.to(device=device, dtype=target.dtype).eval()
+
+
+def head_config_for(target: PreTrainedModel) -> LlamaConfig:
+    """The config of a head for this target: the target's shapes with one layer."""
+    text = target.config.get_text_config()
+    return LlamaConfig(
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_attention_heads=text.num_attention_heads,
+        num_key_value_heads=text.num_key_value_heads,
+        head_dim=getattr(text, "head_dim", text.hidden_size // text.num_attention_heads),
+        vocab_size=text.vocab_size,
+        rms_norm_eps=text.rms_norm_eps,
+        rope_parameters=getattr(text, "rope_parameters", None),
+        max_position_embeddings=text.max_position_embeddings,
+        num_hidden_layers=1,
+        bias=True,
+        architectures=["LlamaForCausalLM"],
+    )
+
+
+def read_config(folder: Path) -> tuple[LlamaConfig, bool]:
+    path = folder / "config.json"
+    if not path.exists():
+        raise ModelError(f"EAGLE head: no config.json in {folder}")
+    raw = json.loads(path.read_text())
+    layers = raw.get("num_hidden_layers", 1)
+    if layers != 1:
+        raise ModelError(f"EAGLE head {folder}: num_hidden_layers must be 1, got {layers}")
+    fc_bias = bool(raw.pop("bias", True))
+    return LlamaConfig(**raw), fc_bias
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The head's tensors; a pickle is read with weights_only=True and refused if it holds more
+    than tensors (arbitrary objects in a pickle can run code when loaded)."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.exists():
+            continue
+        if name.endswith(".safetensors"):
+            return load_file(str(path))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ModelError(
+                f"EAGLE head {path}: refused, the pickle holds more than tensors ({err}). "
+                "Convert it to model.safetensors from a trusted environment."
+            ) from err
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise ModelError(f"EAGLE head {path}: expected a mapping of names to tensors")
+        return state
+    raise ModelError(f"EAGLE head: none of {', '.join(WEIGHT_FILES)} in {folder}")
+
+
+def load_head(folder: Path, target: PreTrainedModel) -> EagleHead:
+    """Load a head saved in the published format, over the target's embedding and lm_head."""
+    config, fc_bias = read_config(folder)
+    state = read_weights(folder)
+    expected = expected_keys(config, fc_bias)
+    missing = sorted(expected - set(state))
+    unknown = sorted(set(state) - expected - OPTIONAL_KEYS)
+    if missing or unknown:
+        raise ModelError(
+            f"EAGLE head {folder}: weights do not match the published format "
+            f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
+        )
+    head = build_head(config, target, fc_bias)
+    own = {k: v for k, v in state.items() if k in expected}
+    head.load_state_dict(own, strict=False)
+    return head
+
+
+def save_head(head: EagleHead, folder: Path) -> None:
+    """Write config.json and model.safetensors in the published format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = head.config.to_dict()
+    config["bias"] = head.fc.bias is not None
+    config.pop("_attn_implementation", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    state = {k: v.detach().to("cpu").contiguous() for k, v in head.head_state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))

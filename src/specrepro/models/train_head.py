@@ -1,0 +1,164 @@
+"""Training an EAGLE head on the target's own generations (self-distillation, SPEC 4.3).
+
+The head reads (embed(x_{t+1}), f_t + noise) and is trained to predict the target's next
+feature f_{t+1}: SmoothL1 on the feature (weight 1.0) plus cross-entropy through the frozen
+lm_head against the target's next-token distribution (weight 0.1). Uniform noise on the input
+features teaches the head to continue from its own imperfect features, as it must when it
+drafts several levels. The target's embedding and lm_head stay frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from specrepro.models.eagle_head import EagleHead
+
+
+@dataclass
+class HeadTrainConfig:
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    feature_weight: float = 1.0
+    token_weight: float = 0.1
+    noise: float = 0.2  # input features get uniform noise in [-noise/2, noise/2]
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class FeatureSample:
+    """One sequence with the target's final-norm features at every position."""
+
+    ids: list[int]
+    features: torch.Tensor  # [len(ids), H]
+    n_prompt: int  # token-level losses start at the first generated position
+
+
+@dataclass
+class _Batch:
+    ids: torch.Tensor  # [B, W]
+    features: torch.Tensor  # [B, W, H]
+    valid: torch.Tensor  # [B, W - 1] position t predicts f_{t+1} of a real token
+    response: torch.Tensor  # [B, W - 1] ... and x_{t+2} is a generated token
+
+
+def _batch(samples: list[FeatureSample], device: torch.device) -> _Batch:
+    width = max(len(s.ids) for s in samples)
+    hidden = samples[0].features.shape[-1]
+    ids = torch.zeros(len(samples), width, dtype=torch.long)
+    feats = torch.zeros(len(samples), width, hidden)
+    valid = torch.zeros(len(samples), width - 1, dtype=torch.bool)
+    response = torch.zeros_like(valid)
+    for row, s in enumerate(samples):
+        n = len(s.ids)
+        ids[row, :n] = torch.tensor(s.ids)
+        feats[row, :n] = s.features.float()
+        valid[row, : n - 1] = True
+        # Prediction at t gives the distribution of x_{t+2}; keep those inside the response.
+        response[row, max(s.n_prompt - 2, 0) : n - 2] = True
+    return _Batch(ids.to(device), feats.to(device), valid.to(device), response.to(device))
+
+
+def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Tensor]:
+    inputs = batch.features[:, :-1]
+    if noise > 0:
+        inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
+    positions = torch.arange(inputs.shape[1], device=inputs.device).expand(inputs.shape[0], -1)
+    out = head(batch.ids[:, 1:], inputs, positions, past_key_values=None, logits_to_keep=0)
+    predicted = out.hidden_states[-1].float()
+    wanted = batch.features[:, 1:]
+    feature_loss = F.smooth_l1_loss(predicted[batch.valid], wanted[batch.valid])
+    # The lm_head is most of the cost: project only the positions with a token loss.
+    pred_logits = head.lm_head(predicted[batch.response].to(head.dtype)).float()
+    with torch.no_grad():
+        target_logits = head.lm_head(wanted[batch.response].to(head.dtype)).float()
+    target_p = torch.softmax(target_logits, dim=-1)
+    token_loss = -(target_p * torch.log_softmax(pred_logits, dim=-1)).sum(-1).mean()
+    target_top1 = target_logits.argmax(-1)
+    top3 = pred_logits.topk(3, dim=-1).indices
+    return {
+        "feature_loss": feature_loss,
+        "token_loss": token_loss,
+        "top1": (top3[:, 0] == target_top1).float().mean(),
+        "top3": (top3 == target_top1[:, None]).any(-1).float().mean(),
+        "n": torch.tensor(float(target_top1.numel())),
+    }
+
+
+def train_head(
+    head: EagleHead, samples: list[FeatureSample], cfg: HeadTrainConfig, desc: str = "head"
+) -> list[dict]:
+    """Train in place; returns the log (losses per step, held-out agreement at checkpoints)."""
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    samples = samples[:]
+    rng.shuffle(samples)
+    n_hold = max(1, int(len(samples) * cfg.holdout_fraction)) if cfg.holdout_fraction > 0 else 0
+    holdout, train = samples[:n_hold], samples[n_hold:] or samples
+    device = head.fc.weight.device
+    for module in (head.embed_tokens, head.lm_head):
+        module.requires_grad_(False)
+    params = [p for n, p in head.named_parameters() if n.startswith(("fc.", "layers."))]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    warmup = max(1, cfg.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))
+
+    log: list[dict] = [{"step": 0, **evaluate_head(head, holdout)}] if holdout else []
+    head.train()
+    bar = tqdm(range(cfg.steps), desc=f"training {desc}")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        batch = _batch([train[rng.randrange(len(train))] for _ in range(cfg.batch_size)], device)
+        losses = _losses(head, batch, cfg.noise)
+        loss = cfg.feature_weight * losses["feature_loss"] + cfg.token_weight * losses["token_loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.set_postfix(feat=f"{losses['feature_loss'].item():.3f}", top1=f"{losses['top1']:.2f}")
+        entry = {
+            "step": step + 1,
+            "feature_loss": losses["feature_loss"].item(),
+            "token_loss": losses["token_loss"].item(),
+            "train_top1": losses["top1"].item(),
+            "lr": lr_at(step),
+        }
+        if holdout and ((step + 1) % max(1, cfg.steps // 5) == 0 or step + 1 == cfg.steps):
+            head.eval()
+            entry.update(evaluate_head(head, holdout))
+            head.train()
+        log.append(entry)
+    head.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return log
+
+
+@torch.no_grad()
+def evaluate_head(head: EagleHead, samples: list[FeatureSample]) -> dict:
+    """Held-out feature loss, token loss and top-1 / top-3 agreement with the target's next
+    token (without input noise, as the head runs when drafting its first level)."""
+    device = head.fc.weight.device
+    totals: dict[str, float] = {"feature_loss": 0.0, "token_loss": 0.0, "top1": 0.0, "top3": 0.0}
+    count = 0.0
+    for i in range(0, len(samples), 8):
+        losses = _losses(head, _batch(samples[i : i + 8], device), noise=0.0)
+        n = float(losses["n"])
+        for key in totals:
+            totals[key] += float(losses[key]) * n
+        count += n
+    return {f"holdout_{k}": v / max(count, 1.0) for k, v in totals.items()}
