@@ -157,4 +157,4 @@ def test_mismatched_tokenizers_fail_before_any_weights_load(
     config["models"]["registry"]["tiny-draft"]["path"] = str(other)
     config_path.write_text(yaml.safe_dump(config))
     with pytest.raises(ModelError, match="different tokenizers"):
-        load_pair(load_config(config_path), "tiny", "float32", "cpu", need_draft=True)
+        load_pair(load_config(config_path), "tiny", "float32", "cpu", roles=("draft",))

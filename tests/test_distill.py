@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from specrepro.models.distill import DistillConfig, Sample, build_student, train_student
+from specrepro.models.distill import DistillConfig, build_student, train_student
+from specrepro.models.teacher import Sample
 from tests.conftest import tiny_llama
 
 

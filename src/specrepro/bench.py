@@ -11,6 +11,10 @@ gather: what this engine did before).
 `decode`: our vanilla and sps against transformers' own greedy `generate` (dynamic and static
 cache) and assisted generation (`assistant_model`, same draft, same constant gamma), with tau
 and the T=0 match rates.
+
+`trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
+against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
+the draft / verify / other split of the wall time, with the T=0 match rate against vanilla.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from specrepro.config import MethodChoice, load_config, model_spec, resolve_pair
+from specrepro.config import (
+    MethodChoice,
+    load_config,
+    model_spec,
+    resolve_method,
+    resolve_pair,
+)
 from specrepro.data import load_prompts
 from specrepro.decoding.base import make_params
 from specrepro.engine.runner import ModelRunner
@@ -169,7 +179,7 @@ def run_decode(args: argparse.Namespace) -> dict:
     report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
     report["gamma"] = args.gamma
     for dtype in args.dtypes:
-        loaded = load_pair(config, args.pair, dtype, args.device, need_draft=True)
+        loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
         encoded = [
             encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
         ]
@@ -220,6 +230,77 @@ def decode_ratios(
     }
 
 
+def run_trees(args: argparse.Namespace) -> dict:
+    config = load_config(args.config)
+    resolve_pair(config, args.pair)
+    prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
+    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
+    for dtype in args.dtypes:
+        loaded = load_pair(config, args.pair, dtype, args.device, ("head",))
+        encoded = [
+            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
+        ]
+        methods = {"vanilla": resolve_method(config, "vanilla")}
+        methods |= {name: resolve_method(config, name) for name in args.methods}
+        report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
+    return report
+
+
+def tree_ratios(
+    loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
+) -> dict:
+    """Every method on every prompt, interleaved so that drift hits all alike."""
+    decoders = {name: Decoder(loaded, choice, 0.0) for name, choice in methods.items()}
+    for decoder in decoders.values():  # warm-up
+        decoder.generate(encoded[0], 8, 0)
+    stats = {
+        name: {"tokens": 0, "forwards": 0, "levels": [], "split": [0.0, 0.0, 0.0], "out": []}
+        for name in decoders
+    }
+    for ids in encoded:
+        for name, decoder in decoders.items():
+            result, timer = decoder.generate(ids, max_new, 0)
+            entry = stats[name]
+            entry["tokens"] += result.new_tokens
+            entry["forwards"] += result.target_forwards
+            entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
+            split = timer.split()
+            for i, key in enumerate(("draft", "verify", "other")):
+                entry["split"][i] += split[key]
+            entry["out"].append(result.tokens)
+    base = stats["vanilla"]
+    base_tps = base["tokens"] / sum(base["split"])
+    out = {}
+    for name, entry in stats.items():
+        seconds = sum(entry["split"])
+        tps = entry["tokens"] / seconds
+        out[name] = {
+            "tokens_per_s": tps,
+            "speedup": tps / base_tps,
+            "tau": entry["tokens"] / entry["forwards"],
+            "mean_levels": statistics.mean(entry["levels"]) if entry["levels"] else None,
+            "split": {
+                key: t / seconds
+                for key, t in zip(("draft", "verify", "other"), entry["split"], strict=True)
+            },
+            "match_vanilla": sum(a == b for a, b in zip(entry["out"], base["out"], strict=True))
+            / len(encoded),
+        }
+    return out
+
+
+def print_trees(report: dict, args: argparse.Namespace) -> None:
+    for dtype in args.dtypes:
+        for name, r in report[dtype].items():
+            levels = "-" if r["mean_levels"] is None else f"{r['mean_levels']:.2f}"
+            split = " / ".join(f"{v:.2f}" for v in r["split"].values())
+            print(
+                f"[{dtype}] {name:12s} {r['tokens_per_s']:6.1f} tok/s  speedup "
+                f"{r['speedup']:.3f}  tau {r['tau']:.2f}  levels {levels}  draft/verify/other "
+                f"{split}  match {r['match_vanilla']:.2f}"
+            )
+
+
 def _ours(decoder: Decoder, ids: list[int], max_new_tokens: int) -> tuple[list[int], float]:
     result, timer = decoder.generate(ids, max_new_tokens, 0)
     return result.tokens, timer.total
@@ -266,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("forward", "decode"):
+    for name in ("forward", "decode", "trees"):
         p = sub.add_parser(name)
         p.add_argument("--config", nargs="+", default=["config/config.yaml"])
         p.add_argument("--pair", default="smollm2")
@@ -283,10 +364,21 @@ def main(argv: list[str] | None = None) -> None:
     decode.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
     decode.add_argument("--max-new-tokens", type=int, default=64)
     decode.add_argument("--gamma", type=int, default=3)
+    trees = sub.choices["trees"]
+    trees.add_argument("--dataset", default="mtbench")
+    trees.add_argument("--n", type=int, default=5)
+    trees.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    trees.add_argument("--max-new-tokens", type=int, default=64)
+    trees.add_argument(
+        "--methods", nargs="+", default=["eagle", "eagle2", "ddd", "ddd-async", "eagle2-cpu"]
+    )
     args = parser.parse_args(argv)
     if args.what == "forward":
         report = run_forward(args)
         print_forward(report, args)
+    elif args.what == "trees":
+        report = run_trees(args)
+        print_trees(report, args)
     else:
         report = run_decode(args)
         print_decode(report, args)

@@ -59,11 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser(
-        "train-prompts", help="write draft-training prompts, disjoint from evaluated ones"
+        "train-prompts", help="write a teacher's training prompts, disjoint from evaluated ones"
     )
     _config_arg(p)
-    p.add_argument("--draft", required=True, help="name of a drafts entry")
+    p.add_argument("--teacher", required=True, help="name of a teachers entry (a target model)")
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
+        "teacher-corpus",
+        help="run a target over its training prompts: tokens, top-k log-probs, features",
+    )
+    _config_arg(p)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--prompts", required=True, help="training prompts JSONL")
+    p.add_argument("--out", required=True, help="corpus file (.pt)")
 
     p = sub.add_parser(
         "prepare-model", help="resolve a model (convert a GGUF file once) into the cache"
@@ -74,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-draft", help="distil a draft model from its teacher (drafts.NAME)")
     _config_arg(p)
     p.add_argument("--draft", required=True)
-    p.add_argument("--prompts", required=True, help="training prompts JSONL")
+    p.add_argument("--corpus", required=True, help="the teacher corpus (teacher-corpus)")
+    p.add_argument("--out", help="output folder (default: the registry path)")
+
+    p = sub.add_parser("train-head", help="train an EAGLE head for its target (heads.NAME)")
+    _config_arg(p)
+    p.add_argument("--head", required=True)
+    p.add_argument("--corpus", required=True, help="the teacher corpus (teacher-corpus)")
     p.add_argument("--out", help="output folder (default: the registry path)")
 
     p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
@@ -170,13 +185,15 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def draft_entry(config: dict, name: str) -> dict:
+def section_entry(config: dict, section: str, name: str) -> dict:
     from specrepro.config import ConfigError
 
-    drafts = config.get("drafts", {})
-    if name not in drafts:
-        raise ConfigError(f"unknown draft {name!r}; drafts: {', '.join(sorted(drafts)) or 'none'}")
-    return drafts[name]
+    entries = config.get(section, {})
+    if name not in entries:
+        raise ConfigError(
+            f"unknown {section} entry {name!r}; {section}: {', '.join(sorted(entries)) or 'none'}"
+        )
+    return entries[name]
 
 
 def cmd_train_prompts(args: argparse.Namespace) -> int:
@@ -184,7 +201,7 @@ def cmd_train_prompts(args: argparse.Namespace) -> int:
     from specrepro.data import load_training_prompts, write_jsonl
 
     config = load_config(args.config, args.set_json)
-    entry = draft_entry(config, args.draft)
+    entry = section_entry(config, "teachers", args.teacher)
     # Every configured dataset's evaluated subset is excluded, whether or not it runs now.
     datasets = sorted(config["datasets"])
     records = load_training_prompts(
@@ -211,25 +228,67 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_draft(args: argparse.Namespace) -> int:
-    from specrepro.config import load_config, model_spec
+def _load_teacher(config: dict, name: str):
+    from specrepro.config import model_spec
+    from specrepro.models.loader import load_model
+
+    return load_model(
+        model_spec(config, name), "float32", "cpu", Path(config["models"]["cache_dir"])
+    )
+
+
+def cmd_teacher_corpus(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
     from specrepro.data import read_prompts_jsonl
     from specrepro.harness import seed_everything
-    from specrepro.models.distill import DistillConfig, distill
-    from specrepro.models.loader import load_model
+    from specrepro.models.teacher import CorpusConfig, build_corpus
     from specrepro.prompting import default_conversation
 
     config = load_config(args.config, args.set_json)
-    entry = draft_entry(config, args.draft)
-    cfg = DistillConfig.from_config(entry)
+    cfg = CorpusConfig.from_config(section_entry(config, "teachers", args.teacher))
     prompts = read_prompts_jsonl(Path(args.prompts))
     seed_everything(cfg.seed)
-    teacher, tokenizer = load_model(
-        model_spec(config, entry["teacher"]), "float32", "cpu", Path(config["models"]["cache_dir"])
-    )
+    teacher, tokenizer = _load_teacher(config, args.teacher)
+    conversation = default_conversation(tokenizer)
+    samples = build_corpus(teacher, tokenizer, prompts, cfg, conversation, Path(args.out))
+    print(f"{len(samples)} sequences -> {args.out}")
+    return 0
+
+
+def cmd_train_draft(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.harness import seed_everything
+    from specrepro.models.distill import DistillConfig, distill
+    from specrepro.models.teacher import load_corpus
+
+    config = load_config(args.config, args.set_json)
+    entry = section_entry(config, "drafts", args.draft)
+    cfg = DistillConfig.from_config(entry)
+    samples, summary = load_corpus(Path(args.corpus))
+    seed_everything(cfg.seed)
+    teacher, tokenizer = _load_teacher(config, entry["teacher"])
     out = Path(args.out or config["models"]["registry"][args.draft]["path"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    distill(teacher, tokenizer, prompts, cfg, out, default_conversation(tokenizer))
+    distill(teacher, tokenizer, samples, cfg, out, summary)
+    print(out)
+    return 0
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.harness import seed_everything
+    from specrepro.models.teacher import load_corpus
+    from specrepro.models.train_head import HeadTrainConfig, train_and_save
+
+    config = load_config(args.config, args.set_json)
+    entry = section_entry(config, "heads", args.head)
+    cfg = HeadTrainConfig.from_config(entry)
+    samples, summary = load_corpus(Path(args.corpus))
+    seed_everything(cfg.seed)
+    target, _ = _load_teacher(config, entry["teacher"])
+    out = Path(args.out or config["models"]["registry"][args.head]["path"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    train_and_save(target, samples, cfg, out, summary)
     print(out)
     return 0
 
@@ -237,7 +296,7 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from specrepro.config import load_config, model_spec, resolve_method, resolve_pair
     from specrepro.data import read_prompts_jsonl
-    from specrepro.decoding.base import get_method
+    from specrepro.decoding.base import needed_roles
     from specrepro.models.loader import check_available
 
     # Everything that can be wrong with the input is checked before any weights load.
@@ -249,17 +308,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
     prompts = read_prompts_jsonl(Path(args.prompts))
-    needs_draft = get_method(method.algorithm).NEEDS_DRAFT
-    if needs_draft and "draft" not in pair:
-        raise ValueError(f"method {method.name!r} needs a draft; pair {args.pair!r} has none")
-    check_available(model_spec(config, pair["target"]))
-    if needs_draft:
-        check_available(model_spec(config, pair["draft"]))
+    roles = needed_roles(method.algorithm)
+    for role in roles:
+        if role not in pair:
+            raise ValueError(f"method {method.name!r} needs a {role}; pair {args.pair!r} has none")
+    for role in ("target", *roles):
+        check_available(model_spec(config, pair[role]))
 
     from specrepro.harness import load_pair, run_prompts
 
     device = args.device or config["runs"].get("device", "cpu")
-    loaded = load_pair(config, args.pair, args.dtype, device, needs_draft)
+    loaded = load_pair(config, args.pair, args.dtype, device, roles)
     warmup = args.warmup if args.warmup is not None else config["runs"].get("warmup", 1)
     out = run_prompts(
         config,
@@ -331,7 +390,9 @@ COMMANDS = {
     "prompts": cmd_prompts,
     "train-prompts": cmd_train_prompts,
     "prepare-model": cmd_prepare_model,
+    "teacher-corpus": cmd_teacher_corpus,
     "train-draft": cmd_train_draft,
+    "train-head": cmd_train_head,
     "generate": cmd_generate,
     "tidy": cmd_tidy,
     "report": cmd_report,

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from specrepro.decoding.base import MethodError, get_method, make_params
+from specrepro.decoding.base import MethodError, make_params, needed_roles
 from specrepro.models.loader import ModelError, ModelSpec
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -81,16 +81,24 @@ def validate_config(config: object, source: str = "config") -> None:
         except ModelError as err:
             raise ConfigError(f"{source}: {err}") from err
     for name, pair in config["pairs"].items():
-        for role in ("target", "draft"):
+        for role in ("target", "draft", "head"):
             if role in pair and pair[role] not in registry:
                 raise ConfigError(
                     f"{source}: pair {name!r} {role} {pair[role]!r} is not in models.registry"
                 )
-    for name, draft in config.get("drafts", {}).items():
+    teachers = config.get("teachers", {})
+    for name in teachers:
         if name not in registry:
-            raise ConfigError(f"{source}: drafts.{name} has no models.registry entry")
-        if draft["teacher"] not in registry:
-            raise ConfigError(f"{source}: drafts.{name}.teacher {draft['teacher']!r} unknown")
+            raise ConfigError(f"{source}: teachers.{name} is not in models.registry")
+    for section in ("drafts", "heads"):
+        for name, entry in config.get(section, {}).items():
+            if name not in registry:
+                raise ConfigError(f"{source}: {section}.{name} has no models.registry entry")
+            if entry["teacher"] not in teachers:
+                raise ConfigError(
+                    f"{source}: {section}.{name}.teacher {entry['teacher']!r} has no teachers "
+                    "entry (the corpus it learns from)"
+                )
     for name, entry in config["methods"].items():
         try:
             make_params(entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"})
@@ -102,12 +110,12 @@ def validate_config(config: object, source: str = "config") -> None:
             if item not in config[table]:
                 raise ConfigError(f"{source}: runs.{key} names {item!r}, not defined in {table}")
     for method in runs["methods"]:
-        needs_draft = get_method(config["methods"][method]["algorithm"]).NEEDS_DRAFT
-        for pair in runs["pairs"]:
-            if needs_draft and "draft" not in config["pairs"][pair]:
-                raise ConfigError(
-                    f"{source}: method {method!r} needs a draft but pair {pair!r} has none"
-                )
+        for role in needed_roles(config["methods"][method]["algorithm"]):
+            for pair in runs["pairs"]:
+                if role not in config["pairs"][pair]:
+                    raise ConfigError(
+                        f"{source}: method {method!r} needs a {role} but pair {pair!r} has none"
+                    )
 
 
 @dataclass(frozen=True)

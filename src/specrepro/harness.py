@@ -14,12 +14,13 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specrepro.config import MethodChoice, model_spec, resolve_pair
-from specrepro.decoding.base import DecodingContext, GenerationResult, get_method
+from specrepro.decoding.base import DecodingContext, GenerationResult, get_method, needed_roles
 from specrepro.energy import EnergyMeter, git_commit, hardware_info
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
 from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
+from specrepro.models.eagle_head import load_head_model
 from specrepro.models.loader import ModelError, fingerprint, load_model, load_tokenizer
 from specrepro.prompting import conversation, default_conversation, encode
 from specrepro.provenance import code_fingerprint, records_fingerprint
@@ -63,12 +64,13 @@ def seed_everything(seed: int) -> None:
 
 
 def load_pair(
-    config: dict, pair_name: str, dtype: str, device: str, need_draft: bool
+    config: dict, pair_name: str, dtype: str, device: str, roles: tuple[str, ...] = ()
 ) -> LoadedPair:
+    """The pair's target plus the members in `roles` ("draft", "head")."""
     pair = resolve_pair(config, pair_name)
     cache_root = Path(config["models"]["cache_dir"])
     target_spec = model_spec(config, pair["target"])
-    draft_spec = model_spec(config, pair["draft"]) if need_draft else None
+    draft_spec = model_spec(config, pair["draft"]) if "draft" in roles else None
     tokenizer = load_tokenizer(target_spec, cache_root)
     # Tokenizers first: a mismatched pair fails before gigabytes of weights load.
     if draft_spec is not None:
@@ -83,6 +85,11 @@ def load_pair(
     if draft_spec is not None:
         draft, _ = load_model(draft_spec, dtype, device, cache_root)
         fingerprints["draft"] = fingerprint(draft_spec, draft, cache_root)
+    head = None
+    if "head" in roles:
+        head_spec = model_spec(config, pair["head"])
+        head = load_head_model(head_spec, target, cache_root)
+        fingerprints["head"] = fingerprint(head_spec, head, cache_root)
     return LoadedPair(
         name=pair_name,
         target=target,
@@ -92,6 +99,7 @@ def load_pair(
         eos_ids=eos_token_ids(tokenizer, target.generation_config.eos_token_id),
         token_text=token_texts(tokenizer),
         fingerprints=fingerprints,
+        head=head,
     )
 
 
@@ -113,7 +121,7 @@ class Decoder:
         self.head = ModelRunner(loaded.head, "head") if loaded.head is not None else None
         if self.module.NEEDS_DRAFT and self.draft is None:
             raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
-        if needs_head(self.module) and self.head is None:
+        if "head" in needed_roles(self.method.algorithm) and self.head is None:
             raise ModelError(f"method {method.name!r} needs an EAGLE head; none loaded")
         if self.draft is not None and self.draft.vocab_size != self.target.vocab_size:
             # The residual max(p - q, 0) needs both distributions over the same vocabulary.
@@ -146,16 +154,12 @@ class Decoder:
             generator=make_generator(seed, self.target.device),
             timer=timer,
             draft=self.draft if self.module.NEEDS_DRAFT else None,
-            head=self.head if needs_head(self.module) else None,
+            head=self.head if "head" in needed_roles(self.method.algorithm) else None,
         )
         timer.start()
         result = self.module.generate(ctx, prompt_ids, self.method.params)
         timer.stop()
         return result, timer
-
-
-def needs_head(module: object) -> bool:
-    return bool(getattr(module, "NEEDS_HEAD", False))
 
 
 def params_dict(params: object) -> dict:

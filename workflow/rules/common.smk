@@ -68,9 +68,18 @@ def prompt_entries(wildcards):
     }
 
 
+def pair_members(wildcards):
+    """The models a generation job loads: the target, and the draft or head its method needs."""
+    pair = config["pairs"][wildcards.pair]
+    algorithm = config["methods"].get(wildcards.method, {}).get("algorithm", wildcards.method)
+    roles = ["draft"] if algorithm in DRAFT_ALGORITHMS else []
+    roles += ["head"] if algorithm in HEAD_ALGORITHMS else []
+    return [pair["target"]] + [pair[role] for role in roles if role in pair]
+
+
 def generate_entries(wildcards):
     pair = config["pairs"][wildcards.pair]
-    members = [pair["target"]] + ([pair["draft"]] if "draft" in pair else [])
+    members = pair_members(wildcards)
     entries = {
         f"pairs.{wildcards.pair}": pair,
         **models_entries(*members),
@@ -85,19 +94,38 @@ def generate_entries(wildcards):
 
 def train_prompt_entries(wildcards):
     # Training prompts exclude every configured dataset's evaluated subset.
-    draft = config["drafts"][wildcards.draft]
+    teacher = config["teachers"][wildcards.teacher]
     return {
         "data": config["data"],
-        **{f"drafts.{wildcards.draft}.{k}": draft[k] for k in ("train_prompts", "seed") if k in draft},
+        **{
+            f"teachers.{wildcards.teacher}.{k}": teacher[k]
+            for k in ("train_prompts", "seed")
+            if k in teacher
+        },
         **{f"datasets.{name}.n": entry["n"] for name, entry in config["datasets"].items()},
         "runs.subsample_seed": RUNS.get("subsample_seed", 0),
     }
+
+
+def teacher_entries(wildcards):
+    teacher = config["teachers"][wildcards.teacher]
+    return {f"teachers.{wildcards.teacher}": teacher, **models_entries(wildcards.teacher)}
+
+
+def teacher_corpus(name):
+    return f"resources/teachers/{name}/corpus.pt"
 
 
 def train_draft_entries(wildcards):
     name = BUILT_DRAFTS[wildcards.draft_dir]
     draft = config["drafts"][name]
     return {f"drafts.{name}": draft, **models_entries(name, draft["teacher"])}
+
+
+def train_head_entries(wildcards):
+    name = BUILT_HEADS[wildcards.head_dir]
+    head = config["heads"][name]
+    return {f"heads.{name}": head, **models_entries(name, head["teacher"])}
 
 
 def model_entries(wildcards):
@@ -109,11 +137,7 @@ def tidy_entries(wildcards):
 
 
 def decode_models(wildcards):
-    pair = config["pairs"][wildcards.pair]
-    needed = [model_ready(pair["target"])]
-    if "draft" in pair and wildcards.method != "vanilla":
-        needed.append(model_ready(pair["draft"]))
-    return [path for path in needed if path]
+    return [path for path in map(model_ready, pair_members(wildcards)) if path]
 
 # Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
 # (workflow.cores is undefined for --report and --lint, so it cannot be used here.)
@@ -122,3 +146,9 @@ ALL_CORES = 1024
 # Built drafts by output folder (their registry path): train_draft serves them all, so a
 # profile sets its resources by that one name whatever the drafts are called.
 BUILT_DRAFTS = {config["models"]["registry"][name]["path"]: name for name in config.get("drafts", {})}
+BUILT_HEADS = {config["models"]["registry"][name]["path"]: name for name in config.get("heads", {})}
+
+# The algorithms (src/specrepro/decoding) that load a draft model or an EAGLE head; a test
+# checks these against the library's NEEDS_DRAFT / NEEDS_HEAD.
+DRAFT_ALGORITHMS = {"sps"}
+HEAD_ALGORITHMS = {"eagle", "eagle2", "ddd", "ddd_async"}

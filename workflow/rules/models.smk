@@ -24,21 +24,42 @@ rule train_prompts:
             dataset=list(config["datasets"]),
         ),
     output:
-        "results/drafts/{draft}/train_prompts.jsonl",
+        "results/teachers/{teacher}/train_prompts.jsonl",
     params:
         config_files=CONFIG_FILES,
         entries=as_json(train_prompt_entries),
     log:
-        "logs/models/train_prompts_{draft}.log",
+        "logs/models/train_prompts_{teacher}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-prompts {params.config_files} --set-json {params.entries:q} --draft {wildcards.draft} --out {output} > {log} 2>&1"
+        "specrepro train-prompts {params.config_files} --set-json {params.entries:q} --teacher {wildcards.teacher} --out {output} > {log} 2>&1"
+
+
+rule teacher_corpus:
+    input:
+        prompts="results/teachers/{teacher}/train_prompts.jsonl",
+        teacher=lambda w: model_ready(w.teacher),
+    output:
+        "resources/teachers/{teacher}/corpus.pt",
+    params:
+        config_files=CONFIG_FILES,
+        entries=as_json(teacher_entries),
+    threads: ALL_CORES
+    resources:
+        timing_slot=1,
+    log:
+        "logs/models/teacher_corpus_{teacher}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro teacher-corpus {params.config_files} --set-json {params.entries:q} --teacher {wildcards.teacher} "
+        "--prompts {input.prompts} --out {output} > {log} 2>&1"
 
 
 rule train_draft:
     input:
-        prompts=lambda w: f"results/drafts/{BUILT_DRAFTS[w.draft_dir]}/train_prompts.jsonl",
+        corpus=lambda w: teacher_corpus(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
         teacher=lambda w: model_ready(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
     output:
         model="{draft_dir}/config.json",
@@ -62,4 +83,33 @@ rule train_draft:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro train-draft {params.config_files} --set-json {params.entries:q} --draft {params.draft} "
-        "--prompts {input.prompts} --out {wildcards.draft_dir} > {log} 2>&1"
+        "--corpus {input.corpus} --out {wildcards.draft_dir} > {log} 2>&1"
+
+
+rule train_head:
+    input:
+        corpus=lambda w: teacher_corpus(config["heads"][BUILT_HEADS[w.head_dir]]["teacher"]),
+        teacher=lambda w: model_ready(config["heads"][BUILT_HEADS[w.head_dir]]["teacher"]),
+    output:
+        model="{head_dir}/config.json",
+        log=report(
+            "{head_dir}/training_log.json",
+            category="Draft models",
+            caption="../report/head.rst",
+        ),
+    params:
+        config_files=CONFIG_FILES,
+        head=lambda w: BUILT_HEADS[w.head_dir],
+        entries=as_json(train_head_entries),
+    wildcard_constraints:
+        head_dir="|".join(re.escape(path) for path in BUILT_HEADS) or "NONE",
+    threads: ALL_CORES
+    resources:
+        timing_slot=1,
+    log:
+        "logs/models/train_head_{head_dir}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro train-head {params.config_files} --set-json {params.entries:q} --head {params.head} "
+        "--corpus {input.corpus} --out {wildcards.head_dir} > {log} 2>&1"

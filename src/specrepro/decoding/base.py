@@ -56,6 +56,13 @@ def commit(
     return done
 
 
+def needed_roles(algorithm: str) -> tuple[str, ...]:
+    """The pair members a method needs besides the target: "draft" and/or "head"."""
+    module = get_method(algorithm)
+    flags = {"draft": module.NEEDS_DRAFT, "head": getattr(module, "NEEDS_HEAD", False)}
+    return tuple(role for role, needed in flags.items() if needed)
+
+
 def method_names() -> list[str]:
     import specrepro.decoding as package
 

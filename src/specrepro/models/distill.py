@@ -1,10 +1,10 @@
 """Building a draft model by distillation from its target, on the target's own generations.
 
 The student shares the teacher's tokenizer and (frozen, tied) embedding / lm_head; its decoder
-layers start from the teacher's first layers. The teacher generates continuations of training
-prompts (never the evaluated questions) and keeps its top-k next-token distribution at every
-generated position; the student is trained on those soft targets, which carry far more signal
-per token than the sampled tokens alone (a few thousand tokens overfit otherwise).
+layers start from the teacher's first layers. It learns from the teacher corpus
+(models/teacher.py): the teacher's top-k next-token distribution at every generated position,
+soft targets that carry far more signal per token than the sampled tokens alone (a few thousand
+tokens overfit otherwise).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from specrepro.prompting import conversation as messages
-from specrepro.prompting import encode
+from specrepro.models.teacher import Sample
 
 
 @dataclass
@@ -34,33 +33,16 @@ class DistillConfig:
     num_attention_heads: int | None = None
     num_key_value_heads: int | None = None
     init_from_teacher: bool = True
-    train_prompts: int = 128
-    gen_tokens: int = 128
-    gen_temperature: float = 0.7
     steps: int = 200
     batch_size: int = 8
     lr: float = 5e-4
     seed: int = 0
-    max_seq_len: int = 512
-    gen_batch_size: int = 8
     holdout_fraction: float = 0.1
-    top_k: int = 32
 
     @classmethod
     def from_config(cls, entry: dict) -> DistillConfig:
         values = {k: v for k, v in entry.items() if k != "teacher"}
         return cls(**values)
-
-
-@dataclass
-class Sample:
-    """One teacher generation: prompt + response ids, and the teacher's top-k distribution for
-    every response token (log-probabilities at temperature 1)."""
-
-    ids: list[int]
-    n_prompt: int
-    top_ids: torch.Tensor  # [n_response, k]
-    top_logp: torch.Tensor  # [n_response, k]
 
 
 def build_student(teacher: PreTrainedModel, cfg: DistillConfig) -> PreTrainedModel:
@@ -92,59 +74,6 @@ def build_student(teacher: PreTrainedModel, cfg: DistillConfig) -> PreTrainedMod
     student.get_input_embeddings().weight.requires_grad_(False)
     student.get_output_embeddings().weight.requires_grad_(False)
     return student
-
-
-@torch.inference_mode()
-def teacher_generations(
-    teacher: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[dict],
-    cfg: DistillConfig,
-    conversation: str,
-) -> list[Sample]:
-    """One Sample per prompt; the teacher samples the continuation."""
-    torch.manual_seed(cfg.seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode(tokenizer, messages(p, 0, []), conversation) for p in prompts]
-    keep_prompt = cfg.max_seq_len - cfg.gen_tokens
-    encoded = [ids[-keep_prompt:] for ids in encoded]
-    out: list[Sample] = []
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
-    batches = [order[i : i + cfg.gen_batch_size] for i in range(0, len(order), cfg.gen_batch_size)]
-    for batch in tqdm(batches, desc="teacher generations"):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
-        gen = teacher.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=cfg.gen_tokens,
-            do_sample=cfg.gen_temperature > 0,
-            temperature=cfg.gen_temperature if cfg.gen_temperature > 0 else None,
-            top_k=None,
-            top_p=None,
-            pad_token_id=pad,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        logp = torch.log_softmax(torch.stack(gen.logits, dim=1).float(), dim=-1)  # [B, steps, V]
-        top_logp, top_ids = logp.topk(cfg.top_k, dim=-1)
-        eos = {tokenizer.eos_token_id, pad}
-        for row, i in enumerate(batch):
-            response = gen.sequences[row, width:].tolist()
-            cut = next((j + 1 for j, t in enumerate(response) if t in eos), len(response))
-            out.append(
-                Sample(
-                    ids=encoded[i] + response[:cut],
-                    n_prompt=len(encoded[i]),
-                    top_ids=top_ids[row, :cut].clone(),
-                    top_logp=top_logp[row, :cut].clone(),
-                )
-            )
-    return out
 
 
 @dataclass
@@ -250,15 +179,12 @@ def _evaluate(student: PreTrainedModel, holdout: list[Sample], pad: int) -> dict
 def distill(
     teacher: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[dict],
+    samples: list[Sample],
     cfg: DistillConfig,
     out_dir: Path,
-    conversation: str,
+    corpus_summary: dict,
 ) -> Path:
-    """Generate, train, save the student with tokenizer and a training log; returns out_dir."""
-    t0 = time.perf_counter()
-    samples = teacher_generations(teacher, tokenizer, prompts, cfg, conversation)
-    gen_time = time.perf_counter() - t0
+    """Train on the teacher corpus, save the student with tokenizer and a training log."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     student = build_student(teacher, cfg)
     t1 = time.perf_counter()
@@ -270,14 +196,10 @@ def distill(
     tokenizer.save_pretrained(tmp)
     summary = {
         "config": asdict(cfg),
-        "n_prompts": len(prompts),
-        "n_sequences": len(samples),
-        "response_tokens": sum(len(s.ids) - s.n_prompt for s in samples),
-        "generation_seconds": gen_time,
+        "corpus": corpus_summary,
         "training_seconds": time.perf_counter() - t1,
         "student_parameters": sum(p.numel() for p in student.parameters()),
         "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
-        "prompt_ids": [p["question_id"] for p in prompts],
         "log": log,
     }
     (tmp / "training_log.json").write_text(json.dumps(summary, indent=1))

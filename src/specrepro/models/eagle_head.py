@@ -28,7 +28,7 @@ from torch import nn
 from transformers import LlamaConfig, PreTrainedModel
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
-from specrepro.models.loader import ModelError
+from specrepro.models.loader import ModelError, ModelSpec, resolve
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OPTIONAL_KEYS = {"embed_tokens.weight"}
@@ -202,6 +202,22 @@ def load_head(folder: Path, target: PreTrainedModel) -> EagleHead:
     own = {k: v for k, v in state.items() if k in expected}
     head.load_state_dict(own, strict=False)
     return head
+
+
+def load_head_model(spec: ModelSpec, target: PreTrainedModel, cache_root: Path) -> EagleHead:
+    """A registry entry's head: a local or DAG-built folder, or a hub id (config and weights
+    fetched by huggingface_hub, which fails cleanly offline)."""
+    if spec.source != "hub":
+        return load_head(Path(resolve(spec, cache_root)), target)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            spec.id, revision=spec.revision, allow_patterns=["config.json", *WEIGHT_FILES]
+        )
+    except Exception as err:  # network, auth, missing repo: all mean "cannot load this head"
+        raise ModelError(f"EAGLE head {spec.name!r}: cannot fetch {spec.id}: {err}") from err
+    return load_head(Path(folder), target)
 
 
 def save_head(head: EagleHead, folder: Path) -> None:

@@ -9,15 +9,20 @@ drafts several levels. The target's embedding and lm_head stay frozen.
 
 from __future__ import annotations
 
+import json
 import math
 import random
-from dataclasses import dataclass
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from specrepro.models.eagle_head import EagleHead
+from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
+from specrepro.models.teacher import Sample
 
 
 @dataclass
@@ -31,14 +36,9 @@ class HeadTrainConfig:
     holdout_fraction: float = 0.1
     seed: int = 0
 
-
-@dataclass
-class FeatureSample:
-    """One sequence with the target's final-norm features at every position."""
-
-    ids: list[int]
-    features: torch.Tensor  # [len(ids), H]
-    n_prompt: int  # token-level losses start at the first generated position
+    @classmethod
+    def from_config(cls, entry: dict) -> HeadTrainConfig:
+        return cls(**{k: v for k, v in entry.items() if k != "teacher"})
 
 
 @dataclass
@@ -49,7 +49,7 @@ class _Batch:
     response: torch.Tensor  # [B, W - 1] ... and x_{t+2} is a generated token
 
 
-def _batch(samples: list[FeatureSample], device: torch.device) -> _Batch:
+def _batch(samples: list[Sample], device: torch.device) -> _Batch:
     width = max(len(s.ids) for s in samples)
     hidden = samples[0].features.shape[-1]
     ids = torch.zeros(len(samples), width, dtype=torch.long)
@@ -93,7 +93,7 @@ def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Ten
 
 
 def train_head(
-    head: EagleHead, samples: list[FeatureSample], cfg: HeadTrainConfig, desc: str = "head"
+    head: EagleHead, samples: list[Sample], cfg: HeadTrainConfig, desc: str = "head"
 ) -> list[dict]:
     """Train in place; returns the log (losses per step, held-out agreement at checkpoints)."""
     rng = random.Random(cfg.seed)
@@ -149,7 +149,7 @@ def train_head(
 
 
 @torch.no_grad()
-def evaluate_head(head: EagleHead, samples: list[FeatureSample]) -> dict:
+def evaluate_head(head: EagleHead, samples: list[Sample]) -> dict:
     """Held-out feature loss, token loss and top-1 / top-3 agreement with the target's next
     token (without input noise, as the head runs when drafting its first level)."""
     device = head.fc.weight.device
@@ -162,3 +162,34 @@ def evaluate_head(head: EagleHead, samples: list[FeatureSample]) -> dict:
             totals[key] += float(losses[key]) * n
         count += n
     return {f"holdout_{k}": v / max(count, 1.0) for k, v in totals.items()}
+
+
+def train_and_save(
+    target: torch.nn.Module,
+    samples: list[Sample],
+    cfg: HeadTrainConfig,
+    out_dir: Path,
+    corpus_summary: dict,
+) -> Path:
+    """A new head for `target`, trained on the corpus, saved in the published format with a
+    training log beside it."""
+    torch.manual_seed(cfg.seed)
+    head = build_head(head_config_for(target), target)
+    t0 = time.perf_counter()
+    log = train_head(head, samples, cfg, desc=out_dir.name)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_head(head, tmp)
+    summary = {
+        "config": asdict(cfg),
+        "corpus": corpus_summary,
+        "training_seconds": time.perf_counter() - t0,
+        "head_parameters": sum(v.numel() for v in head.head_state_dict().values()),
+        "log": log,
+    }
+    (tmp / "training_log.json").write_text(json.dumps(summary, indent=1))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
