@@ -255,40 +255,37 @@ def cmd_teacher_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_draft(args: argparse.Namespace) -> int:
+def _student_job(args: argparse.Namespace, section: str, name: str):
+    """What training a student needs: its config entry, the teacher corpus, the teacher and the
+    output folder (default: the student's registry path)."""
     from specrepro.config import load_config
     from specrepro.harness import seed_everything
-    from specrepro.models.distill import DistillConfig, distill
     from specrepro.models.teacher import load_corpus
 
     config = load_config(args.config, args.set_json)
-    entry = section_entry(config, "drafts", args.draft)
-    cfg = DistillConfig.from_config(entry)
+    entry = section_entry(config, section, name)
     samples, summary = load_corpus(Path(args.corpus))
-    seed_everything(cfg.seed)
+    seed_everything(entry.get("seed", 0))
     teacher, tokenizer = _load_teacher(config, entry["teacher"])
-    out = Path(args.out or config["models"]["registry"][args.draft]["path"])
+    out = Path(args.out or config["models"]["registry"][name]["path"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    distill(teacher, tokenizer, samples, cfg, out, summary)
+    return entry, samples, summary, teacher, tokenizer, out
+
+
+def cmd_train_draft(args: argparse.Namespace) -> int:
+    from specrepro.models.distill import DistillConfig, distill
+
+    entry, samples, summary, teacher, tokenizer, out = _student_job(args, "drafts", args.draft)
+    distill(teacher, tokenizer, samples, DistillConfig.from_config(entry), out, summary)
     print(out)
     return 0
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from specrepro.config import load_config
-    from specrepro.harness import seed_everything
-    from specrepro.models.teacher import load_corpus
     from specrepro.models.train_head import HeadTrainConfig, train_and_save
 
-    config = load_config(args.config, args.set_json)
-    entry = section_entry(config, "heads", args.head)
-    cfg = HeadTrainConfig.from_config(entry)
-    samples, summary = load_corpus(Path(args.corpus))
-    seed_everything(cfg.seed)
-    target, _ = _load_teacher(config, entry["teacher"])
-    out = Path(args.out or config["models"]["registry"][args.head]["path"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    train_and_save(target, samples, cfg, out, summary)
+    entry, samples, summary, target, _, out = _student_job(args, "heads", args.head)
+    train_and_save(target, samples, HeadTrainConfig.from_config(entry), out, summary)
     print(out)
     return 0
 

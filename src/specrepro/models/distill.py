@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import shutil
 import time
@@ -22,6 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from specrepro.models.schedule import split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
 
@@ -121,18 +121,10 @@ def train_student(
 ) -> list[dict]:
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    samples = samples[:]
-    rng.shuffle(samples)
-    n_hold = max(1, int(len(samples) * cfg.holdout_fraction))
-    holdout, train = samples[:n_hold], samples[n_hold:]
+    holdout, train = split_holdout(samples, cfg.holdout_fraction, rng)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    warmup = max(1, cfg.steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))
+    lr_at = warmup_cosine(cfg.lr, cfg.steps)
 
     log: list[dict] = [{"step": 0, **_evaluate(student, holdout, pad)}]
     student.train()

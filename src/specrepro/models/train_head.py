@@ -10,7 +10,6 @@ drafts several levels. The target's embedding and lm_head stay frozen.
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
+from specrepro.models.schedule import split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
 
@@ -98,10 +98,7 @@ def train_head(
     """Train in place; returns the log (losses per step, held-out agreement at checkpoints)."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    samples = samples[:]
-    rng.shuffle(samples)
-    n_hold = max(1, int(len(samples) * cfg.holdout_fraction)) if cfg.holdout_fraction > 0 else 0
-    holdout, train = samples[:n_hold], samples[n_hold:] or samples
+    holdout, train = split_holdout(samples, cfg.holdout_fraction, rng)
     device = head.fc.weight.device
     for module in (head.embed_tokens, head.lm_head):
         module.requires_grad_(False)
@@ -109,12 +106,7 @@ def train_head(
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    warmup = max(1, cfg.steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))
+    lr_at = warmup_cosine(cfg.lr, cfg.steps)
 
     log: list[dict] = [{"step": 0, **evaluate_head(head, holdout)}] if holdout else []
     head.train()
