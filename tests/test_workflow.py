@@ -140,6 +140,7 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
         "datasets": {
             name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
         },
+        "claims": ["config/claims/ddd.yaml"],
         "runs": {
             "pairs": ["tiny"],
             "methods": ["vanilla", "sps", "ddd"],
@@ -203,6 +204,11 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert set(tidy["method"]) == {"vanilla", "sps", "ddd"}
     assert set(tidy["dataset"]) == {"mtbench", "squad", "spider"}
     assert (tidy.loc[tidy["method"] != "vanilla", "lossless_match"] == 1).all()
+    # The DDD paper's claims, checked on what ran: tiny's ddd against its own (absent) eagle2
+    # cannot be checked, its speedup over vanilla can.
+    claims = pd.read_csv(workdir / "figures" / "tables" / "claims.csv").set_index("claim")
+    assert claims.loc["ddd-over-eagle2", "status"] == "not run"
+    assert claims.loc["ddd-speedup", "status"] != "not run"
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
 
@@ -261,7 +267,7 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
         jobs = dry_run(workdir)
     finally:
         tiny_run.write_text(old)
-    downstream = {"tidy": 1, "report_outputs": 1, "notebook": 1, "all": 1}
+    downstream = {"tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "all": 1}
     assert jobs == {**expected, **downstream}
 
 

@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="the teacher corpus (teacher-corpus)")
     p.add_argument("--out", help="output folder (default: the registry path)")
 
+    p = sub.add_parser("claims", help="check papers' claims (YAML) against the tidy table")
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--claims", nargs="+", required=True, help="claims files")
+    p.add_argument("--baseline", default="vanilla")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+
     p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
     _config_arg(p)
     p.add_argument("--pair", required=True)
@@ -372,6 +379,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.claims import check_claims, claims_markdown, load_claims
+
+    table = check_claims(
+        pd.read_csv(args.tidy), load_claims([Path(p) for p in args.claims]), args.baseline
+    )
+    Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(claims_markdown(table))
+    table.to_csv(args.out_csv, index=False)
+    print(table[["claim", "status"]].to_string(index=False))
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from specrepro.report.notebook import execute_notebook
 
@@ -394,6 +416,7 @@ COMMANDS = {
     "tidy": cmd_tidy,
     "report": cmd_report,
     "notebook": cmd_notebook,
+    "claims": cmd_claims,
 }
 
 if __name__ == "__main__":

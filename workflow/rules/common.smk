@@ -36,6 +36,7 @@ def final_outputs():
         + [f"figures/tables/table_{d}.tex" for d in datasets]
         + expand("figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"])
         + ["results/notebooks/results.ipynb", "results/tidy.csv"]
+        + (["figures/tables/claims.md"] if config.get("claims") else [])
     )
 
 

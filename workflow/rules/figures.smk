@@ -47,3 +47,21 @@ rule notebook:
     shell:
         "specrepro notebook --template {input.template} --tidy {input.tidy} --out {output.notebook} "
         "--summary-out {output.summary} --baseline {params.baseline} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        tidy="results/tidy.csv",
+        claims=config.get("claims", []),
+    output:
+        md=report("figures/tables/claims.md", category="Tables", caption="../report/claims.rst"),
+        csv="figures/tables/claims.csv",
+    params:
+        baseline=RUNS.get("baseline", "vanilla"),
+    log:
+        "logs/analysis/claims.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro claims --tidy {input.tidy} --claims {input.claims} --baseline {params.baseline} "
+        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"

@@ -1,0 +1,227 @@
+"""Papers' claims as data, checked against the measurements (SPEC 7).
+
+A claims file (YAML) names a paper and lists claims of two kinds, each on one dataset and
+temperature:
+- `ratio`: speedup(method) / speedup(reference), i.e. mean tokens/s of `method` over mean
+  tokens/s of `reference` on the questions both ran (the baseline cancels), e.g. DDD over
+  EAGLE-2 >= 1.04.
+- `value`: a method's `speedup` over the baseline (EAGLE's estimator, mean tok/s over mean
+  tok/s) or its `tau`, beside the published number.
+`pair: all` (the default) averages the per-pair values over every pair that ran both sides, as
+the papers' "average" claims do; a named pair takes that pair alone.
+
+Status, from a 95% bootstrap interval over questions (pairs resampled independently):
+supported when the whole interval meets `at_least`, not supported when none of it does,
+inconclusive otherwise, and not run when a side has no measurements. A `value` claim without
+`at_least` is checked against `published * (1 - tolerance)` (tolerance 0.1 by default: a
+reproduction on other hardware is not expected to hit the exact number).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from specrepro.report.aggregate import per_question, prepare
+
+N_RESAMPLES = 2000
+KINDS = ("ratio", "value")
+METRICS = ("speedup", "tau")
+
+
+class ClaimError(ValueError):
+    """A claims file that does not say what it must."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    id: str
+    text: str
+    kind: str
+    method: str
+    dataset: str
+    temperature: float
+    reference: str | None = None  # ratio: the denominator method
+    metric: str = "speedup"  # value: speedup or tau
+    pair: str = "all"
+    published: float | None = None
+    at_least: float | None = None
+    tolerance: float = 0.1
+
+    def threshold(self) -> float | None:
+        if self.at_least is not None:
+            return self.at_least
+        if self.published is not None:
+            return self.published * (1 - self.tolerance)
+        return None
+
+
+def load_claims(paths: list[Path]) -> list[Claim]:
+    claims = []
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict) or "paper" not in data or "claims" not in data:
+            raise ClaimError(f"{path}: needs `paper` and a `claims` list")
+        for entry in data["claims"]:
+            try:
+                claim = Claim(paper=data["paper"], **entry)
+            except TypeError as err:
+                raise ClaimError(f"{path}: claim {entry.get('id', '?')!r}: {err}") from err
+            if claim.kind not in KINDS:
+                raise ClaimError(f"{path}: claim {claim.id!r}: kind must be one of {KINDS}")
+            if claim.kind == "ratio" and not claim.reference:
+                raise ClaimError(f"{path}: claim {claim.id!r}: a ratio claim needs `reference`")
+            if claim.kind == "value" and claim.metric not in METRICS:
+                raise ClaimError(f"{path}: claim {claim.id!r}: metric must be one of {METRICS}")
+            if claim.threshold() is None:
+                raise ClaimError(f"{path}: claim {claim.id!r}: needs `at_least` or `published`")
+            claims.append(claim)
+    return claims
+
+
+def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    rows = per_question(tidy)
+    rows = rows[
+        (rows["method"] == method)
+        & (rows["dataset"] == claim.dataset)
+        & np.isclose(rows["temperature"].astype(float), claim.temperature)
+    ]
+    if claim.pair != "all":
+        rows = rows[rows["pair"] == claim.pair]
+    # Seeds pooled per question: the bootstrap resamples questions.
+    return rows.groupby(["pair", "question_id"])[["new_tokens", "wall_time_s"]].sum()
+
+
+def _forwards(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
+    rows = prepare(tidy)
+    rows = rows[
+        (rows["method"] == claim.method)
+        & (rows["dataset"] == claim.dataset)
+        & np.isclose(rows["temperature"].astype(float), claim.temperature)
+    ]
+    if claim.pair != "all":
+        rows = rows[rows["pair"] == claim.pair]
+    return rows.groupby(["pair", "question_id"])[["new_tokens", "target_forwards"]].sum()
+
+
+def _replicates(pairs: dict[str, np.ndarray], statistic, seed: int) -> tuple[float, np.ndarray]:
+    """Mean over pairs of `statistic(rows)`, and its bootstrap replicates (questions resampled
+    within each pair, pairs independently)."""
+    rng = np.random.default_rng(seed)
+    points, reps = [], []
+    for rows in pairs.values():
+        points.append(statistic(rows))
+        idx = rng.integers(0, len(rows), size=(N_RESAMPLES, len(rows)))
+        reps.append(np.array([statistic(rows[i]) for i in idx]))
+    return float(np.mean(points)), np.mean(reps, axis=0)
+
+
+def _mean_tps_ratio(rows: np.ndarray) -> float:
+    return float(np.mean(rows[:, 0] / rows[:, 1]) / np.mean(rows[:, 2] / rows[:, 3]))
+
+
+def _tau(rows: np.ndarray) -> float:
+    return float(rows[:, 0].sum() / rows[:, 1].sum())
+
+
+def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: int = 0) -> dict:
+    """The measured value with its interval and the pairs and questions it rests on."""
+    if claim.kind == "value" and claim.metric == "tau":
+        table = _forwards(tidy, claim)
+        groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
+        statistic = _tau
+    else:
+        denominator = claim.reference if claim.kind == "ratio" else baseline
+        mine = _questions(tidy, claim, claim.method)
+        theirs = _questions(tidy, claim, denominator)
+        joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+        groups = {p: g.to_numpy(dtype=float) for p, g in joined.groupby(level="pair")}
+        statistic = _mean_tps_ratio
+    groups = {p: rows for p, rows in groups.items() if len(rows)}
+    if not groups:
+        return {"measured": None, "low": None, "high": None, "pairs": [], "questions": 0}
+    point, reps = _replicates(groups, statistic, seed)
+    low, high = np.quantile(reps, [0.025, 0.975])
+    return {
+        "measured": point,
+        "low": float(low),
+        "high": float(high),
+        "pairs": sorted(groups),
+        "questions": int(sum(len(rows) for rows in groups.values())),
+    }
+
+
+def check_claims(
+    tidy: pd.DataFrame, claims: list[Claim], baseline: str = "vanilla"
+) -> pd.DataFrame:
+    rows = []
+    for claim in claims:
+        result = measure(tidy, claim, baseline)
+        threshold = claim.threshold()
+        if result["measured"] is None:
+            status = "not run"
+        elif result["low"] >= threshold:
+            status = "supported"
+        elif result["high"] < threshold:
+            status = "not supported"
+        else:
+            status = "inconclusive"
+        published = claim.published
+        rows.append(
+            {
+                "paper": claim.paper,
+                "claim": claim.id,
+                "text": claim.text,
+                "status": status,
+                "published": published,
+                "threshold": threshold,
+                **result,
+                "measured_over_published": (
+                    result["measured"] / published
+                    if result["measured"] is not None and published
+                    else None
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    def fmt(value: object) -> str:
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and np.isnan(value))
+            else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        )
+
+    lines = [
+        "| paper | claim | status | published | measured [95% CI] | measured / published "
+        "| threshold | pairs (questions) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.to_dict("records"):
+        measured = (
+            "-"
+            if row["measured"] is None
+            else f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+        )
+        pairs = ", ".join(row["pairs"]) if row["pairs"] else "-"
+        lines.append(
+            f"| {row['paper']} | {row['text']} | **{row['status']}** | {fmt(row['published'])} "
+            f"| {measured} | {fmt(row['measured_over_published'])} | {fmt(row['threshold'])} "
+            f"| {pairs} ({row['questions']}) |"
+        )
+    lines.append("")
+    lines.append(
+        "Status from the 95% bootstrap interval over questions: supported when all of it meets "
+        "the threshold, not supported when none of it does, inconclusive otherwise; not run "
+        "when the configuration was not measured. Speedups are mean tokens/s over mean tokens/s "
+        "(EAGLE's estimator); a value claim's threshold is the published number less 10% unless "
+        "the claim sets one."
+    )
+    return "\n".join(lines) + "\n"

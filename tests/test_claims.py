@@ -1,0 +1,134 @@
+"""Claims as data: statuses from intervals, ratios between methods, averages over pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specrepro.report.claims import ClaimError, check_claims, claims_markdown, load_claims
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tidy_frame(tps: dict[str, dict[str, float]], n: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Per pair, per method: n questions whose tokens/s scatter by +-5% around tps[pair][m];
+    tau = 2 for every method but vanilla."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pair, methods in tps.items():
+        for q in range(n):
+            for method, speed in methods.items():
+                tokens = 100
+                rows.append(
+                    {
+                        "pair": pair, "dataset": "mtbench", "method": method,
+                        "temperature": 0.0, "dtype": "float16", "seed": 0,
+                        "question_id": f"q{q}", "turn": 0, "new_tokens": tokens,
+                        "wall_time_s": tokens / (speed * rng.uniform(0.95, 1.05)),
+                        "target_forwards": tokens if method == "vanilla" else tokens // 2,
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_claims(path: Path, claims: list[dict]) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"paper": "P", "claims": claims}))
+    return path
+
+
+BASE = {"kind": "ratio", "dataset": "mtbench", "temperature": 0.0}
+
+
+def test_ratio_claims_get_their_status_from_the_interval(tmp_path: Path) -> None:
+    tidy = tidy_frame(
+        {
+            "a": {"vanilla": 10.0, "eagle2": 30.0, "ddd": 33.0},
+            "b": {"vanilla": 10.0, "eagle2": 30.0, "ddd": 32.0},
+        }
+    )
+    claims = load_claims(
+        [
+            write_claims(
+                tmp_path / "c.yaml",
+                [
+                    {
+                        **BASE,
+                        "id": "win",
+                        "text": "t",
+                        "method": "ddd",
+                        "reference": "eagle2",
+                        "at_least": 1.04,
+                    },
+                    {
+                        **BASE,
+                        "id": "big",
+                        "text": "t",
+                        "method": "ddd",
+                        "reference": "eagle2",
+                        "at_least": 1.3,
+                    },
+                    {
+                        **BASE,
+                        "id": "none",
+                        "text": "t",
+                        "method": "ddd",
+                        "reference": "eagle",
+                        "at_least": 1.0,
+                    },
+                    {
+                        "kind": "value",
+                        "metric": "tau",
+                        "dataset": "mtbench",
+                        "temperature": 0.0,
+                        "id": "tau",
+                        "text": "t",
+                        "method": "ddd",
+                        "pair": "a",
+                        "published": 2.0,
+                    },
+                    {
+                        "kind": "value",
+                        "metric": "speedup",
+                        "dataset": "mtbench",
+                        "temperature": 0.0,
+                        "id": "speed",
+                        "text": "t",
+                        "method": "eagle2",
+                        "published": 3.0,
+                    },
+                ],
+            )  # fmt: skip
+        ]
+    )
+    table = check_claims(tidy, claims).set_index("claim")
+    assert table.loc["win", "status"] == "supported"
+    # Average over the two pairs of 1.1 and 1.067.
+    assert table.loc["win", "measured"] == pytest.approx((33 / 30 + 32 / 30) / 2, rel=0.02)
+    assert table.loc["win", "low"] < table.loc["win", "measured"] < table.loc["win", "high"]
+    assert table.loc["big", "status"] == "not supported"
+    assert table.loc["none", "status"] == "not run"
+    assert table.loc["tau", "measured"] == pytest.approx(2.0)
+    assert table.loc["tau", "pairs"] == ["a"]
+    assert table.loc["speed", "status"] == "supported"  # 3.0 against 3.0 less 10%
+    assert table.loc["speed", "measured_over_published"] == pytest.approx(1.0, rel=0.02)
+    text = claims_markdown(table.reset_index())
+    assert "**not run**" in text and "**supported**" in text
+
+
+def test_the_shipped_claims_files_load() -> None:
+    claims = load_claims(sorted((REPO / "config" / "claims").glob("*.yaml")))
+    ids = {c.id for c in claims}
+    assert {"ddd-over-eagle2", "eagle2-over-eagle", "eagle2-vicuna-7b-speedup"} <= ids
+    assert len(ids) == len(claims)
+
+
+def test_a_claim_without_a_threshold_is_refused(tmp_path: Path) -> None:
+    path = write_claims(tmp_path / "c.yaml", [{**BASE, "id": "x", "text": "t", "method": "ddd",
+                                               "reference": "eagle2"}])  # fmt: skip
+    with pytest.raises(ClaimError, match="at_least"):
+        load_claims([path])
