@@ -132,3 +132,17 @@ def test_a_claim_without_a_threshold_is_refused(tmp_path: Path) -> None:
                                                "reference": "eagle2"}])  # fmt: skip
     with pytest.raises(ClaimError, match="at_least"):
         load_claims([path])
+
+
+def test_the_ddd_table_has_speedups_taus_and_ratios_per_temperature() -> None:
+    from specrepro.report.ddd import ddd_table
+
+    tidy = tidy_frame({"a": {"vanilla": 10.0, "eagle": 25.0, "eagle2": 30.0, "ddd": 33.0}})
+    text = ddd_table(tidy, "a")
+    header, _, row, *_ = text.splitlines()
+    assert header.split(" | ")[1:4] == ["vanilla tok/s", "eagle speedup", "eagle tau"]
+    assert "ddd / eagle2" in header and "eagle2 / eagle" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "0" and float(cells[1]) == pytest.approx(10.0, rel=0.05)
+    assert cells[2].startswith("2.5") and cells[3] == "2.00"  # eagle: 2.5x, tau 2
+    assert float(cells[-2].split()[0]) == pytest.approx(33 / 30, rel=0.03)  # ddd / eagle2

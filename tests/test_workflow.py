@@ -209,6 +209,7 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     claims = pd.read_csv(workdir / "figures" / "tables" / "claims.csv").set_index("claim")
     assert claims.loc["ddd-over-eagle2", "status"] == "not run"
     assert claims.loc["ddd-speedup", "status"] != "not run"
+    assert "ddd speedup" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
 
@@ -267,7 +268,9 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
         jobs = dry_run(workdir)
     finally:
         tiny_run.write_text(old)
-    downstream = {"tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "all": 1}
+    downstream = {
+        "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1, "all": 1
+    }  # fmt: skip
     assert jobs == {**expected, **downstream}
 
 

@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
 
+    p = sub.add_parser("ddd-table", help="the DDD paper's table for one pair (Markdown)")
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--dataset", default="mtbench")
+    p.add_argument("--baseline", default="vanilla")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
     _config_arg(p)
     p.add_argument("--pair", required=True)
@@ -394,6 +401,18 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ddd_table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.ddd import ddd_table
+
+    text = ddd_table(pd.read_csv(args.tidy), args.pair, args.dataset, args.baseline)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from specrepro.report.notebook import execute_notebook
 
@@ -417,6 +436,7 @@ COMMANDS = {
     "report": cmd_report,
     "notebook": cmd_notebook,
     "claims": cmd_claims,
+    "ddd-table": cmd_ddd_table,
 }
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ def run_files():
     ]
 
 
+def ddd_runs():
+    """The DDD paper's tables are made when DDD runs on MT-bench."""
+    algorithms = {config["methods"].get(m, {}).get("algorithm", m) for m in RUNS["methods"]}
+    return "ddd" in algorithms and "mtbench" in RUNS["datasets"]
+
+
 def model_ready(name):
     """The file that exists once a model is usable (converted, built, or a hub id)."""
     entry = config["models"]["registry"][name]
@@ -37,6 +43,7 @@ def final_outputs():
         + expand("figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"])
         + ["results/notebooks/results.ipynb", "results/tidy.csv"]
         + (["figures/tables/claims.md"] if config.get("claims") else [])
+        + (expand("figures/tables/ddd_{pair}.md", pair=RUNS["pairs"]) if ddd_runs() else [])
     )
 
 

@@ -65,3 +65,19 @@ rule claims:
     shell:
         "specrepro claims --tidy {input.tidy} --claims {input.claims} --baseline {params.baseline} "
         "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule ddd_table:
+    input:
+        "results/tidy.csv",
+    output:
+        report("figures/tables/ddd_{pair}.md", category="Tables", caption="../report/ddd.rst"),
+    params:
+        baseline=RUNS.get("baseline", "vanilla"),
+    log:
+        "logs/analysis/ddd_table_{pair}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro ddd-table --tidy {input} --pair {wildcards.pair} --baseline {params.baseline} "
+        "--out {output} > {log} 2>&1"
