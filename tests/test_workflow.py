@@ -19,13 +19,13 @@ from tests.conftest import REPO
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
-MODEL_RULES = {"generate", "train_draft"}
+MODEL_RULES = {"generate", "teacher_corpus", "train_draft", "train_head"}
 
 
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
 
 
