@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from specrepro.models.schedule import split_holdout, warmup_cosine
+from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
 
@@ -130,14 +130,9 @@ def train_student(
     student.train()
     bar = tqdm(range(cfg.steps), desc="distilling draft")
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
         batch = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
         loss, agree = _response_loss(student, _batch(batch, pad))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss, lr_at(step))
         bar.set_postfix(loss=f"{loss.item():.3f}", agree=f"{agree.item():.2f}")
         entry = {
             "step": step + 1,

@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
 
 
@@ -28,3 +30,15 @@ def warmup_cosine(lr: float, steps: int) -> Callable[[int], float]:
         return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     return lr_at
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor, lr: float
+) -> None:
+    """One update at learning rate `lr`, gradients clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()

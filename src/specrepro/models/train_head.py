@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
-from specrepro.models.schedule import split_holdout, warmup_cosine
+from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
 
@@ -112,15 +112,10 @@ def train_head(
     head.train()
     bar = tqdm(range(cfg.steps), desc=f"training {desc}")
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
         batch = _batch([train[rng.randrange(len(train))] for _ in range(cfg.batch_size)], device)
         losses = _losses(head, batch, cfg.noise)
         loss = cfg.feature_weight * losses["feature_loss"] + cfg.token_weight * losses["token_loss"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss, lr_at(step))
         bar.set_postfix(feat=f"{losses['feature_loss'].item():.3f}", top1=f"{losses['top1']:.2f}")
         entry = {
             "step": step + 1,
