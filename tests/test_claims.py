@@ -25,6 +25,7 @@ def tidy_frame(tps: dict[str, dict[str, float]], n: int = 30, seed: int = 0) -> 
                 rows.append(
                     {
                         "pair": pair, "dataset": "mtbench", "method": method,
+                        "algorithm": method.split("-cpu")[0].replace("-", "_"),
                         "temperature": 0.0, "dtype": "float16", "seed": 0,
                         "question_id": f"q{q}", "turn": 0, "new_tokens": tokens,
                         "wall_time_s": tokens / (speed * rng.uniform(0.95, 1.05)),
@@ -146,3 +147,47 @@ def test_the_ddd_table_has_speedups_taus_and_ratios_per_temperature() -> None:
     assert cells[0] == "0" and float(cells[1]) == pytest.approx(10.0, rel=0.05)
     assert cells[2].startswith("2.5") and cells[3] == "2.00"  # eagle: 2.5x, tau 2
     assert float(cells[-2].split()[0]) == pytest.approx(33 / 30, rel=0.03)  # ddd / eagle2
+
+
+def test_the_ddd_table_finds_tree_methods_by_algorithm_and_skips_sweep_points() -> None:
+    from specrepro.report.ddd import ddd_table
+
+    speeds = {
+        "vanilla": 10.0,
+        "eagle": 12.0,
+        "eagle2-cpu": 15.0,
+        "ddd-cpu": 18.0,
+        "ddd-cpu_x0": 5.0,
+    }
+    tidy = tidy_frame({"a": speeds})
+    tidy.loc[tidy["method"] == "ddd-cpu_x0", "algorithm"] = "ddd"
+    header = ddd_table(tidy, "a", skip=frozenset({"ddd-cpu_x0"})).splitlines()[0]
+    assert "ddd-cpu_x0" not in header
+    assert "ddd-cpu / eagle2-cpu" in header and "eagle2-cpu / eagle" in header
+
+
+def test_the_ddd_sweep_has_one_point_per_setting_with_speedup_tau_and_depth(tmp_path) -> None:
+    import json
+
+    from specrepro.report.ddd import sweep_markdown, sweep_points
+    from specrepro.report.figures import ddd_sweep_figure
+
+    tidy = tidy_frame({"a": {"vanilla": 10.0, "ddd": 20.0, "ddd_x-1": 15.0}})
+    tidy.loc[tidy["method"] == "ddd_x-1", "algorithm"] = "ddd"
+    settings = {"ddd": (-0.3, [5, 7, 9], 5), "ddd_x-1": (-1.0, [5, 7, 9], 9), "vanilla": None}
+    tidy["params"] = [
+        json.dumps({"threshold": s[0], "check_levels": s[1], "max_levels": 11}) if s else "{}"
+        for s in tidy["method"].map(settings)
+    ]
+    tidy["draft_levels"] = [
+        json.dumps([s[2]] * 3) if s else "[]" for s in tidy["method"].map(settings)
+    ]
+    points = sweep_points(tidy, "a")
+    assert list(points["threshold"]) == [-1.0, -0.3]
+    assert list(points["mean_levels"]) == [9.0, 5.0]
+    assert points["speedup"].tolist() == pytest.approx([1.5, 2.0], rel=0.05)
+    assert points["tau"].tolist() == pytest.approx([2.0, 2.0])
+    text = sweep_markdown(points, "sweep")
+    assert "| ddd_x-1 | -1 | 5-7-9 | 11 | 1.5" in text
+    paths = ddd_sweep_figure(points, tmp_path / "sweep", "sweep")
+    assert all(p.stat().st_size > 0 for p in paths)

@@ -113,11 +113,20 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
         ),
         (
             DEFAULT_CONFIG.read_text().replace(
-                "methods: [vanilla, sps]", "methods: [vanilla, eagle9]"
+                "methods: [vanilla, sps, eagle,", "methods: [vanilla, eagle9, eagle,"
             ),
             "eagle9",
         ),
         (DEFAULT_CONFIG.read_text().replace("dtype: float32", "dtype: float8"), "runs/dtype"),
+        (DEFAULT_CONFIG.read_text().replace("eagle: [mtbench]", "eagle: [mtbnch]"), "mtbnch"),
+        (
+            DEFAULT_CONFIG.read_text().replace("base: ddd-cpu", "base: eagle2-cpu"),
+            "sweeps.ddd.base 'eagle2-cpu' is not a DDD",
+        ),
+        (
+            DEFAULT_CONFIG.read_text().replace("check_levels: [[3, 5]]", "check_levels: [[3, 9]]"),
+            "sweeps.ddd point",
+        ),
     ],
 )
 def test_malformed_config(

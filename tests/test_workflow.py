@@ -141,6 +141,16 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
         },
         "claims": ["config/claims/ddd.yaml"],
+        # One sweep point beside the configured ddd: a threshold so high DDD stops at level 2.
+        "sweeps": {
+            "ddd": {
+                "base": "ddd",
+                "dataset": "mtbench",
+                "temperature": 0.0,
+                "thresholds": [5.0],
+                "check_levels": [[2]],
+            }
+        },  # fmt: skip
         "runs": {
             "pairs": ["tiny"],
             "methods": ["vanilla", "sps", "ddd"],
@@ -152,6 +162,7 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             "warmup": 0,
             "subsample_seed": 0,
             "baseline": "vanilla",
+            "only": {"ddd": ["mtbench", "spider"]},
         },  # fmt: skip
     }
 
@@ -201,8 +212,15 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert (workdir / "resources" / "models" / "tiny-head" / "model.safetensors").is_file()
     assert (workdir / "resources" / "teachers" / "tiny" / "corpus.pt").is_file()
     tidy = pd.read_csv(workdir / "results" / "tidy.csv")
-    assert set(tidy["method"]) == {"vanilla", "sps", "ddd"}
+    assert set(tidy["method"]) == {"vanilla", "sps", "ddd", "ddd_x5_S2"}
     assert set(tidy["dataset"]) == {"mtbench", "squad", "spider"}
+    assert set(tidy.loc[tidy["method"] == "ddd", "dataset"]) == {"mtbench", "spider"}  # runs.only
+    assert set(tidy.loc[tidy["method"] == "ddd_x5_S2", "dataset"]) == {"mtbench"}
+    sweep = (workdir / "figures" / "tables" / "ddd_sweep_tiny.md").read_text()
+    assert "| ddd_x5_S2 | 5 | 2 | 3 |" in sweep and "| ddd |" in sweep
+    assert (workdir / "figures" / "ddd_sweep_tiny.png").is_file()
+    assert (workdir / "figures" / "draft_depth.png").is_file()
+    assert "ddd_x5_S2" not in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
     assert (tidy.loc[tidy["method"] != "vanilla", "lossless_match"] == 1).all()
     # The DDD paper's claims, checked on what ran: tiny's ddd against its own (absent) eagle2
     # cannot be checked, its speedup over vanilla can.
@@ -243,21 +261,21 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
                 "teacher_corpus": 1,
                 "train_draft": 1,
                 "train_head": 1,
-                "generate": 7,
+                "generate": 7,  # sps x3, ddd x2 (runs.only), the sweep point, vanilla on squad
             },
         ),
         # A draft's training setting: the draft and every generation that uses it.
         ("drafts.tiny-draft.steps", 3, {"train_draft": 1, "generate": 3}),
         # A head's training setting: the head and the generations that use it, not the draft.
-        ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 3}),
+        ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 3}),  # ddd x2 + sweep
         # The teacher corpus: both students and all their generations.
         (
             "teachers.tiny.gen_tokens",
             4,
             {"teacher_corpus": 1, "train_draft": 1, "train_head": 1, "generate": 6},
         ),
-        # Token budget of one dataset: only its three generations.
-        ("datasets.mtbench.max_new_tokens", 5, {"generate": 3}),
+        # Token budget of one dataset: only its generations.
+        ("datasets.mtbench.max_new_tokens", 5, {"generate": 4}),  # with the sweep point
     ],
 )
 def test_a_config_edit_reruns_exactly_the_dependent_jobs(
@@ -269,7 +287,8 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
     finally:
         tiny_run.write_text(old)
     downstream = {
-        "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1, "all": 1
+        "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1,
+        "ddd_sweep": 1, "all": 1,
     }  # fmt: skip
     assert jobs == {**expected, **downstream}
 

@@ -104,7 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", required=True)
     p.add_argument("--dataset", default="mtbench")
     p.add_argument("--baseline", default="vanilla")
+    p.add_argument("--skip", nargs="*", default=[], help="methods to leave out (sweep points)")
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
+        "ddd-sweep", help="DDD speedup, tau and depth against x and S (Markdown + figure)"
+    )
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--dataset", default="mtbench")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--baseline", default="vanilla")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--figure", required=True, help="figure path without extension")
 
     p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
     _config_arg(p)
@@ -131,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage", help="coverage JSON written by `tidy`")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--figures-dir", required=True)
+    p.add_argument(
+        "--skip", nargs="*", default=[], help="methods left out of the figures (sweep points)"
+    )
     p.add_argument("--baseline", default="vanilla")
 
     p = sub.add_parser("notebook", help="execute a notebook on the tidy table")
@@ -368,7 +383,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from specrepro.report.aggregate import summarise
-    from specrepro.report.figures import accepted_length_figure, speedup_figure, time_split_figure
+    from specrepro.report.figures import (
+        accepted_length_figure,
+        draft_depth_figure,
+        speedup_figure,
+        time_split_figure,
+    )
     from specrepro.report.tables import write_dataset_tables
 
     tidy = pd.read_csv(args.tidy)
@@ -378,9 +398,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
     paths = write_dataset_tables(summary, tables_dir, notes, baseline=args.baseline)
-    paths += speedup_figure(summary, figures_dir / "speedup", baseline=args.baseline)
-    paths += accepted_length_figure(tidy, figures_dir / "accepted_length", baseline=args.baseline)
-    paths += time_split_figure(summary, figures_dir / "time_split")
+    # Sweep points have their own figure; here they would crowd out the configured methods.
+    shown = tidy[~tidy["method"].isin(args.skip)]
+    shown_summary = summary[~summary["method"].isin(args.skip)]
+    paths += speedup_figure(shown_summary, figures_dir / "speedup", baseline=args.baseline)
+    paths += accepted_length_figure(shown, figures_dir / "accepted_length", baseline=args.baseline)
+    paths += time_split_figure(shown_summary, figures_dir / "time_split")
+    paths += draft_depth_figure(shown, figures_dir / "draft_depth")
     for path in paths:
         print(path)
     return 0
@@ -406,10 +430,29 @@ def cmd_ddd_table(args: argparse.Namespace) -> int:
 
     from specrepro.report.ddd import ddd_table
 
-    text = ddd_table(pd.read_csv(args.tidy), args.pair, args.dataset, args.baseline)
+    text = ddd_table(
+        pd.read_csv(args.tidy), args.pair, args.dataset, args.baseline, frozenset(args.skip)
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)
+    return 0
+
+
+def cmd_ddd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.ddd import sweep_markdown, sweep_points
+    from specrepro.report.figures import ddd_sweep_figure
+
+    points = sweep_points(
+        pd.read_csv(args.tidy), args.pair, args.dataset, args.temperature, args.baseline
+    )
+    title = f"DDD sweep: {args.pair}, {args.dataset}, T={args.temperature:g}"
+    Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(sweep_markdown(points, title))
+    for path in ddd_sweep_figure(points, Path(args.figure), title):
+        print(path)
     return 0
 
 
@@ -437,6 +480,7 @@ COMMANDS = {
     "notebook": cmd_notebook,
     "claims": cmd_claims,
     "ddd-table": cmd_ddd_table,
+    "ddd-sweep": cmd_ddd_sweep,
 }
 
 if __name__ == "__main__":

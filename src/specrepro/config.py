@@ -116,6 +116,40 @@ def validate_config(config: object, source: str = "config") -> None:
                     raise ConfigError(
                         f"{source}: method {method!r} needs a {role} but pair {pair!r} has none"
                     )
+    # Entries for methods or datasets that are not run restrict nothing (config files merge, so
+    # a user's runs.methods may leave out the default's tree methods); names must still exist.
+    for method, datasets in runs.get("only", {}).items():
+        if method not in config["methods"]:
+            raise ConfigError(f"{source}: runs.only names {method!r}, not defined in methods")
+        for dataset in datasets:
+            if dataset not in config["datasets"]:
+                raise ConfigError(f"{source}: runs.only.{method} names {dataset!r}, not a dataset")
+    _validate_sweep(config, source)
+
+
+def _validate_sweep(config: dict, source: str) -> None:
+    sweep = config.get("sweeps", {}).get("ddd")
+    if not sweep:
+        return
+    base = config["methods"].get(sweep["base"])
+    if base is None or base["algorithm"] not in ("ddd", "ddd_async"):
+        raise ConfigError(f"{source}: sweeps.ddd.base {sweep['base']!r} is not a DDD methods entry")
+    if sweep["dataset"] not in config["datasets"]:
+        raise ConfigError(f"{source}: sweeps.ddd.dataset {sweep['dataset']!r} is not in datasets")
+    for pair in sweep.get("pairs", config["runs"]["pairs"]):
+        if pair not in config["pairs"] or "head" not in config["pairs"][pair]:
+            raise ConfigError(f"{source}: sweeps.ddd.pairs names {pair!r}, not a pair with a head")
+    for threshold in sweep["thresholds"]:
+        for levels in sweep["check_levels"]:
+            entry = {**base, "threshold": threshold, "check_levels": levels}
+            try:
+                make_params(
+                    entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"}
+                )
+            except (MethodError, TypeError) as err:
+                raise ConfigError(
+                    f"{source}: sweeps.ddd point x={threshold} S={levels}: {err}"
+                ) from err
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,56 @@ import json
 import re
 
 RUNS = config["runs"]
+SWEEP = config.get("sweeps", {}).get("ddd")
+
+
+def sweep_methods(sweep):
+    """The DDD sweep's points (threshold x check levels) as method entries over its base entry,
+    added to config["methods"] so every job and the CLI see the same entries. Names carry the
+    settings ("." written "p": config paths are dotted); the base's own point keeps its name."""
+    if not sweep:
+        return []
+    base = config["methods"][sweep["base"]]
+    names = []
+    for threshold, levels in itertools.product(sweep["thresholds"], sweep["check_levels"]):
+        entry = {**base, "threshold": threshold, "check_levels": levels}
+        name = sweep["base"]
+        if entry != base:
+            settings = f"_x{threshold:g}_S{'-'.join(str(s) for s in levels)}"
+            name += settings.replace(".", "p")
+            config["methods"][name] = entry
+        names.append(name)
+    return names
+
+
+SWEEP_METHODS = sweep_methods(SWEEP)
+# Sweep points that are not also configured runs: left out of the general figures and tables.
+SWEEP_ONLY = [m for m in SWEEP_METHODS if m not in RUNS["methods"]]
+
+
+def sweep_pairs():
+    return SWEEP.get("pairs", RUNS["pairs"]) if SWEEP else []
 
 
 def run_files():
-    """One raw result file per (pair, method, dataset, temperature, seed)."""
-    return [
-        f"results/raw/{pair}/{method}/{dataset}/T{temperature}-s{seed}.jsonl"
+    """One raw result file per (pair, method, dataset, temperature, seed) of runs, except
+    datasets a method is kept off by runs.only; then the DDD sweep's points with their
+    baseline."""
+    only = RUNS.get("only", {})
+    runs = [
+        (pair, method, dataset, temperature, seed)
         for pair, method, dataset, temperature, seed in itertools.product(
             RUNS["pairs"], RUNS["methods"], RUNS["datasets"], RUNS["temperatures"], RUNS["seeds"]
         )
+        if dataset in only.get(method, [dataset])
     ]
+    if SWEEP:
+        methods = [RUNS.get("baseline", "vanilla"), *SWEEP_METHODS]
+        runs += itertools.product(
+            sweep_pairs(), methods, [SWEEP["dataset"]], [SWEEP["temperature"]], RUNS["seeds"]
+        )
+    files = [f"results/raw/{p}/{m}/{d}/T{float(t)}-s{s}.jsonl" for p, m, d, t, s in runs]
+    return list(dict.fromkeys(files))
 
 
 def ddd_runs():
@@ -44,10 +84,11 @@ def final_outputs():
         + ["results/notebooks/results.ipynb", "results/tidy.csv"]
         + (["figures/tables/claims.md"] if config.get("claims") else [])
         + (expand("figures/tables/ddd_{pair}.md", pair=RUNS["pairs"]) if ddd_runs() else [])
+        + expand("figures/ddd_sweep_{pair}.{ext}", pair=sweep_pairs(), ext=["png", "pdf"])
     )
 
 
-FIGURES = ["speedup", "accepted_length", "time_split"]
+FIGURES = ["speedup", "accepted_length", "time_split", "draft_depth"]
 # Every config file Snakemake merged, passed on so the library merges them the same way.
 CONFIG_FILES = " ".join(f"--config {path}" for path in workflow.configfiles)
 

@@ -18,13 +18,14 @@ rule report_outputs:
         ],
     params:
         baseline=RUNS.get("baseline", "vanilla"),
+        skip=SWEEP_ONLY,
     log:
         "logs/analysis/report.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir figures/tables "
-        "--figures-dir figures --baseline {params.baseline} > {log} 2>&1"
+        "--figures-dir figures --baseline {params.baseline} --skip {params.skip} > {log} 2>&1"
 
 
 rule notebook:
@@ -74,10 +75,36 @@ rule ddd_table:
         report("figures/tables/ddd_{pair}.md", category="Tables", caption="../report/ddd.rst"),
     params:
         baseline=RUNS.get("baseline", "vanilla"),
+        skip=SWEEP_ONLY,
     log:
         "logs/analysis/ddd_table_{pair}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro ddd-table --tidy {input} --pair {wildcards.pair} --baseline {params.baseline} "
-        "--out {output} > {log} 2>&1"
+        "--skip {params.skip} --out {output} > {log} 2>&1"
+
+
+rule ddd_sweep:
+    input:
+        "results/tidy.csv",
+    output:
+        table=report(
+            "figures/tables/ddd_sweep_{pair}.md", category="Tables", caption="../report/ddd_sweep.rst"
+        ),
+        figures=[
+            report(f"figures/ddd_sweep_{{pair}}.{ext}", category="Figures", caption="../report/ddd_sweep.rst")
+            for ext in ("png", "pdf")
+        ],
+    params:
+        baseline=RUNS.get("baseline", "vanilla"),
+        dataset=SWEEP["dataset"] if SWEEP else "mtbench",
+        temperature=SWEEP["temperature"] if SWEEP else 0.0,
+    log:
+        "logs/analysis/ddd_sweep_{pair}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro ddd-sweep --tidy {input} --pair {wildcards.pair} --dataset {params.dataset} "
+        "--temperature {params.temperature} --baseline {params.baseline} --out-md {output.table} "
+        "--figure figures/ddd_sweep_{wildcards.pair} > {log} 2>&1"

@@ -1,8 +1,11 @@
 """The Dynamic Depth Decoding paper's table, one per pair: vanilla tokens/s; EAGLE, EAGLE-2 and
 DDD speedup and tau at each temperature; the DDD / EAGLE-2 and EAGLE-2 / EAGLE speedup ratios,
-all with 95% bootstrap intervals over questions (report/claims.py does the measuring)."""
+all with 95% bootstrap intervals over questions (report/claims.py does the measuring). Also the
+DDD sweep: speedup, tau and drafted depth against the threshold x and the check levels S."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -10,8 +13,8 @@ import pandas as pd
 from specrepro.report.aggregate import per_question
 from specrepro.report.claims import Claim, measure
 
-TREE_METHODS = ("eagle", "eagle2", "ddd", "ddd-async")
-RATIOS = (("ddd", "eagle2"), ("eagle2", "eagle"), ("ddd-async", "ddd"))
+TREE_ALGORITHMS = ("eagle", "eagle2", "ddd", "ddd_async")
+RATIOS = (("ddd", "eagle2"), ("eagle2", "eagle"), ("ddd_async", "ddd"))  # by algorithm
 
 
 def _claim(kind: str, method: str, pair: str, dataset: str, temperature: float, **extra) -> Claim:
@@ -27,13 +30,33 @@ def _cell(result: dict) -> str:
     return f"{result['measured']:.2f} [{result['low']:.2f}, {result['high']:.2f}]"
 
 
+def tree_methods(rows: pd.DataFrame, skip: frozenset[str] = frozenset()) -> dict[str, str]:
+    """{method: algorithm} of the tree methods that ran, in the paper's order (EAGLE, EAGLE-2,
+    DDD, DDD async), whatever the config entries are called."""
+    ran = rows[["method", "algorithm"]].drop_duplicates()
+    ran = ran[ran["algorithm"].isin(TREE_ALGORITHMS) & ~ran["method"].isin(skip)]
+    order = sorted(ran.itertuples(), key=lambda r: (TREE_ALGORITHMS.index(r.algorithm), r.method))
+    return {r.method: r.algorithm for r in order}
+
+
 def ddd_table(
-    tidy: pd.DataFrame, pair: str, dataset: str = "mtbench", baseline: str = "vanilla"
+    tidy: pd.DataFrame,
+    pair: str,
+    dataset: str = "mtbench",
+    baseline: str = "vanilla",
+    skip: frozenset[str] = frozenset(),
 ) -> str:
-    """Markdown: one row per temperature."""
+    """Markdown: one row per temperature; `skip` leaves methods out (e.g. sweep points)."""
     rows = tidy[(tidy["pair"] == pair) & (tidy["dataset"] == dataset)]
-    methods = [m for m in TREE_METHODS if m in set(rows["method"])]
-    ratios = [(a, b) for a, b in RATIOS if a in methods and b in methods]
+    algorithms = tree_methods(rows, skip)
+    methods = list(algorithms)
+    ratios = [
+        (a, b)
+        for num, den in RATIOS
+        for a in methods
+        for b in methods
+        if algorithms[a] == num and algorithms[b] == den
+    ]
     header = ["T", f"{baseline} tok/s"]
     header += [f"{m} {what}" for m in methods for what in ("speedup", "tau")]
     header += [f"{a} / {b}" for a, b in ratios]
@@ -60,5 +83,68 @@ def ddd_table(
         "estimator) on the questions both ran, 95% bootstrap interval over questions; tau: new "
         "tokens per target forward; a / b: mean tokens/s of a over b. Depth is the number of "
         "draft levels.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_points(
+    tidy: pd.DataFrame,
+    pair: str,
+    dataset: str = "mtbench",
+    temperature: float = 0.0,
+    baseline: str = "vanilla",
+) -> pd.DataFrame:
+    """One row per DDD configuration that ran (sweep points and the configured entries): its
+    threshold x, check levels S and level cap n, speedup with its interval, tau, and the mean
+    number of levels drafted per round."""
+    rows = tidy[(tidy["pair"] == pair) & (tidy["dataset"] == dataset)]
+    rows = rows[np.isclose(rows["temperature"].astype(float), temperature)]
+    points = []
+    for method, group in rows[rows["algorithm"].isin(["ddd", "ddd_async"])].groupby("method"):
+        params = json.loads(group["params"].iloc[0])
+        speed = measure(tidy, _claim("value", method, pair, dataset, temperature), baseline)
+        tau = measure(
+            tidy, _claim("value", method, pair, dataset, temperature, metric="tau"), baseline
+        )
+        levels = [v for cell in group["draft_levels"].fillna("[]") for v in json.loads(cell)]
+        points.append(
+            {
+                "method": method,
+                "algorithm": group["algorithm"].iloc[0],
+                "threshold": float(params["threshold"]),
+                "check_levels": "-".join(str(s) for s in params["check_levels"]),
+                "max_levels": int(params["max_levels"]),
+                "speedup": speed["measured"],
+                "speedup_low": speed["low"],
+                "speedup_high": speed["high"],
+                "tau": tau["measured"],
+                "mean_levels": float(np.mean(levels)) if levels else None,
+                "questions": speed["questions"],
+            }
+        )
+    columns = ["method", "algorithm", "threshold", "check_levels", "max_levels", "speedup"]
+    columns += ["speedup_low", "speedup_high", "tau", "mean_levels", "questions"]
+    frame = pd.DataFrame(points, columns=columns)
+    return frame.sort_values(["check_levels", "threshold", "algorithm"], ignore_index=True)
+
+
+def sweep_markdown(points: pd.DataFrame, title: str) -> str:
+    header = "| method | x | S | n | speedup [95% CI] | tau | mean levels |"
+    lines = [f"{title}\n", header, "|---|---|---|---|---|---|---|"]
+    for p in points.itertuples():
+        speed = "-"
+        if not pd.isna(p.speedup):
+            speed = f"{p.speedup:.2f} [{p.speedup_low:.2f}, {p.speedup_high:.2f}]"
+        tau = "-" if pd.isna(p.tau) else f"{p.tau:.2f}"
+        levels = "-" if pd.isna(p.mean_levels) else f"{p.mean_levels:.2f}"
+        lines.append(
+            f"| {p.method} | {p.threshold:g} | {p.check_levels} | {p.max_levels} | {speed} "
+            f"| {tau} | {levels} |"
+        )
+    lines += [
+        "",
+        "x: threshold on H (logsumexp of the beam's cumulative draft log-probs), checked after "
+        "each level in S; n: most levels. Speedup: mean tokens/s over the baseline's on the same "
+        "questions; tau: new tokens per target forward; mean levels: draft levels per round.",
     ]
     return "\n".join(lines) + "\n"

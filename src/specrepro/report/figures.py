@@ -1,4 +1,4 @@
-"""Report figures (PNG + PDF): speedup, accepted lengths, time split.
+"""Report figures (PNG + PDF): speedup, accepted lengths, time split, drafted depth.
 
 Figures are built on `matplotlib.figure.Figure` directly rather than through pyplot, so
 no backend is switched and no figure is registered globally: nothing needs closing and a
@@ -136,14 +136,14 @@ def length_distribution(cells: pd.Series) -> np.ndarray:
     return counts / counts.sum()
 
 
-def _length_panel(ax: Axes, rows: pd.DataFrame) -> None:
+def _length_panel(ax: Axes, rows: pd.DataFrame, column: str = "accept_lengths") -> None:
     distributions = {
-        label: length_distribution(series["accept_lengths"])
+        label: length_distribution(series[column])
         for label, series in rows.groupby(series_labels(rows, SERIES_KEYS), sort=True)
     }
     distributions = {k: v for k, v in distributions.items() if v.sum() > 0}
     if not distributions:
-        _empty(ax, "no accepted lengths")
+        _empty(ax, "no rounds recorded")
         return
     longest = max(len(v) for v in distributions.values())
     padded = {k: np.pad(v, (0, longest - len(v)))[1:] for k, v in distributions.items()}
@@ -170,6 +170,25 @@ def accepted_length_figure(
     return _save(fig, out_base)
 
 
+def draft_depth_figure(tidy: pd.DataFrame, out_base: Path) -> list[Path]:
+    """Share of rounds by the number of draft levels drafted, per tree method, a panel per
+    dataset: EAGLE and EAGLE-2 always draft their depth; DDD stops at a check level."""
+    datasets = sorted(tidy["dataset"].astype(str).unique())
+    fig, axes = _panels(len(datasets))
+    has_levels = tidy.get("draft_levels", pd.Series("[]", index=tidy.index)).fillna("[]") != "[]"
+    trees = tidy[has_levels]
+    for ax, dataset in zip(axes, datasets, strict=False):
+        rows = trees[trees["dataset"].astype(str) == dataset]
+        if rows.empty:
+            _empty(ax, "no tree-method runs")
+        else:
+            _length_panel(ax, rows, "draft_levels")
+        ax.set_title(dataset)
+        ax.set_xlabel("draft levels per round (depth)")
+        ax.set_ylabel("share of rounds")
+    return _save(fig, out_base)
+
+
 def _split_panel(ax: Axes, rows: pd.DataFrame) -> None:
     labels = series_labels(rows, SERIES_KEYS).tolist()
     positions = np.arange(len(rows))
@@ -190,4 +209,32 @@ def time_split_figure(summary: pd.DataFrame, out_base: Path) -> list[Path]:
         _legend_on_top(ax, len(SPLIT_PARTS))
         ax.set_title(dataset)
         ax.set_ylabel("share of wall time")
+    return _save(fig, out_base)
+
+
+def ddd_sweep_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
+    """Speedup (with its interval), tau and mean drafted levels against the threshold x, one
+    line per set of check levels S (from report.ddd.sweep_points)."""
+    fig, axes = _panels(3)
+    panels = [("speedup", "speedup (mean tok/s ratio)"), ("tau", "tau"), ("mean_levels", "levels")]
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        ax.set_xlabel("threshold x on H")
+        ax.set_ylabel(label)
+        if points.empty:
+            _empty(ax, "no DDD runs")
+            continue
+        for (levels, algorithm), line in points.groupby(["check_levels", "algorithm"], sort=True):
+            line = line.sort_values("threshold")
+            x, y = line["threshold"].to_numpy(float), line[column].to_numpy(float)
+            yerr = None
+            if column == "speedup":
+                low = np.nan_to_num(y - line["speedup_low"].to_numpy(float))
+                high = np.nan_to_num(line["speedup_high"].to_numpy(float) - y)
+                yerr = np.clip(np.vstack([low, high]), 0, None)
+            name = f"S={levels}" + (" (async)" if algorithm == "ddd_async" else "")
+            ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
+        if column == "speedup":
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)

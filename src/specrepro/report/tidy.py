@@ -36,6 +36,7 @@ def _rows(path: Path) -> list[dict]:
                     "pair": meta["pair"],
                     "method": meta["method"],
                     "algorithm": meta["algorithm"],
+                    "params": json.dumps(meta.get("params", {}), sort_keys=True),
                     "dataset": rec.get("dataset"),
                     "temperature": meta["temperature"],
                     "seed": meta["seed"],
@@ -50,6 +51,9 @@ def _rows(path: Path) -> list[dict]:
                     "target_forwards": t["target_forwards"],
                     "draft_forwards": t["draft_forwards"],
                     "accept_lengths": json.dumps(t["accept_lengths"]),
+                    "draft_levels": json.dumps(
+                        ((t.get("extra") or {}).get("rounds") or {}).get("levels", [])
+                    ),
                     "time_draft_s": t["time_draft"],
                     "time_verify_s": t["time_verify"],
                     "time_other_s": t["time_other"],
