@@ -10,9 +10,7 @@ tokens overfit otherwise).
 from __future__ import annotations
 
 import copy
-import json
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from specrepro.models.artifact import publish_model_dir
 from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
@@ -176,11 +175,6 @@ def distill(
     student = build_student(teacher, cfg)
     t1 = time.perf_counter()
     log = train_student(student, samples, cfg, pad)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    student.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     summary = {
         "config": asdict(cfg),
         "corpus": corpus_summary,
@@ -189,8 +183,9 @@ def distill(
         "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
         "log": log,
     }
-    (tmp / "training_log.json").write_text(json.dumps(summary, indent=1))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+
+    def save(folder: Path) -> None:
+        student.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return publish_model_dir(out_dir, save, summary)

@@ -9,9 +9,7 @@ drafts several levels. The target's embedding and lm_head stay frozen.
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from specrepro.models.artifact import publish_model_dir
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
 from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
@@ -164,10 +163,6 @@ def train_and_save(
     head = build_head(head_config_for(target), target)
     t0 = time.perf_counter()
     log = train_head(head, samples, cfg, desc=out_dir.name)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_head(head, tmp)
     summary = {
         "config": asdict(cfg),
         "corpus": corpus_summary,
@@ -175,8 +170,4 @@ def train_and_save(
         "head_parameters": sum(v.numel() for v in head.head_state_dict().values()),
         "log": log,
     }
-    (tmp / "training_log.json").write_text(json.dumps(summary, indent=1))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+    return publish_model_dir(out_dir, lambda folder: save_head(head, folder), summary)
