@@ -7,12 +7,18 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import specrepro
 from specrepro.report.aggregate import question_speedups, summarise
-from specrepro.report.figures import accepted_length_figure, speedup_figure, time_split_figure
+from specrepro.report.figures import (
+    accepted_length_figure,
+    draft_depth_figure,
+    speedup_figure,
+    time_split_figure,
+)
 from specrepro.report.notebook import NotebookExecutionError, execute_notebook
 from specrepro.report.tables import latex_escape, write_dataset_tables
 
@@ -257,6 +263,11 @@ def test_figures_written(tidy: pd.DataFrame, summary: pd.DataFrame, tmp_path: Pa
     _assert_written(speedup_figure(summary, tmp_path / "speedup"))
     _assert_written(accepted_length_figure(tidy, tmp_path / "accepted_T0.0"))
     _assert_written(time_split_figure(summary, tmp_path / "time_split"))
+    # Without tree-method rounds the figure still renders (one panel saying so)...
+    _assert_written(draft_depth_figure(tidy, tmp_path / "depth_none"))
+    # ...and with them, one panel per dataset that ran a tree method.
+    trees = tidy.assign(draft_levels=np.where(tidy["method"] == "sps", "[3, 5, 5]", "[]"))
+    _assert_written(draft_depth_figure(trees, tmp_path / "depth"))
 
 
 def test_figures_survive_baseline_only_and_no_energy(tidy: pd.DataFrame, tmp_path: Path) -> None:

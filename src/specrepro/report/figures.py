@@ -172,11 +172,13 @@ def accepted_length_figure(
 
 def draft_depth_figure(tidy: pd.DataFrame, out_base: Path) -> list[Path]:
     """Share of rounds by the number of draft levels drafted, per tree method, a panel per
-    dataset: EAGLE and EAGLE-2 always draft their depth; DDD stops at a check level."""
-    datasets = sorted(tidy["dataset"].astype(str).unique())
-    fig, axes = _panels(len(datasets))
+    dataset that ran one: EAGLE and EAGLE-2 always draft their depth; DDD stops at a check
+    level."""
     has_levels = tidy.get("draft_levels", pd.Series("[]", index=tidy.index)).fillna("[]") != "[]"
     trees = tidy[has_levels]
+    # A panel per dataset with tree-method runs (one empty panel says there are none).
+    datasets = sorted(trees["dataset"].astype(str).unique()) or ["(none)"]
+    fig, axes = _panels(len(datasets))
     for ax, dataset in zip(axes, datasets, strict=False):
         rows = trees[trees["dataset"].astype(str) == dataset]
         if rows.empty:
