@@ -100,10 +100,7 @@ def validate_config(config: object, source: str = "config") -> None:
                     "entry (the corpus it learns from)"
                 )
     for name, entry in config["methods"].items():
-        try:
-            make_params(entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"})
-        except (MethodError, TypeError) as err:
-            raise ConfigError(f"{source}: methods.{name}: {err}") from err
+        _check_method_entry(entry, f"{source}: methods.{name}")
     runs = config["runs"]
     for key, table in (("pairs", "pairs"), ("methods", "methods"), ("datasets", "datasets")):
         for item in runs[key]:
@@ -142,14 +139,14 @@ def _validate_sweep(config: dict, source: str) -> None:
     for threshold in sweep["thresholds"]:
         for levels in sweep["check_levels"]:
             entry = {**base, "threshold": threshold, "check_levels": levels}
-            try:
-                make_params(
-                    entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"}
-                )
-            except (MethodError, TypeError) as err:
-                raise ConfigError(
-                    f"{source}: sweeps.ddd point x={threshold} S={levels}: {err}"
-                ) from err
+            _check_method_entry(entry, f"{source}: sweeps.ddd point x={threshold} S={levels}")
+
+
+def _check_method_entry(entry: dict, where: str) -> None:
+    try:
+        make_params(entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"})
+    except (MethodError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from err
 
 
 @dataclass(frozen=True)

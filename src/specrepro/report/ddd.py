@@ -24,6 +24,15 @@ def _claim(kind: str, method: str, pair: str, dataset: str, temperature: float, 
     )  # fmt: skip
 
 
+def _speed_and_tau(
+    tidy: pd.DataFrame, method: str, pair: str, dataset: str, temperature: float, baseline: str
+) -> tuple[dict, dict]:
+    """The method's speedup over the baseline and its tau, each with its interval."""
+    speed = measure(tidy, _claim("value", method, pair, dataset, temperature), baseline)
+    tau = measure(tidy, _claim("value", method, pair, dataset, temperature, metric="tau"))
+    return speed, tau
+
+
 def _cell(result: dict) -> str:
     if result["measured"] is None:
         return "-"
@@ -68,10 +77,7 @@ def ddd_table(
         ]
         cells = [f"{temperature:g}", f"{base['tokens_per_s'].mean():.1f}" if len(base) else "-"]
         for method in methods:
-            speed = measure(rows, _claim("value", method, pair, dataset, temperature), baseline)
-            tau = measure(
-                rows, _claim("value", method, pair, dataset, temperature, metric="tau"), baseline
-            )
+            speed, tau = _speed_and_tau(rows, method, pair, dataset, temperature, baseline)
             cells += [_cell(speed), "-" if tau["measured"] is None else f"{tau['measured']:.2f}"]
         for a, b in ratios:
             ratio = measure(rows, _claim("ratio", a, pair, dataset, temperature, reference=b))
@@ -102,10 +108,7 @@ def sweep_points(
     points = []
     for method, group in rows[rows["algorithm"].isin(["ddd", "ddd_async"])].groupby("method"):
         params = json.loads(group["params"].iloc[0])
-        speed = measure(tidy, _claim("value", method, pair, dataset, temperature), baseline)
-        tau = measure(
-            tidy, _claim("value", method, pair, dataset, temperature, metric="tau"), baseline
-        )
+        speed, tau = _speed_and_tau(tidy, method, pair, dataset, temperature, baseline)
         levels = [v for cell in group["draft_levels"].fillna("[]") for v in json.loads(cell)]
         points.append(
             {
