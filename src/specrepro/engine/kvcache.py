@@ -75,8 +75,16 @@ class PreallocatedLayer(CacheLayerMixin):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
+        if not self.is_initialized or (
+            self.length == 0 and key_states.shape[0] != self._keys.shape[0]
+        ):
+            # A new generation may start with a different number of rows (beams).
             self.lazy_initialization(key_states, value_states)
+        if key_states.shape[0] != self._keys.shape[0]:
+            raise ValueError(
+                f"cache holds {self._keys.shape[0]} rows, a forward brought "
+                f"{key_states.shape[0]}; reorder the rows first (select_rows)"
+            )
         n = key_states.shape[-2]
         end = self.length + n
         if end > self.capacity:
@@ -130,6 +138,29 @@ class PreallocatedLayer(CacheLayerMixin):
                 buf[:, :, start : start + tail.numel()] = buf.index_select(2, tail)
         self.length = start + tail.numel()
 
+    def select_rows(self, rows: torch.Tensor, start: int, tail: torch.Tensor) -> None:
+        """Row r becomes old row rows[r]'s positions [0, start) followed by its positions
+        tail[r] (ascending, >= start); every row keeps start + tail.shape[1] positions.
+
+        This is the beam reorder (tail empty) and the forest keep (tail = an accepted path).
+        Only the live entries are copied, into fresh buffers of the same capacity.
+        """
+        if self._keys is None:
+            return
+        width = tail.shape[1]
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            _, h, _, d = old.shape
+            new = old.new_empty(len(rows), h, self.capacity, d)
+            new[:, :, :start] = old[:, :, :start][rows]
+            if width:
+                index = (tail - start).view(len(rows), 1, width, 1).expand(-1, h, -1, d)
+                new[:, :, start : start + width] = old[:, :, start : self.length][rows].gather(
+                    2, index
+                )
+            setattr(self, name, new)
+        self.length = start + width
+
     def reset(self) -> None:
         self.length = 0
 
@@ -150,6 +181,10 @@ class PreallocatedCache(Cache):
     def truncate(self, length: int) -> None:
         for layer in self.layers:
             layer.truncate(length)
+
+    def select_rows(self, rows: torch.Tensor, start: int, tail: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.select_rows(rows, start, tail)
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)

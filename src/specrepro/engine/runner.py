@@ -35,12 +35,17 @@ class NonFiniteLogitsError(RuntimeError):
 @dataclass
 class ForwardOutput:
     logits: torch.Tensor  # [N - logits_from, V] float32, one row per requested token
+    # ([B, N - logits_from, V] for a batch of rows)
     hidden: torch.Tensor | None  # [N, H] every new token's last hidden state (final-norm
-    # output for a causal LM; an EAGLE head's predicted feature)
+    # output for a causal LM; an EAGLE head's predicted feature); [B, N, H] for rows
 
 
 class ModelRunner:
-    """A causal LM with one sequence's KV cache (batch size 1)."""
+    """A causal LM with its KV cache: one sequence, or a batch of rows (beams) of equal length.
+
+    Rows share the cache length; `select_rows` reorders them (each beam's history follows it)
+    and keeps a per-row accepted path after a forest verification.
+    """
 
     def __init__(self, model: PreTrainedModel, name: str = "model") -> None:
         reasons = sliding_window_layers(model.config)
@@ -90,12 +95,17 @@ class ModelRunner:
           prefix stays fully visible. None (and no span_mask) means plain causal.
         span_mask: [N, cache_len + N] bool over the cached and new positions together, for
           tokens that must not see every cached position (tree levels, forests).
+        A 2-D `tokens` [B, N] runs B rows at once (one per cache row): positions are then
+          [N] or [B, N], span_mask [N, ...] or [B, N, ...], and logits / hidden gain a
+          leading B.
         logits_from == N returns no logits (an empty [0, V] tensor); hidden states, when
           wanted, cover all N new tokens.
         features: [N, H] input features, for a model that reads them (an EAGLE head).
         """
-        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device).view(1, -1)
-        n = ids.shape[1]
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        rows = ids.dim() == 2
+        ids = ids if rows else ids.view(1, -1)
+        b, n = ids.shape
         if not 0 <= logits_from <= n:
             raise ValueError(f"logits_from must be in [0, {n}], got {logits_from}")
         past = self.cache_len
@@ -107,16 +117,18 @@ class ModelRunner:
         if tree_mask is not None:
             span_mask = self._span_from_tree(tree_mask, past)
         if span_mask is not None:
-            if tuple(span_mask.shape) != (n, past + n):
+            if tuple(span_mask.shape[-2:]) != (n, past + n) or span_mask.dim() > 2 + rows:
                 raise ValueError(
-                    f"span_mask must have shape [{n}, {past + n}], got {list(span_mask.shape)}"
+                    f"span_mask must have shape [{n}, {past + n}]"
+                    f"{' (or with a leading row dimension)' if rows else ''}, "
+                    f"got {list(span_mask.shape)}"
                 )
             kwargs["attention_mask"] = self._additive(span_mask)
         keep = n - logits_from
         # transformers reads logits_to_keep=0 as "all": ask for one row and slice it away.
         out = self.model(
             input_ids=ids,
-            position_ids=positions.view(1, -1).to(self.device),
+            position_ids=positions.to(self.device).expand(b, n),
             past_key_values=self.cache,
             use_cache=True,
             output_hidden_states=want_hidden,
@@ -124,11 +136,13 @@ class ModelRunner:
             **kwargs,
         )
         self.forwards += 1
-        logits = out.logits[0, out.logits.shape[1] - keep :].float()
+        logits = out.logits[:, out.logits.shape[1] - keep :].float()
         # Recorded on the device; read by ensure_finite() once per round, not per forward.
         if keep:
             self._finite &= torch.isfinite(logits).all()
-        hidden = out.hidden_states[-1][0] if want_hidden else None
+        hidden = out.hidden_states[-1] if want_hidden else None
+        if not rows:
+            logits, hidden = logits[0], None if hidden is None else hidden[0]
         return ForwardOutput(logits=logits, hidden=hidden)
 
     def ensure_finite(self) -> None:
@@ -151,11 +165,11 @@ class ModelRunner:
         return span
 
     def _additive(self, span_mask: torch.Tensor) -> torch.Tensor:
-        n, width = span_mask.shape
+        n, width = span_mask.shape[-2:]
         dtype = self.model.dtype
-        mask = torch.zeros(n, width, dtype=dtype, device=self.device)
+        mask = torch.zeros(span_mask.shape, dtype=dtype, device=self.device)
         mask.masked_fill_(~span_mask.to(self.device, torch.bool), torch.finfo(dtype).min)
-        return mask.view(1, 1, n, width)
+        return mask.view(-1, 1, n, width)
 
     def crop(self, length: int) -> None:
         """Drop every cached position at index >= length."""
@@ -175,6 +189,29 @@ class ModelRunner:
         tail = torch.as_tensor(indices[start:], dtype=torch.long, device=self.device)
         for layer in self.cache.layers:
             layer.keep(start, tail)
+
+    @torch.inference_mode()
+    def select_rows(
+        self,
+        rows: list[int] | torch.Tensor,
+        prefix: int | None = None,
+        tail: list[list[int]] | torch.Tensor | None = None,
+    ) -> None:
+        """Reorder the cache rows: new row r is old row rows[r] (a beam's history follows it).
+
+        With `prefix` and `tail` ([R, t] ascending cache positions >= prefix), row r keeps
+        old row rows[r]'s first `prefix` positions and then its positions tail[r]: the
+        accepted path of a forest verification.
+        """
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if tail is None:
+            tail = torch.empty(len(rows), 0, dtype=torch.long)
+        tail = torch.as_tensor(tail, dtype=torch.long).view(len(rows), -1)
+        if prefix is None:
+            if tail.numel():
+                raise ValueError("select_rows: a tail needs the prefix length it follows")
+            prefix = self.cache_len
+        self.cache.select_rows(rows, prefix, tail.to(self.device))
 
     def cache_bytes(self) -> int:
         """Bytes held by the live cache entries (not the preallocated headroom)."""

@@ -1,0 +1,97 @@
+"""beam: beam sampling with the target alone, the baseline DSBD is measured against (SPEC 4.6).
+
+The beams are rows of one batch: each step is one target forward over every live beam's newest
+token, and the cache rows are then reordered by the sampled parents (engine/beams.py has the
+step's distribution, the finished pool and the output rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
+from specrepro.engine.beams import Beam, BeamPool, draw, extend, joint_distribution
+
+NEEDS_DRAFT = False
+NEEDS_SAMPLING = True  # at T=0 the joint is a point mass and beam sampling is greedy decoding
+
+
+@dataclass
+class Params:
+    width: int = 3
+    top_k: int = 10
+    top_p: float = 0.9
+
+    def validate(self) -> None:
+        check_beam_params("beam", self.width, self.top_k, self.top_p)
+
+
+def check_beam_params(method: str, width: object, top_k: object, top_p: object) -> None:
+    if not isinstance(width, int) or width < 1:
+        raise MethodError(f"{method}: width must be a positive integer, got {width!r}")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise MethodError(f"{method}: top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if not isinstance(top_p, int | float) or not 0.0 < top_p <= 1.0:
+        raise MethodError(f"{method}: top_p must be in (0, 1] (1 = off), got {top_p!r}")
+
+
+def require_sampling(method: str, temperature: float) -> None:
+    if temperature <= 0:
+        raise MethodError(
+            f"{method} samples from the joint beam distribution and needs T > 0 (at T = 0 it "
+            "is greedy decoding); run it at T > 0 (runs.only_temperatures)"
+        )
+
+
+def step(
+    ctx: DecodingContext, beams: list[Beam], logits: torch.Tensor, params: Params
+) -> tuple[list[int], list[Beam]]:
+    """Sample the next level: (parent row of each new beam, the new beams), finished or not."""
+    logp = torch.log_softmax(logits, dim=-1)
+    scores = torch.tensor([b.score for b in beams], device=logp.device)[:, None] + logp
+    probs = joint_distribution(scores, ctx.temperature, params.top_k, params.top_p)
+    vocab = logp.shape[-1]
+    picks = draw(probs, params.width, ctx.generator)
+    chosen = torch.tensor(picks, device=probs.device)
+    kept_scores = probs[chosen].log().tolist()
+    token_logps = logp.view(-1)[chosen].tolist()
+    parents = [x // vocab for x in picks]
+    new = [
+        extend(beams[row], x % vocab, score, token_logp)
+        for row, x, score, token_logp in zip(parents, picks, kept_scores, token_logps, strict=True)
+    ]
+    return parents, new
+
+
+def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> GenerationResult:
+    require_sampling("beam", ctx.temperature)
+    result = GenerationResult(tokens=[], target_forwards=0)
+    pool = BeamPool(ctx.stop)
+    live = [Beam(tokens=[], score=0.0, logprob=0.0)]
+    feed = torch.tensor([prompt_ids])
+    widths: list[int] = []
+    kv_peak = 0
+    while live:
+        with ctx.timer.section("verify"):
+            logits = ctx.target.forward(feed, logits_from=feed.shape[1] - 1).logits[:, -1]
+            parents, candidates = step(ctx, live, logits, params)
+            ctx.target.ensure_finite()
+            kv_peak = max(kv_peak, ctx.target.cache_bytes())
+        result.target_forwards += 1
+        result.accept_lengths.append(1)
+        widths.append(len(candidates))
+        live, rows = [], []
+        for row, beam in zip(parents, candidates, strict=True):
+            if pool.is_finished(beam.tokens):
+                pool.add(beam)
+            else:
+                live.append(beam)
+                rows.append(row)
+        if live:
+            ctx.target.select_rows(rows)
+            feed = torch.tensor([[b.tokens[-1]] for b in live])
+    result.tokens = pool.best(live).tokens
+    result.extra = {"widths": widths, "kv_bytes_peak": kv_peak}
+    return result
