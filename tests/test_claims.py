@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,90 @@ def test_the_ddd_sweep_has_one_point_per_setting_with_speedup_tau_and_depth(tmp_
     assert "| ddd_x-1 | -1 | 5-7-9 | 11 | 1.5" in text
     paths = ddd_sweep_figure(points, tmp_path / "sweep", "sweep")
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def beam_frame(energy: bool, n: int = 40) -> pd.DataFrame:
+    """SQuAD at T=1: beam and dsbd (W 3), dsbd twice as fast, using 2x less energy per token
+    when measured, with exact match 50% for beam and 45% for dsbd."""
+    rows = []
+    for q in range(n):
+        for method, speed, joules, em in (
+            ("beam", 10.0, 4.0, q % 2),
+            ("dsbd", 20.0, 2.0, q % 20 < 9),
+        ):
+            rows.append(
+                {
+                    "pair": "p", "dataset": "squad", "method": method, "algorithm": method,
+                    "params": json.dumps({"width": 3, "w_thres": 0.7 if method == "dsbd" else 0}),
+                    "temperature": 1.0, "dtype": "float16", "seed": 0, "question_id": f"q{q}",
+                    "turn": 0, "new_tokens": 10, "wall_time_s": 10 / speed, "target_forwards": 5,
+                    "energy_j": joules * 10 if energy else None,
+                    "energy_reason": None if energy else "run on device cpu",
+                    "em": float(em), "kv_bytes_peak": 2**20,
+                    "level_widths": json.dumps([[3, 2], [1]] if method == "dsbd" else []),
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("energy", [True, False])
+def test_energy_and_quality_claims(tmp_path: Path, energy: bool) -> None:
+    common = {"method": "dsbd", "reference": "beam", "dataset": "squad", "temperature": 1.0}
+    claims = load_claims(
+        [
+            write_claims(
+                tmp_path / "c.yaml",
+                [
+                    {"id": "e", "text": "e", "kind": "ratio", "metric": "energy", "at_least": 1.8,
+                     **common},
+                    {"id": "q", "text": "q", "kind": "difference", "at_least": -2.0, **common},
+                    {"id": "s", "text": "s", "kind": "ratio", "at_least": 1.5, **common},
+                ],
+            )
+        ]
+    )  # fmt: skip
+    table = check_claims(beam_frame(energy), claims).set_index("claim")
+    assert table.loc["s", "measured"] == pytest.approx(2.0)
+    assert table.loc["s", "status"] == "supported"
+    # 45% against 50%: -5 points, the interval over 40 questions straddles -2.
+    assert table.loc["q", "measured"] == pytest.approx(-5.0)
+    assert table.loc["q", "status"] in ("not supported", "inconclusive")
+    if energy:
+        assert table.loc["e", "measured"] == pytest.approx(2.0)
+        assert table.loc["e", "status"] == "supported"
+    else:
+        assert table.loc["e", "status"] == "not measured"
+        assert "run on device cpu" in claims_markdown(table.reset_index())
+
+
+def test_difference_claims_need_a_reference_and_a_scored_dataset(tmp_path: Path) -> None:
+    bad = [
+        {"id": "x", "text": "x", "kind": "difference", "method": "dsbd", "dataset": "squad",
+         "temperature": 1.0, "at_least": 0.0},
+        {"id": "y", "text": "y", "kind": "difference", "method": "dsbd", "reference": "beam",
+         "dataset": "mtbench", "temperature": 1.0, "at_least": 0.0},
+        {"id": "z", "text": "z", "kind": "ratio", "metric": "quality", "method": "dsbd",
+         "reference": "beam", "dataset": "squad", "temperature": 1.0, "at_least": 0.0},
+    ]  # fmt: skip
+    for entry, message in zip(
+        bad, ["needs `reference`", "no task score", "metric must"], strict=True
+    ):
+        with pytest.raises(ClaimError, match=message):
+            load_claims([write_claims(tmp_path / "c.yaml", [entry])])
+
+
+def test_dsbd_table_on_hand_made_numbers() -> None:
+    from specrepro.report.dsbd import dsbd_table, threshold_points, widths_by_level
+
+    text = dsbd_table(beam_frame(energy=True), "p", "squad")
+    beam_row = next(line for line in text.splitlines() if line.startswith("| beam |"))
+    dsbd_row = next(line for line in text.splitlines() if line.startswith("| dsbd (vs beam) |"))
+    assert beam_row == "| beam | 3 | 10.00 | 1.00 | 4.000 | 1.00 | 50.0 | 3.00 | 1.0 | 0.50 | 40 |"
+    # dsbd: 2x the tokens/s, 2 J/token (2x less), EM 45%, widths 3, 2, 1 -> mean 2.
+    assert "| 20.00 | 2.00 [" in dsbd_row
+    assert "| 2.000 | 2.00 | 45.0 | 2.00 | 1.0 | 0.50 | 40 |" in dsbd_row
+    points = threshold_points(beam_frame(energy=False), "p")
+    assert points[["w_thres", "quality", "beam_quality"]].iloc[0].tolist() == [0.7, 45.0, 50.0]
+    assert "J/token n/a: run on device cpu" in dsbd_table(beam_frame(energy=False), "p", "squad")
+    widths = widths_by_level(beam_frame(energy=True))
+    assert widths[["level", "mean_width", "levels"]].values.tolist() == [[1, 2.0, 80], [2, 2.0, 40]]

@@ -136,11 +136,13 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             "vanilla": {"algorithm": "vanilla"},
             "sps": {"algorithm": "sps", "gamma": 3},
             "ddd": TINY_DDD,
+            "beam": {"algorithm": "beam", "width": 2},
+            "dsbd": {"algorithm": "dsbd", "width": 2, "gamma": 2},
         },
         "datasets": {
             name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
         },
-        "claims": ["config/claims/ddd.yaml"],
+        "claims": ["config/claims/ddd.yaml", "config/claims/dsbd.yaml"],
         # One sweep point beside the configured ddd: a threshold so high DDD stops at level 2.
         "sweeps": {
             "ddd": {
@@ -153,16 +155,24 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
         },  # fmt: skip
         "runs": {
             "pairs": ["tiny"],
-            "methods": ["vanilla", "sps", "ddd"],
+            "methods": ["vanilla", "sps", "ddd", "beam", "dsbd"],
             "datasets": ["mtbench", "squad", "spider"],
-            "temperatures": [0.0],
+            "temperatures": [0.0, 1.0],
             "seeds": [0],
             "dtype": "float32",
             "device": "cpu",
             "warmup": 0,
             "subsample_seed": 0,
             "baseline": "vanilla",
-            "only": {"ddd": ["mtbench", "spider"]},
+            "only": {"ddd": ["mtbench", "spider"], "beam": ["squad"], "dsbd": ["squad"]},
+            # Beam sampling needs T > 0; the others stay at T=0 to keep the test short.
+            "only_temperatures": {
+                "vanilla": [0.0],
+                "sps": [0.0],
+                "ddd": [0.0],
+                "beam": [1.0],
+                "dsbd": [1.0],
+            },
         },  # fmt: skip
     }
 
@@ -212,7 +222,14 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert (workdir / "resources" / "models" / "tiny-head" / "model.safetensors").is_file()
     assert (workdir / "resources" / "teachers" / "tiny" / "corpus.pt").is_file()
     tidy = pd.read_csv(workdir / "results" / "tidy.csv")
-    assert set(tidy["method"]) == {"vanilla", "sps", "ddd", "ddd_x5_S2"}
+    assert set(tidy["method"]) == {"vanilla", "sps", "ddd", "ddd_x5_S2", "beam", "dsbd"}
+    beams = tidy[tidy["algorithm"].isin(["beam", "dsbd"])]
+    assert set(beams["dataset"]) == {"squad"} and set(beams["temperature"]) == {1.0}
+    dsbd_table = (workdir / "figures" / "tables" / "dsbd_tiny_squad.md").read_text()
+    assert "| beam | 2 |" in dsbd_table and "| dsbd (vs beam) | 2 |" in dsbd_table
+    assert "energy not measured" in dsbd_table or "J/token n/a" in dsbd_table
+    for kind in ("threshold", "width"):
+        assert (workdir / "figures" / f"dsbd_{kind}_tiny.png").is_file()
     assert set(tidy["dataset"]) == {"mtbench", "squad", "spider"}
     assert set(tidy.loc[tidy["method"] == "ddd", "dataset"]) == {"mtbench", "spider"}  # runs.only
     assert set(tidy.loc[tidy["method"] == "ddd_x5_S2", "dataset"]) == {"mtbench"}
@@ -221,12 +238,18 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert (workdir / "figures" / "ddd_sweep_tiny.png").is_file()
     assert (workdir / "figures" / "draft_depth.png").is_file()
     assert "ddd_x5_S2" not in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
-    assert (tidy.loc[tidy["method"] != "vanilla", "lossless_match"] == 1).all()
+    greedy = tidy[(tidy["method"] != "vanilla") & (tidy["temperature"] == 0)]
+    assert (greedy["lossless_match"] == 1).all()
     # The DDD paper's claims, checked on what ran: tiny's ddd against its own (absent) eagle2
     # cannot be checked, its speedup over vanilla can.
     claims = pd.read_csv(workdir / "figures" / "tables" / "claims.csv").set_index("claim")
     assert claims.loc["ddd-over-eagle2", "status"] == "not run"
     assert claims.loc["ddd-speedup", "status"] != "not run"
+    # DSBD's: speed and quality against beam sampling are measured, energy needs a GPU.
+    assert claims.loc["dsbd-speedup-squad", "status"] != "not run"
+    assert claims.loc["dsbd-energy-squad", "status"] == "not measured"
+    assert claims.loc["dsbd-quality-squad", "status"] != "not run"
+    assert claims.loc["dsbd-speedup-spider", "status"] == "not run"
     assert "ddd speedup" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
@@ -261,18 +284,19 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
                 "teacher_corpus": 1,
                 "train_draft": 1,
                 "train_head": 1,
-                "generate": 7,  # sps x3, ddd x2 (runs.only), the sweep point, vanilla on squad
+                # sps x3, ddd x2 (runs.only), the sweep point, vanilla, beam and dsbd on squad
+                "generate": 9,
             },
         ),
         # A draft's training setting: the draft and every generation that uses it.
-        ("drafts.tiny-draft.steps", 3, {"train_draft": 1, "generate": 3}),
+        ("drafts.tiny-draft.steps", 3, {"train_draft": 1, "generate": 4}),  # sps x3, dsbd
         # A head's training setting: the head and the generations that use it, not the draft.
         ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 3}),  # ddd x2 + sweep
         # The teacher corpus: both students and all their generations.
         (
             "teachers.tiny.gen_tokens",
             4,
-            {"teacher_corpus": 1, "train_draft": 1, "train_head": 1, "generate": 6},
+            {"teacher_corpus": 1, "train_draft": 1, "train_head": 1, "generate": 7},
         ),
         # Token budget of one dataset: only its generations.
         ("datasets.mtbench.max_new_tokens", 5, {"generate": 4}),  # with the sweep point
@@ -288,7 +312,7 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
         tiny_run.write_text(old)
     downstream = {
         "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1,
-        "ddd_sweep": 1, "all": 1,
+        "ddd_sweep": 1, "dsbd_report": 1, "all": 1,
     }  # fmt: skip
     assert jobs == {**expected, **downstream}
 

@@ -12,6 +12,13 @@ gather: what this engine did before).
 cache) and assisted generation (`assistant_model`, same draft, same constant gamma), with tau
 and the T=0 match rates.
 
+`beams`: beam sampling and DSBD (config method entries, plus DSBD in the memory-saving mode)
+at T=1 on the same prompts and seeds: tokens/s and its ratio to `beam`, target forwards per
+token, peak KV bytes (target + draft) and, on a GPU, peak allocated memory; and our `beam`
+against a straightforward batched beam sampler on transformers' DynamicCache (same sampling
+code, `reorder_cache` after each step) and against transformers' `generate(num_beams=W,
+do_sample=True)`, where it runs.
+
 `trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
 against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
 the draft / verify / other split of the wall time, with the T=0 match rate against vanilla.
@@ -289,6 +296,167 @@ def tree_ratios(
     return out
 
 
+@torch.inference_mode()
+def dynamic_cache_beam(
+    model: PreTrainedModel,
+    ids: list[int],
+    max_new: int,
+    width: int,
+    top_k: int,
+    top_p: float,
+    eos: frozenset[int],
+    seed: int,
+) -> tuple[int, float]:
+    """Beam sampling written the straightforward way: W rows on a DynamicCache, reordered with
+    `reorder_cache` after every step, the same step distribution as ours; no stop rule beyond
+    EOS and the budget. Returns (steps, seconds)."""
+    from specrepro.engine.beams import draw, joint_distribution
+
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    start = time.perf_counter()
+    cache = DynamicCache()
+    feed = torch.tensor([ids], device=device)
+    scores = torch.zeros(1, device=device)
+    steps = 0
+    while steps < max_new:
+        steps += 1
+        logits = model(input_ids=feed, past_key_values=cache, use_cache=True).logits[:, -1]
+        logp = torch.log_softmax(logits.float(), -1)
+        probs = joint_distribution(scores[:, None] + logp, 1.0, top_k, top_p)
+        picks = torch.tensor(draw(probs, width, generator), device=device)
+        rows, tokens = picks // logp.shape[-1], picks % logp.shape[-1]
+        alive = torch.tensor([int(t) not in eos for t in tokens.tolist()], device=device)
+        if not bool(alive.any()):
+            break
+        cache.reorder_cache(rows[alive])
+        scores = probs[picks[alive]].log()
+        feed = tokens[alive].view(-1, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps, time.perf_counter() - start
+
+
+def run_beams(args: argparse.Namespace) -> dict:
+    config = load_config(args.config)
+    resolve_pair(config, args.pair)
+    prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
+    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
+    for dtype in args.dtypes:
+        loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
+        encoded = [
+            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
+        ]
+        methods = {name: resolve_method(config, name) for name in args.methods}
+        base = config["methods"][args.methods[-1]]
+        memory = {**base, "memory_saving": True}
+        values = {k: v for k, v in memory.items() if k != "algorithm"}
+        methods["dsbd-memory"] = MethodChoice("dsbd-memory", "dsbd", make_params("dsbd", values))
+        report[dtype] = beam_ratios(loaded, methods, encoded, args.max_new_tokens)
+    return report
+
+
+def beam_ratios(
+    loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
+) -> dict:
+    """Every method on every prompt at T=1 with the same seeds, interleaved."""
+    decoders = {name: Decoder(loaded, choice, 1.0) for name, choice in methods.items()}
+    beam = next(c for c in methods.values() if c.algorithm == "beam").params
+    for decoder in decoders.values():  # warm-up
+        decoder.generate(encoded[0], 8, 0)
+    cuda = loaded.target.device.type == "cuda"
+    stats = {
+        name: {"tokens": 0, "seconds": 0.0, "forwards": 0, "kv": 0, "peak": 0, "widths": []}
+        for name in decoders
+    }
+    naive = {"steps": 0, "seconds": 0.0}
+    ours_steps = 0
+    for i, ids in enumerate(encoded):
+        for name, decoder in decoders.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(loaded.target.device)
+            result, timer = decoder.generate(ids, max_new, i)
+            entry = stats[name]
+            entry["tokens"] += result.new_tokens
+            entry["seconds"] += timer.total
+            entry["forwards"] += result.target_forwards
+            kv = result.extra.get("kv_bytes_peak", 0) + result.extra.get("draft_kv_bytes_peak", 0)
+            entry["kv"] = max(entry["kv"], kv)
+            widths = result.extra.get("rounds", {}).get("widths", [])
+            entry["widths"] += [w for levels in widths for w in levels]
+            if cuda:
+                entry["peak"] = max(entry["peak"], torch.cuda.max_memory_allocated())
+            if methods[name].algorithm == "beam":
+                ours_steps += result.target_forwards
+        steps, seconds = dynamic_cache_beam(
+            loaded.target, ids, max_new, beam.width, beam.top_k, beam.top_p, loaded.eos_ids, i
+        )
+        naive["steps"] += steps
+        naive["seconds"] += seconds
+    beam_name = next(n for n, c in methods.items() if c.algorithm == "beam")
+    beam_tps = stats[beam_name]["tokens"] / stats[beam_name]["seconds"]
+    out: dict = {}
+    for name, entry in stats.items():
+        tps = entry["tokens"] / entry["seconds"]
+        out[name] = {
+            "tokens_per_s": tps,
+            "over_beam": tps / beam_tps,
+            "target_forwards_per_token": entry["forwards"] / entry["tokens"],
+            "kv_bytes_peak": entry["kv"],
+            "peak_allocated_bytes": entry["peak"] if cuda else None,
+            "mean_width": statistics.mean(entry["widths"]) if entry["widths"] else None,
+        }
+    # Steps per second: the naive sampler has no stop rule beyond EOS, so it may run more steps.
+    ours_sps = ours_steps / stats[beam_name]["seconds"]
+    out["beam_steps_per_s_ours"] = ours_sps
+    out["beam_steps_per_s_dynamic_cache"] = naive["steps"] / naive["seconds"]
+    out["ours_over_dynamic_cache"] = ours_sps / out["beam_steps_per_s_dynamic_cache"]
+    out["hf_generate"] = hf_beam_sample(loaded, encoded, max_new, beam, ours_sps)
+    return out
+
+
+def hf_beam_sample(
+    loaded: LoadedPair, encoded: list[list[int]], max_new: int, beam: object, ours: float
+) -> dict:
+    """transformers' beam sampling on the same prompts (its own stopping: EOS or the budget)."""
+    try:
+        steps, seconds = 0, 0.0
+        for i, ids in enumerate(encoded):
+            torch.manual_seed(i)
+            start = time.perf_counter()
+            out = loaded.target.generate(
+                torch.tensor([ids], device=loaded.target.device),
+                max_new_tokens=max_new, num_beams=beam.width, do_sample=True,
+                top_k=beam.top_k or None, top_p=beam.top_p, temperature=1.0,
+            )  # fmt: skip
+            seconds += time.perf_counter() - start
+            steps += out.shape[1] - len(ids)
+        hf = steps / seconds
+        return {"steps_per_s": hf, "ours_over_hf": ours / hf}
+    except Exception as err:  # noqa: BLE001 - report why it could not run, do not stop the bench
+        return {"error": f"{type(err).__name__}: {err}"[:300]}
+
+
+def print_beams(report: dict, args: argparse.Namespace) -> None:
+    for dtype in args.dtypes:
+        r = report[dtype]
+        for name in (*args.methods, "dsbd-memory"):
+            m = r[name]
+            width = "-" if m["mean_width"] is None else f"{m['mean_width']:.2f}"
+            peak = m["peak_allocated_bytes"]
+            print(
+                f"[{dtype}] {name:12s} {m['tokens_per_s']:6.2f} tok/s  x{m['over_beam']:.3f} of "
+                f"beam  target fwd/token {m['target_forwards_per_token']:.2f}  KV peak "
+                f"{m['kv_bytes_peak'] / 2**20:.1f} MiB  width {width}"
+                + ("" if peak is None else f"  peak alloc {peak / 2**20:.0f} MiB")
+            )
+        print(
+            f"[{dtype}] beam steps/s: ours {r['beam_steps_per_s_ours']:.2f}, DynamicCache "
+            f"{r['beam_steps_per_s_dynamic_cache']:.2f} (ours x{r['ours_over_dynamic_cache']:.3f})"
+            f"; transformers generate: {r['hf_generate']}"
+        )
+
+
 def print_trees(report: dict, args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         for name, r in report[dtype].items():
@@ -347,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("forward", "decode", "trees"):
+    for name in ("forward", "decode", "trees", "beams"):
         p = sub.add_parser(name)
         p.add_argument("--config", nargs="+", default=["config/config.yaml"])
         p.add_argument("--pair", default="smollm2")
@@ -372,8 +540,21 @@ def main(argv: list[str] | None = None) -> None:
     trees.add_argument(
         "--methods", nargs="+", default=["eagle", "eagle2", "ddd", "ddd-async", "eagle2-cpu"]
     )
+    beams = sub.choices["beams"]
+    beams.add_argument("--dataset", default="squad")
+    beams.add_argument("--n", type=int, default=5)
+    beams.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    beams.add_argument("--max-new-tokens", type=int, default=32)
+    beams.add_argument(
+        "--methods", nargs="+", default=["beam", "dsbd-t0.9", "dsbd"],
+        help="config entries; the first beam one is the reference, the last a dsbd one (its "
+        "memory-saving copy runs too)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.what == "forward":
+    if args.what == "beams":
+        report = run_beams(args)
+        print_beams(report, args)
+    elif args.what == "forward":
         report = run_forward(args)
         print_forward(report, args)
     elif args.what == "trees":

@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-md", required=True)
     p.add_argument("--figure", required=True, help="figure path without extension")
 
+    p = sub.add_parser(
+        "dsbd-report",
+        help="the DSBD paper's tables for one pair (one per dataset) and the DSBD figures",
+    )
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--tables-dir", required=True, help="writes dsbd_{pair}_{dataset}.md")
+    p.add_argument("--figures-dir", required=True, help="writes dsbd_{threshold,width}_{pair}")
+
     p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
     _config_arg(p)
     p.add_argument("--pair", required=True)
@@ -456,6 +466,31 @@ def cmd_ddd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dsbd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.dsbd import dsbd_table, threshold_points, widths_by_level
+    from specrepro.report.figures import dsbd_threshold_figure, dsbd_width_figure
+
+    tidy = pd.read_csv(args.tidy)
+    tables = Path(args.tables_dir)
+    tables.mkdir(parents=True, exist_ok=True)
+    for dataset in args.datasets:
+        text = dsbd_table(tidy, args.pair, dataset)
+        (tables / f"dsbd_{args.pair}_{dataset}.md").write_text(text)
+        print(text)
+    figures = Path(args.figures_dir)
+    mine = tidy[tidy["pair"] == args.pair]
+    title = f"DSBD: {args.pair}"
+    paths = dsbd_threshold_figure(
+        threshold_points(mine, args.pair), figures / f"dsbd_threshold_{args.pair}", title
+    )
+    paths += dsbd_width_figure(widths_by_level(mine), figures / f"dsbd_width_{args.pair}", title)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from specrepro.report.notebook import execute_notebook
 
@@ -481,6 +516,7 @@ COMMANDS = {
     "claims": cmd_claims,
     "ddd-table": cmd_ddd_table,
     "ddd-sweep": cmd_ddd_sweep,
+    "dsbd-report": cmd_dsbd_report,
 }
 
 if __name__ == "__main__":

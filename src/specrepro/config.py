@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from specrepro.decoding.base import MethodError, make_params, needed_roles
+from specrepro.decoding.base import MethodError, get_method, make_params, needed_roles
 from specrepro.models.loader import ModelError, ModelSpec
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -121,6 +121,20 @@ def validate_config(config: object, source: str = "config") -> None:
         for dataset in datasets:
             if dataset not in config["datasets"]:
                 raise ConfigError(f"{source}: runs.only.{method} names {dataset!r}, not a dataset")
+    for method in runs.get("only_temperatures", {}):
+        if method not in config["methods"]:
+            raise ConfigError(
+                f"{source}: runs.only_temperatures names {method!r}, not defined in methods"
+            )
+    for method in runs["methods"]:
+        algorithm = config["methods"][method]["algorithm"]
+        if getattr(get_method(algorithm), "NEEDS_SAMPLING", False):
+            temperatures = runs.get("only_temperatures", {}).get(method, runs["temperatures"])
+            if any(float(t) <= 0 for t in temperatures):
+                raise ConfigError(
+                    f"{source}: method {method!r} ({algorithm}) samples beams and needs T > 0; "
+                    f"restrict it with runs.only_temperatures: {{{method}: [1.0]}}"
+                )
     _validate_sweep(config, source)
 
 

@@ -36,15 +36,17 @@ def sweep_pairs():
 
 def run_files():
     """One raw result file per (pair, method, dataset, temperature, seed) of runs, except
-    datasets a method is kept off by runs.only; then the DDD sweep's points with their
-    baseline."""
+    datasets and temperatures a method is kept off by runs.only and runs.only_temperatures;
+    then the DDD sweep's points with their baseline."""
     only = RUNS.get("only", {})
+    only_t = RUNS.get("only_temperatures", {})
     runs = [
         (pair, method, dataset, temperature, seed)
         for pair, method, dataset, temperature, seed in itertools.product(
             RUNS["pairs"], RUNS["methods"], RUNS["datasets"], RUNS["temperatures"], RUNS["seeds"]
         )
         if dataset in only.get(method, [dataset])
+        and float(temperature) in [float(t) for t in only_t.get(method, [temperature])]
     ]
     if SWEEP:
         methods = [RUNS.get("baseline", "vanilla"), *SWEEP_METHODS]
@@ -85,6 +87,24 @@ def final_outputs():
         + (["figures/tables/claims.md"] if config.get("claims") else [])
         + (expand("figures/tables/ddd_{pair}.md", pair=RUNS["pairs"]) if ddd_runs() else [])
         + expand("figures/ddd_sweep_{pair}.{ext}", pair=sweep_pairs(), ext=["png", "pdf"])
+        + (dsbd_outputs(RUNS["pairs"]) if dsbd_runs() else [])
+    )
+
+
+def dsbd_runs():
+    """The DSBD paper's tables are made when beam sampling runs."""
+    algorithms = {config["methods"].get(m, {}).get("algorithm", m) for m in RUNS["methods"]}
+    return "beam" in algorithms
+
+
+DSBD_DATASETS = [d for d in RUNS["datasets"] if d in ("squad", "spider")]
+
+
+def dsbd_outputs(pairs):
+    return expand(
+        "figures/tables/dsbd_{pair}_{dataset}.md", pair=pairs, dataset=DSBD_DATASETS
+    ) + expand(
+        "figures/dsbd_{kind}_{pair}.{ext}", kind=["threshold", "width"], pair=pairs, ext=["png", "pdf"]
     )
 
 

@@ -27,6 +27,7 @@ NUMERIC_COLUMNS = [
     "f1",
     "exec_match",
     "lossless_match",
+    "kv_bytes_peak",
 ]
 # Summary column prefix -> definition name in metrics.speed.paired_speedup_ci (SPEC 6).
 # "speedup" is the headline: EAGLE's and Spec-Bench's mean(method tok/s) / mean(baseline

@@ -5,16 +5,22 @@ temperature:
 - `ratio`: speedup(method) / speedup(reference), i.e. mean tokens/s of `method` over mean
   tokens/s of `reference` on the questions both ran (the baseline cancels), e.g. DDD over
   EAGLE-2 >= 1.04.
+  With `metric: energy` the ratio is J/token of `reference` over J/token of `method` ("x
+  times less energy"), totals over the questions both ran.
 - `value`: a method's `speedup` over the baseline (EAGLE's estimator, mean tok/s over mean
   tok/s) or its `tau`, beside the published number.
+- `difference`: `metric: quality`, the task score of `method` minus that of `reference` in
+  percentage points (SQuAD exact match, Spider execution accuracy) on the questions both ran,
+  e.g. DSBD loses no quality against beam sampling.
 `pair: all` (the default) averages the per-pair values over every pair that ran both sides, as
 the papers' "average" claims do; a named pair takes that pair alone.
 
 Status, from a 95% bootstrap interval over questions (pairs resampled independently):
 supported when the whole interval meets `at_least`, not supported when none of it does,
-inconclusive otherwise, and not run when a side has no measurements. A `value` claim without
-`at_least` is checked against `published * (1 - tolerance)` (tolerance 0.1 by default: a
-reproduction on other hardware is not expected to hit the exact number).
+inconclusive otherwise, not run when a side has no measurements, and not measured when the
+runs exist but the quantity was not recorded (energy on a CPU; the reason is given). A `value`
+claim without `at_least` is checked against `published * (1 - tolerance)` (tolerance 0.1 by
+default: a reproduction on other hardware is not expected to hit the exact number).
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import yaml
 from specrepro.report.aggregate import per_question, prepare
 
 N_RESAMPLES = 2000
-KINDS = ("ratio", "value")
-METRICS = ("speedup", "tau")
+KINDS = ("ratio", "value", "difference")
+METRICS = {"ratio": ("speedup", "energy"), "value": ("speedup", "tau"), "difference": ("quality",)}
+QUALITY_COLUMNS = {"squad": "em", "spider": "exec_match"}
 
 
 class ClaimError(ValueError):
@@ -46,8 +53,8 @@ class Claim:
     method: str
     dataset: str
     temperature: float
-    reference: str | None = None  # ratio: the denominator method
-    metric: str = "speedup"  # value: speedup or tau
+    reference: str | None = None  # ratio / difference: the method compared against
+    metric: str = "speedup"  # ratio: speedup or energy; value: speedup or tau; difference: quality
     pair: str = "all"
     published: float | None = None
     at_least: float | None = None
@@ -74,14 +81,48 @@ def load_claims(paths: list[Path]) -> list[Claim]:
                 raise ClaimError(f"{path}: claim {entry.get('id', '?')!r}: {err}") from err
             if claim.kind not in KINDS:
                 raise ClaimError(f"{path}: claim {claim.id!r}: kind must be one of {KINDS}")
-            if claim.kind == "ratio" and not claim.reference:
-                raise ClaimError(f"{path}: claim {claim.id!r}: a ratio claim needs `reference`")
-            if claim.kind == "value" and claim.metric not in METRICS:
-                raise ClaimError(f"{path}: claim {claim.id!r}: metric must be one of {METRICS}")
+            if claim.kind in ("ratio", "difference") and not claim.reference:
+                raise ClaimError(
+                    f"{path}: claim {claim.id!r}: a {claim.kind} claim needs `reference`"
+                )
+            metrics = METRICS[claim.kind]
+            metric = "quality" if claim.kind == "difference" and "metric" not in entry else None
+            claim = claim if metric is None else Claim(**{**claim.__dict__, "metric": metric})
+            if claim.metric not in metrics:
+                raise ClaimError(
+                    f"{path}: claim {claim.id!r}: a {claim.kind} claim's metric must be one of "
+                    f"{metrics}"
+                )
+            if claim.metric == "quality" and claim.dataset not in QUALITY_COLUMNS:
+                raise ClaimError(
+                    f"{path}: claim {claim.id!r}: no task score on {claim.dataset!r} (only "
+                    f"{sorted(QUALITY_COLUMNS)})"
+                )
             if claim.threshold() is None:
                 raise ClaimError(f"{path}: claim {claim.id!r}: needs `at_least` or `published`")
             claims.append(claim)
     return claims
+
+
+def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    """Per question of `method`: energy, tokens and the task score (mean over seeds)."""
+    rows = prepare(tidy)
+    rows = rows[
+        (rows["method"] == method)
+        & (rows["dataset"] == claim.dataset)
+        & np.isclose(rows["temperature"].astype(float), claim.temperature)
+    ]
+    if claim.pair != "all":
+        rows = rows[rows["pair"] == claim.pair]
+    grouped = rows.groupby(["pair", "question_id"])
+    out = grouped[["new_tokens"]].sum()
+    # min_count: one unmeasured turn leaves the question's energy unmeasured, never zero.
+    out["energy_j"] = grouped["energy_j"].sum(min_count=1)
+    out["energy_j"] = out["energy_j"].where(grouped["energy_j"].count() == grouped.size())
+    out["quality"] = grouped[QUALITY_COLUMNS.get(claim.dataset, "em")].mean()
+    reasons = rows["energy_reason"].dropna() if "energy_reason" in rows else pd.Series()
+    out.attrs["reason"] = str(reasons.iloc[0]) if len(reasons) else None
+    return out
 
 
 def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
@@ -129,12 +170,42 @@ def _tau(rows: np.ndarray) -> float:
     return float(rows[:, 0].sum() / rows[:, 1].sum())
 
 
+def _energy_ratio(rows: np.ndarray) -> float:
+    # columns: tokens, J, reference tokens, reference J -> reference J/token over the method's
+    return float((rows[:, 3].sum() / rows[:, 2].sum()) / (rows[:, 1].sum() / rows[:, 0].sum()))
+
+
+def _quality_difference(rows: np.ndarray) -> float:
+    return float(100 * (rows[:, 0].mean() - rows[:, 1].mean()))
+
+
+def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None]:
+    """Per pair, the rows the energy or quality statistic reads, and why energy is missing."""
+    assert claim.reference is not None
+    mine, theirs = _scores(tidy, claim, claim.method), _scores(tidy, claim, claim.reference)
+    joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+    if claim.metric == "energy":
+        columns = ["new_tokens", "energy_j", "new_tokens_ref", "energy_j_ref"]
+        if len(joined) and joined[columns].isna().any().any():
+            reason = mine.attrs.get("reason") or theirs.attrs.get("reason") or "not recorded"
+            return {}, f"energy not measured: {reason}"
+    else:
+        columns = ["quality", "quality_ref"]
+        joined = joined.dropna(subset=columns)
+    groups = {p: g[columns].to_numpy(dtype=float) for p, g in joined.groupby(level="pair")}
+    return groups, None
+
+
 def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: int = 0) -> dict:
     """The measured value with its interval and the pairs and questions it rests on."""
+    reason = None
     if claim.kind == "value" and claim.metric == "tau":
         table = _forwards(tidy, claim)
         groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
         statistic = _tau
+    elif claim.metric in ("energy", "quality"):
+        groups, reason = _paired_scores(tidy, claim)
+        statistic = _energy_ratio if claim.metric == "energy" else _quality_difference
     else:
         denominator = claim.reference if claim.kind == "ratio" else baseline
         mine = _questions(tidy, claim, claim.method)
@@ -144,7 +215,10 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
         statistic = _mean_tps_ratio
     groups = {p: rows for p, rows in groups.items() if len(rows)}
     if not groups:
-        return {"measured": None, "low": None, "high": None, "pairs": [], "questions": 0}
+        return {
+            "measured": None, "low": None, "high": None, "pairs": [], "questions": 0,
+            "reason": reason,
+        }  # fmt: skip
     point, reps = _replicates(groups, statistic, seed)
     low, high = np.quantile(reps, [0.025, 0.975])
     return {
@@ -153,6 +227,7 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
         "high": float(high),
         "pairs": sorted(groups),
         "questions": int(sum(len(rows) for rows in groups.values())),
+        "reason": None,
     }
 
 
@@ -164,7 +239,7 @@ def check_claims(
         result = measure(tidy, claim, baseline)
         threshold = claim.threshold()
         if result["measured"] is None:
-            status = "not run"
+            status = "not measured" if result["reason"] else "not run"
         elif result["low"] >= threshold:
             status = "supported"
         elif result["high"] < threshold:
@@ -206,8 +281,8 @@ def claims_markdown(table: pd.DataFrame) -> str:
     ]
     for row in table.to_dict("records"):
         measured = (
-            "-"
-            if row["measured"] is None
+            (row.get("reason") or "-")
+            if row["measured"] is None or pd.isna(row["measured"])
             else f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
         )
         pairs = ", ".join(row["pairs"]) if row["pairs"] else "-"

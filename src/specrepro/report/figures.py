@@ -240,3 +240,81 @@ def ddd_sweep_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[P
         ax.legend(fontsize="small")
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)
+
+
+def dsbd_threshold_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
+    """DSBD against w_thres, a column per dataset: speedup over beam sampling of the same width
+    (with its interval) on top, task quality below with beam sampling's as a dashed line (from
+    report.dsbd.threshold_points). One line per (W, min width, T)."""
+    datasets = sorted(points["dataset"].unique()) if not points.empty else ["(none)"]
+    fig = Figure(figsize=(4.5 * len(datasets), 6.0), layout="constrained")
+    grid = fig.subplots(2, len(datasets), squeeze=False)
+    for col, dataset in enumerate(datasets):
+        top, bottom = grid[0][col], grid[1][col]
+        top.set_title(dataset)
+        top.set_ylabel("speedup over beam (mean tok/s ratio)")
+        bottom.set_ylabel("quality (%): EM (SQuAD) / EA (Spider)")
+        bottom.set_xlabel("w_thres")
+        rows = points[points["dataset"] == dataset] if not points.empty else points
+        if rows.empty:
+            _empty(top, "no DSBD runs next to beam sampling")
+            _empty(bottom, "no DSBD runs next to beam sampling")
+            continue
+        keys = ["width", "min_width", "temperature"]
+        for (width, min_width, temperature), line in rows.groupby(keys, sort=True):
+            line = line.sort_values("w_thres")
+            x = line["w_thres"].to_numpy(float)
+            y = line["speedup"].to_numpy(float)
+            yerr = np.clip(
+                np.vstack(
+                    [
+                        np.nan_to_num(y - line["low"].to_numpy(float)),
+                        np.nan_to_num(line["high"].to_numpy(float) - y),
+                    ]
+                ),
+                0,
+                None,
+            )
+            name = f"W={width:g} min={min_width} T={temperature:g}"
+            top.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
+            drawn = bottom.plot(x, line["quality"].to_numpy(float), marker="o", label=name)
+            beam = line["beam_quality"].dropna()
+            if len(beam):
+                bottom.axhline(
+                    float(beam.iloc[0]),
+                    color=drawn[0].get_color(),
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"beam W={width:g}",
+                )
+        top.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        top.legend(fontsize="small")
+        bottom.legend(fontsize="small")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out_base)
+
+
+def dsbd_width_figure(widths: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
+    """The width DSBD chose at each level of a round, mean over rounds, a panel per dataset
+    (from report.dsbd.widths_by_level); the bars' labels count the levels verified."""
+    datasets = sorted(widths["dataset"].unique()) if not widths.empty else ["(none)"]
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        ax.set_title(dataset)
+        ax.set_xlabel("level within a round")
+        ax.set_ylabel("mean width chosen")
+        rows = widths[widths["dataset"] == dataset] if not widths.empty else widths
+        if rows.empty:
+            _empty(ax, "no DSBD runs")
+            continue
+        methods = sorted(rows["method"].unique())
+        step = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            line = rows[rows["method"] == method].sort_values("level")
+            x = line["level"].to_numpy(float) + (i - (len(methods) - 1) / 2) * step
+            bars = ax.bar(x, line["mean_width"].to_numpy(float), step, label=method)
+            ax.bar_label(bars, labels=[str(n) for n in line["levels"]], fontsize=6)
+        ax.set_xticks(sorted(rows["level"].unique()))
+        _legend_on_top(ax, len(methods))
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out_base)

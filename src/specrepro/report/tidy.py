@@ -54,6 +54,12 @@ def _rows(path: Path) -> list[dict]:
                     "draft_levels": json.dumps(
                         ((t.get("extra") or {}).get("rounds") or {}).get("levels", [])
                     ),
+                    # Beam methods: the width chosen at each level of each round (DSBD) and
+                    # the peak KV bytes of target and draft together.
+                    "level_widths": json.dumps(
+                        ((t.get("extra") or {}).get("rounds") or {}).get("widths", [])
+                    ),
+                    "kv_bytes_peak": _kv_peak(t.get("extra") or {}),
                     "time_draft_s": t["time_draft"],
                     "time_verify_s": t["time_verify"],
                     "time_other_s": t["time_other"],
@@ -69,6 +75,11 @@ def _rows(path: Path) -> list[dict]:
                 }
             )
     return rows
+
+
+def _kv_peak(extra: dict) -> int | None:
+    parts = [extra.get(k) for k in ("kv_bytes_peak", "draft_kv_bytes_peak")]
+    return sum(p for p in parts if p is not None) if parts[0] is not None else None
 
 
 def hardware_label(meta: dict) -> str:
