@@ -42,6 +42,7 @@ RECORD_KEYS = [
     "system",
     "answer_format",
     "reference",
+    "conversation",
 ]
 
 MTBENCH_QUESTIONS = [
@@ -444,15 +445,15 @@ def test_squad_loader(mirror: Path) -> None:
     assert r["answer_format"] == "line" and len(r["turns"]) == 1
     assert r["turns"][0] == (
         "Context: Pebbles are small round stones found on the beach at Orwin.\n"
-        "Question: Where are pebbles found?\n"
-        "Answer the question with a short span from the context, on one line."
+        "Question: Where are pebbles found?\nAnswer:"
     )
+    assert r["conversation"] == "completion"
     assert r["reference"] == {
         "answers": ["on the beach at Orwin", "beach at Orwin"],
         "title": "Pebbles",
     }
     (shot,) = r["few_shot"]
-    assert shot["user"].startswith("Context: ") and shot["user"].endswith("on one line.")
+    assert shot["user"].startswith("Context: ") and shot["user"].endswith("\nAnswer:")
     assert shot["assistant"] and "\n" not in shot["assistant"]
     assert shot["assistant"] in shot["user"]
 

@@ -61,3 +61,26 @@ def test_plain_and_unknown_formats() -> None:
     )
     with pytest.raises(ValueError, match="not a text conversation format"):
         prompt_text(conversation(RECORD, 0, []), "alpaca")
+
+
+def test_completion_format_and_a_record_that_names_its_own_format() -> None:
+    from specrepro.prompting import encode_turn, prompt_text
+
+    record = {
+        "turns": ["Context: c2\nQuestion: q2\nAnswer:"],
+        "few_shot": [{"user": "Context: c1\nQuestion: q1\nAnswer:", "assistant": "a1"}],
+        "system": None,
+        "conversation": "completion",
+    }
+    messages = conversation(record, 0, [])
+    text = prompt_text(messages, "completion")
+    assert text == "Context: c1\nQuestion: q1\nAnswer: a1\n\nContext: c2\nQuestion: q2\nAnswer:"
+
+    class Tokenizer:  # records what it was asked to tokenize
+        chat_template = "x"
+
+        def __call__(self, text):
+            return {"input_ids": [len(text)]}
+
+    # The record's own format wins over the pair's (here a chat template it never touches).
+    assert encode_turn(Tokenizer(), record, 0, [], "chat_template") == [len(text)]

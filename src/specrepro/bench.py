@@ -48,7 +48,7 @@ from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.harness import Decoder, LoadedPair, load_pair
 from specrepro.models.loader import load_model
-from specrepro.prompting import conversation, encode
+from specrepro.prompting import encode_turn
 
 ROUND_TOKENS = 5  # a speculative round: tokens verified, of which the first 3 are kept
 
@@ -187,9 +187,7 @@ def run_decode(args: argparse.Namespace) -> dict:
     report["gamma"] = args.gamma
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
-        encoded = [
-            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
-        ]
+        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
         report[dtype] = decode_ratios(loaded, encoded, args.max_new_tokens, args.gamma)
     return report
 
@@ -244,9 +242,7 @@ def run_trees(args: argparse.Namespace) -> dict:
     report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, ("head",))
-        encoded = [
-            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
-        ]
+        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
         methods = {"vanilla": resolve_method(config, "vanilla")}
         methods |= {name: resolve_method(config, name) for name in args.methods}
         report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
@@ -344,9 +340,7 @@ def run_beams(args: argparse.Namespace) -> dict:
     report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
     for dtype in args.dtypes:
         loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
-        encoded = [
-            encode(loaded.tokenizer, conversation(p, 0, []), loaded.conversation) for p in prompts
-        ]
+        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
         methods = {name: resolve_method(config, name) for name in args.methods}
         base = config["methods"][args.methods[-1]]
         memory = {**base, "memory_saving": True}

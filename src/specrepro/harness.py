@@ -22,7 +22,7 @@ from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
 from specrepro.models.eagle_head import load_head_model
 from specrepro.models.loader import ModelError, fingerprint, load_model, load_tokenizer
-from specrepro.prompting import conversation, default_conversation, encode
+from specrepro.prompting import default_conversation, encode_turn
 from specrepro.provenance import code_fingerprint, records_fingerprint
 from specrepro.records import ResultWriter
 
@@ -238,7 +238,7 @@ def open_energy_meter(device: torch.device, sample_hz: float) -> EnergyMeter:
 
 
 def _warm_up(engine: Decoder, loaded: LoadedPair, prompt: dict, n: int) -> None:
-    ids = encode(loaded.tokenizer, conversation(prompt, 0, []), loaded.conversation)
+    ids = encode_turn(loaded.tokenizer, prompt, 0, [], loaded.conversation)
     for i in range(n):
         engine.generate(ids, 8, seed=i)
 
@@ -256,7 +256,7 @@ def _run_question(
     answers: list[str] = []
     turns: list[dict] = []
     for t in range(len(prompt["turns"])):
-        prompt_ids = encode(loaded.tokenizer, conversation(prompt, t, answers), loaded.conversation)
+        prompt_ids = encode_turn(loaded.tokenizer, prompt, t, answers, loaded.conversation)
         answer_format = prompt.get("answer_format", "free")
         if engine.target.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(engine.target.device)

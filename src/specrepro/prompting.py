@@ -10,6 +10,10 @@ Conversation formats, chosen per pair (`pairs.NAME.conversation`):
   LLaMA2-Chat ("[INST] <<SYS>>\\n...\\n<</SYS>>\\n\\n{question} [/INST] "), EAGLE's trailing
   space included.
 - "plain": "User: ...\\nAssistant:" for base models without a chat template.
+- "completion": no roles at all: the system text, then each exchange as "{user} {assistant}"
+  separated by blank lines, then the last user message; for prompts written to be continued
+  ("...\\nAnswer:"). A prompt record may name its own format (`conversation`), which then
+  overrides the pair's: SQuAD's 1-shot prompt is a completion prompt for every model.
 
 The text formats are tokenized with the tokenizer's own special-token handling (BOS added
 where the model's tokenizer adds it), as EAGLE's `tokenizer([prompt])` does.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-CONVERSATIONS = ("chat_template", "vicuna_v1.1", "llama-2", "plain")
+CONVERSATIONS = ("chat_template", "vicuna_v1.1", "llama-2", "plain", "completion")
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -48,6 +52,18 @@ def conversation(record: dict, turn: int, answers: list[str]) -> list[dict]:
         messages.append({"role": "assistant", "content": answers[i]})
     messages.append({"role": "user", "content": record["turns"][turn]})
     return messages
+
+
+def encode_turn(
+    tokenizer: PreTrainedTokenizerBase,
+    record: dict,
+    turn: int,
+    answers: list[str],
+    pair_conversation: str,
+) -> list[int]:
+    """Token ids of one turn, in the record's own format if it names one, else the pair's."""
+    messages = conversation(record, turn, answers)
+    return encode(tokenizer, messages, record.get("conversation") or pair_conversation)
 
 
 def default_conversation(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -96,6 +112,12 @@ def prompt_text(messages: list[dict], conversation: str) -> str:
             else:
                 text += f"[/INST] {m['content']} </s><s>"
         return text + "[/INST] "
+    if conversation == "completion":
+        parts = [system] if system else []
+        exchanges = [m["content"] for m in turns]
+        for i in range(0, len(exchanges) - 1, 2):
+            parts.append(f"{exchanges[i]} {exchanges[i + 1]}")
+        return "\n\n".join(parts + [exchanges[-1]])
     if conversation == "plain":
         parts = [system + "\n"] if system else []
         for m in turns:

@@ -219,5 +219,5 @@ BUILT_HEADS = {config["models"]["registry"][name]["path"]: name for name in conf
 
 # The algorithms (src/specrepro/decoding) that load a draft model or an EAGLE head; a test
 # checks these against the library's NEEDS_DRAFT / NEEDS_HEAD.
-DRAFT_ALGORITHMS = {"sps"}
+DRAFT_ALGORITHMS = {"sps", "dsbd"}
 HEAD_ALGORITHMS = {"eagle", "eagle2", "ddd", "ddd_async"}

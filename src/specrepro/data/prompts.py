@@ -1,8 +1,10 @@
 """Prompt records: loading by dataset, seeded subsets, training prompts and JSONL I/O.
 
 A prompt record is a plain JSON-serialisable dict shaped like an MT-bench question:
-{"question_id", "dataset", "turns", "few_shot", "system", "answer_format", "reference"}.
-answer_format says where an answer ends (specrepro.answers: "free", "line" or "sql").
+{"question_id", "dataset", "turns", "few_shot", "system", "answer_format", "reference",
+"conversation"}. answer_format says where an answer ends (specrepro.answers: "free", "line" or
+"sql"); conversation, when not null, is the prompt format the record is written for
+(prompting.CONVERSATIONS), overriding the pair's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from specrepro.answers import ANSWER_FORMATS, check_format
 from specrepro.data.fetch import DataError
 from specrepro.data.manifest import DATASET_NAMES
 from specrepro.data.subsample import complement, subsample
+from specrepro.prompting import CONVERSATIONS, check_conversation
 
 
 class FewShot(TypedDict):
@@ -34,6 +37,7 @@ class PromptRecord(TypedDict):
     system: str | None
     answer_format: str
     reference: dict[str, Any]
+    conversation: str | None
 
 
 def make_record(
@@ -44,6 +48,7 @@ def make_record(
     system: str | None = None,
     answer_format: str = "free",
     reference: dict[str, Any] | None = None,
+    conversation: str | None = None,
 ) -> PromptRecord:
     """A prompt record with every field present, in the canonical key order."""
     return {
@@ -54,6 +59,7 @@ def make_record(
         "system": system,
         "answer_format": check_format(answer_format),
         "reference": dict(reference or {}),
+        "conversation": None if conversation is None else check_conversation(conversation),
     }
 
 
@@ -183,7 +189,12 @@ def normalize_record(raw: Any) -> PromptRecord:
     reference = raw.get("reference")
     if not isinstance(reference, dict):
         reference = {"category": raw.get("category"), "reference": reference}
-    return make_record(qid, dataset, turns, few_shot, system, answer_format, reference)
+    conversation = raw.get("conversation")
+    if conversation is not None and conversation not in CONVERSATIONS:
+        raise ValueError(f"conversation must be null or one of {CONVERSATIONS}")
+    return make_record(
+        qid, dataset, turns, few_shot, system, answer_format, reference, conversation
+    )
 
 
 def read_prompts_jsonl(path: Path) -> list[PromptRecord]:

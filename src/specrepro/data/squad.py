@@ -1,4 +1,11 @@
-"""SQuAD v1.1 dev: 1-shot extractive QA, answer on one line."""
+"""SQuAD v1.1 dev: 1-shot extractive QA, answer on one line.
+
+The prompt is a completion prompt ("Context: ...\nQuestion: ...\nAnswer:", after one worked
+example in the same form, as the DSBD paper prompts it), for every model: the default 135M
+instruct target, asked in its chat template, answers in full sentences and scored 2.5% exact
+match on 40 dev questions outside the evaluated subset; as a completion it answers with a span
+and scored 10% (README, "SQuAD prompt").
+"""
 
 from __future__ import annotations
 
@@ -22,11 +29,8 @@ SQUAD_EXAMPLE_ANSWER = "Thomas Aldridge"
 
 
 def squad_user_message(context: str, question: str) -> str:
-    """The user turn for one context and question (the few-shot example uses it too)."""
-    return (
-        f"Context: {context.strip()}\nQuestion: {question.strip()}\n"
-        "Answer the question with a short span from the context, on one line."
-    )
+    """The prompt for one context and question (the few-shot example uses it too)."""
+    return f"Context: {context.strip()}\nQuestion: {question.strip()}\nAnswer:"
 
 
 SQUAD_FEW_SHOT: tuple[FewShot, ...] = (
@@ -51,6 +55,7 @@ def load_squad(data_dir: Path) -> list[PromptRecord]:
                 [squad_user_message(paragraph["context"], qa["question"])],
                 few_shot=SQUAD_FEW_SHOT,
                 answer_format="line",
+                conversation="completion",
                 reference={
                     "answers": [a["text"] for a in qa["answers"]],
                     "title": article["title"],

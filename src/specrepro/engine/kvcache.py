@@ -152,7 +152,8 @@ class PreallocatedLayer(CacheLayerMixin):
             old = getattr(self, name)
             _, h, _, d = old.shape
             new = old.new_empty(len(rows), h, self.capacity, d)
-            new[:, :, :start] = old[:, :, :start][rows]
+            # Straight into the new buffer: `new[...] = old[rows]` would copy twice.
+            torch.index_select(old[:, :, :start], 0, rows, out=new[:, :, :start])
             if width:
                 index = (tail - start).view(len(rows), 1, width, 1).expand(-1, h, -1, d)
                 new[:, :, start : start + width] = old[:, :, start : self.length][rows].gather(

@@ -19,8 +19,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specrepro.engine.runner import ModelRunner
-from specrepro.prompting import conversation as messages
-from specrepro.prompting import encode
+from specrepro.prompting import encode_turn
 
 FEATURE_DTYPE = torch.bfloat16  # halves the file; features are regression targets, not logits
 
@@ -64,7 +63,7 @@ def teacher_generations(
     """One Sample per prompt; the teacher samples the continuation."""
     torch.manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode(tokenizer, messages(p, 0, []), conversation) for p in prompts]
+    encoded = [encode_turn(tokenizer, p, 0, [], conversation) for p in prompts]
     keep_prompt = cfg.max_seq_len - cfg.gen_tokens
     encoded = [ids[-keep_prompt:] for ids in encoded]
     out: list[Sample] = []

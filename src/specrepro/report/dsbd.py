@@ -15,6 +15,7 @@ from specrepro.report.claims import Claim, measure
 
 QUALITY = {"squad": ("em", "EM"), "spider": ("exec_match", "EA")}
 ORDER = ("beam", "dsbd", "sps", "vanilla")
+FLOOR_QUALITY = 5.0  # % below which a task score says nothing about a method's quality
 
 
 def _params(group: pd.DataFrame) -> dict:
@@ -97,6 +98,7 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
     ]  # fmt: skip
     lines = []
     reasons = set()
+    qualities: list[float] = []
     temperatures = sorted(t for t in rows["temperature"].astype(float).unique() if t > 0)
     for temperature in temperatures:
         at_t = rows[np.isclose(rows["temperature"].astype(float), temperature)]
@@ -117,6 +119,8 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
                 energy = f"{ref_j / r.j_per_token:.2f}" if ref_j and r.j_per_token else "n/a"
             if r.energy_reason:
                 reasons.add(r.energy_reason)
+            if r.quality is not None and not np.isnan(r.quality):
+                qualities.append(r.quality)
             cells = [
                 f"{r.method}" + (f" (vs {reference})" if r.method != reference else ""),
                 _num(r.width, "{:.0f}"), f"{r.tokens_per_s:.2f}", speed,
@@ -141,6 +145,11 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
     ]
     if reasons:
         notes.append("J/token n/a: " + "; ".join(sorted(reasons)) + ".")
+    if qualities and max(qualities) < FLOOR_QUALITY:
+        notes.append(
+            f"Every method scores below {FLOOR_QUALITY:g}% {label} here: at this floor the "
+            "quality columns cannot show a difference between methods."
+        )
     return "\n".join(lines + notes) + "\n"
 
 
