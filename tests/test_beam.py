@@ -287,3 +287,20 @@ def test_dsbd_refuses_bad_params(tiny_pair) -> None:
             decoder_for(target, draft, "dsbd", 1.0, width=3, **bad)
     with pytest.raises(MethodError, match="needs T > 0"):
         decoder_for(target, draft, "dsbd", 0.0).generate(PROMPT, 4, seed=0)
+
+
+def test_row_reorder_keeps_each_beams_history() -> None:
+    # Three beams, reordered (with a duplicate and a dropped row) after each of three steps;
+    # every row's logits must equal running that beam's whole sequence alone.
+    model = tiny_llama(vocab_size=16, seed=3, layers=2)
+    runner = ModelRunner(model)
+    runner.reset()
+    sequences = [[1, 2, 3]]
+    out = runner.forward(torch.tensor(sequences)).logits[:, -1]
+    for rows, new in (([0, 0, 0], [4, 5, 6]), ([2, 0, 2], [7, 8, 9]), ([1, 2], [10, 11])):
+        runner.select_rows(rows)
+        sequences = [sequences[r] + [t] for r, t in zip(rows, new, strict=True)]
+        out = runner.forward(torch.tensor([[t] for t in new])).logits[:, -1]
+        with torch.no_grad():
+            alone = model(torch.tensor(sequences)).logits[:, -1]
+        torch.testing.assert_close(out, alone, atol=1e-4, rtol=1e-4)

@@ -368,3 +368,30 @@ def test_the_workflow_knows_which_algorithms_load_a_draft_or_a_head() -> None:
     }
     for role, algorithms in declared.items():
         assert algorithms == {m for m in method_names() if role in needed_roles(m)}
+
+
+def test_the_default_profile_never_runs_two_timed_jobs_at_once(tmp_path: Path) -> None:
+    # Timed jobs claim the profile's one `timing_slot`; older Snakemake (9.15) ran two at once
+    # when several became ready together, which corrupts every speed measurement.
+    (tmp_path / "Snakefile").write_text(
+        "rule all:\n"
+        "    input: expand('out/b{i}.txt', i=range(3))\n"
+        "rule a:\n"
+        "    output: 'out/a.txt'\n"
+        "    shell: 'touch {output}'\n"
+        "rule b:\n"
+        "    input: 'out/a.txt'\n"
+        "    output: 'out/b{i}.txt'\n"
+        "    threads: 1024\n"
+        "    resources: timing_slot=1\n"
+        "    shell: 'date +%s.%N > {output}; sleep 1; date +%s.%N >> {output}'\n"
+    )
+    profile = REPO / "workflow" / "profiles" / "default"
+    result = snakemake("--workflow-profile", str(profile), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    spans = sorted(
+        tuple(float(t) for t in (tmp_path / "out" / f"b{i}.txt").read_text().split())
+        for i in range(3)
+    )
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"timed jobs overlapped: {spans}"

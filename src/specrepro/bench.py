@@ -179,15 +179,28 @@ def hf_generate(
     return new[:cut], elapsed
 
 
-def run_decode(args: argparse.Namespace) -> dict:
+def _loaded_prompts(args: argparse.Namespace, roles: tuple[str, ...]):
+    """The config, the report's header, then per dtype: (dtype, loaded pair, encoded prompts)."""
     config = load_config(args.config)
     resolve_pair(config, args.pair)
     prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
     report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
+
+    def per_dtype():
+        for dtype in args.dtypes:
+            loaded = load_pair(config, args.pair, dtype, args.device, roles)
+            encoded = [
+                encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts
+            ]
+            yield dtype, loaded, encoded
+
+    return config, report, per_dtype()
+
+
+def run_decode(args: argparse.Namespace) -> dict:
+    _, report, loads = _loaded_prompts(args, ("draft",))
     report["gamma"] = args.gamma
-    for dtype in args.dtypes:
-        loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
-        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
+    for dtype, loaded, encoded in loads:
         report[dtype] = decode_ratios(loaded, encoded, args.max_new_tokens, args.gamma)
     return report
 
@@ -236,13 +249,8 @@ def decode_ratios(
 
 
 def run_trees(args: argparse.Namespace) -> dict:
-    config = load_config(args.config)
-    resolve_pair(config, args.pair)
-    prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
-    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
-    for dtype in args.dtypes:
-        loaded = load_pair(config, args.pair, dtype, args.device, ("head",))
-        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
+    config, report, loads = _loaded_prompts(args, ("head",))
+    for dtype, loaded, encoded in loads:
         methods = {"vanilla": resolve_method(config, "vanilla")}
         methods |= {name: resolve_method(config, name) for name in args.methods}
         report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
@@ -334,13 +342,8 @@ def dynamic_cache_beam(
 
 
 def run_beams(args: argparse.Namespace) -> dict:
-    config = load_config(args.config)
-    resolve_pair(config, args.pair)
-    prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
-    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
-    for dtype in args.dtypes:
-        loaded = load_pair(config, args.pair, dtype, args.device, ("draft",))
-        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
+    config, report, loads = _loaded_prompts(args, ("draft",))
+    for dtype, loaded, encoded in loads:
         methods = {name: resolve_method(config, name) for name in args.methods}
         base = config["methods"][args.methods[-1]]
         memory = {**base, "memory_saving": True}

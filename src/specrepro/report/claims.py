@@ -104,16 +104,19 @@ def load_claims(paths: list[Path]) -> list[Claim]:
     return claims
 
 
-def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
-    """Per question of `method`: energy, tokens and the task score (mean over seeds)."""
-    rows = prepare(tidy)
+def _claim_rows(rows: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    """The rows of `method` on the claim's dataset, temperature and pair."""
     rows = rows[
         (rows["method"] == method)
         & (rows["dataset"] == claim.dataset)
         & np.isclose(rows["temperature"].astype(float), claim.temperature)
     ]
-    if claim.pair != "all":
-        rows = rows[rows["pair"] == claim.pair]
+    return rows if claim.pair == "all" else rows[rows["pair"] == claim.pair]
+
+
+def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    """Per question of `method`: energy, tokens and the task score (mean over seeds)."""
+    rows = _claim_rows(prepare(tidy), claim, method)
     grouped = rows.groupby(["pair", "question_id"])
     out = grouped[["new_tokens"]].sum()
     # min_count: one unmeasured turn leaves the question's energy unmeasured, never zero.
@@ -126,27 +129,13 @@ def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
 
 
 def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
-    rows = per_question(tidy)
-    rows = rows[
-        (rows["method"] == method)
-        & (rows["dataset"] == claim.dataset)
-        & np.isclose(rows["temperature"].astype(float), claim.temperature)
-    ]
-    if claim.pair != "all":
-        rows = rows[rows["pair"] == claim.pair]
+    rows = _claim_rows(per_question(tidy), claim, method)
     # Seeds pooled per question: the bootstrap resamples questions.
     return rows.groupby(["pair", "question_id"])[["new_tokens", "wall_time_s"]].sum()
 
 
 def _forwards(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
-    rows = prepare(tidy)
-    rows = rows[
-        (rows["method"] == claim.method)
-        & (rows["dataset"] == claim.dataset)
-        & np.isclose(rows["temperature"].astype(float), claim.temperature)
-    ]
-    if claim.pair != "all":
-        rows = rows[rows["pair"] == claim.pair]
+    rows = _claim_rows(prepare(tidy), claim, claim.method)
     return rows.groupby(["pair", "question_id"])[["new_tokens", "target_forwards"]].sum()
 
 
