@@ -110,7 +110,7 @@ def test_greedy_equals_vanilla_on_a_tiny_model(tiny_target, tiny_head, method: s
 
 # -- T>0: the target's distribution ------------------------------------------------------------
 
-N_SAMPLES = 2000
+N_SAMPLES = 1500
 
 
 def exact_three_token_distribution(target: torch.nn.Module, temperature: float) -> np.ndarray:
