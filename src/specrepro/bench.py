@@ -257,13 +257,21 @@ def run_trees(args: argparse.Namespace) -> dict:
     return report
 
 
+def _warm_decoders(
+    loaded: LoadedPair, methods: dict[str, MethodChoice], temperature: float, ids: list[int]
+) -> dict[str, Decoder]:
+    """A decoder per method, each warmed up by one short generation (not measured)."""
+    decoders = {name: Decoder(loaded, choice, temperature) for name, choice in methods.items()}
+    for decoder in decoders.values():
+        decoder.generate(ids, 8, 0)
+    return decoders
+
+
 def tree_ratios(
     loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
 ) -> dict:
     """Every method on every prompt, interleaved so that drift hits all alike."""
-    decoders = {name: Decoder(loaded, choice, 0.0) for name, choice in methods.items()}
-    for decoder in decoders.values():  # warm-up
-        decoder.generate(encoded[0], 8, 0)
+    decoders = _warm_decoders(loaded, methods, 0.0, encoded[0])
     stats = {
         name: {"tokens": 0, "forwards": 0, "levels": [], "split": [0.0, 0.0, 0.0], "out": []}
         for name in decoders
@@ -357,10 +365,8 @@ def beam_ratios(
     loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
 ) -> dict:
     """Every method on every prompt at T=1 with the same seeds, interleaved."""
-    decoders = {name: Decoder(loaded, choice, 1.0) for name, choice in methods.items()}
+    decoders = _warm_decoders(loaded, methods, 1.0, encoded[0])
     beam = next(c for c in methods.values() if c.algorithm == "beam").params
-    for decoder in decoders.values():  # warm-up
-        decoder.generate(encoded[0], 8, 0)
     cuda = loaded.target.device.type == "cuda"
     stats = {
         name: {"tokens": 0, "seconds": 0.0, "forwards": 0, "kv": 0, "peak": 0, "widths": []}

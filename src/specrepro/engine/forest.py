@@ -32,16 +32,6 @@ def chains(parents: list[int]) -> list[list[int]]:
     return out
 
 
-def node_bases(parents: list[int], root_bases: list[int]) -> list[int]:
-    """Per node, the beam it grows from; root_bases lists the bases of the parent -1 nodes in
-    order."""
-    roots = iter(root_bases)
-    bases: list[int] = []
-    for parent in parents:
-        bases.append(next(roots) if parent < 0 else bases[parent])
-    return bases
-
-
 def shared_forward(
     runner: ModelRunner,
     tokens: list[int],

@@ -68,6 +68,16 @@ class Claim:
         return None
 
 
+def query(
+    kind: str, method: str, pair: str, dataset: str, temperature: float, **extra: object
+) -> Claim:
+    """A claim used only to measure (report tables): no paper, text or threshold of its own."""
+    return Claim(
+        paper="", id="", text="", kind=kind, method=method, dataset=dataset,
+        temperature=temperature, pair=pair, at_least=0.0, **extra,
+    )  # fmt: skip
+
+
 def load_claims(paths: list[Path]) -> list[Claim]:
     claims = []
     for path in paths:

@@ -11,25 +11,18 @@ import numpy as np
 import pandas as pd
 
 from specrepro.report.aggregate import per_question
-from specrepro.report.claims import Claim, measure
+from specrepro.report.claims import measure, query
 
 TREE_ALGORITHMS = ("eagle", "eagle2", "ddd", "ddd_async")
 RATIOS = (("ddd", "eagle2"), ("eagle2", "eagle"), ("ddd_async", "ddd"))  # by algorithm
-
-
-def _claim(kind: str, method: str, pair: str, dataset: str, temperature: float, **extra) -> Claim:
-    return Claim(
-        paper="", id="", text="", kind=kind, method=method, dataset=dataset,
-        temperature=temperature, pair=pair, at_least=0.0, **extra,
-    )  # fmt: skip
 
 
 def _speed_and_tau(
     tidy: pd.DataFrame, method: str, pair: str, dataset: str, temperature: float, baseline: str
 ) -> tuple[dict, dict]:
     """The method's speedup over the baseline and its tau, each with its interval."""
-    speed = measure(tidy, _claim("value", method, pair, dataset, temperature), baseline)
-    tau = measure(tidy, _claim("value", method, pair, dataset, temperature, metric="tau"))
+    speed = measure(tidy, query("value", method, pair, dataset, temperature), baseline)
+    tau = measure(tidy, query("value", method, pair, dataset, temperature, metric="tau"))
     return speed, tau
 
 
@@ -80,7 +73,7 @@ def ddd_table(
             speed, tau = _speed_and_tau(rows, method, pair, dataset, temperature, baseline)
             cells += [_cell(speed), "-" if tau["measured"] is None else f"{tau['measured']:.2f}"]
         for a, b in ratios:
-            ratio = measure(rows, _claim("ratio", a, pair, dataset, temperature, reference=b))
+            ratio = measure(rows, query("ratio", a, pair, dataset, temperature, reference=b))
             cells.append(_cell(ratio))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

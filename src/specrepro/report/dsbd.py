@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from specrepro.report.aggregate import per_question, prepare
-from specrepro.report.claims import Claim, measure
+from specrepro.report.claims import measure, query
 
 QUALITY = {"squad": ("em", "EM"), "spider": ("exec_match", "EA")}
 ORDER = ("beam", "dsbd", "sps", "vanilla")
@@ -38,11 +38,7 @@ def beam_reference(rows: pd.DataFrame, width: int | None) -> str | None:
 
 
 def _ratio(tidy: pd.DataFrame, method: str, reference: str, pair, dataset, temperature) -> dict:
-    claim = Claim(
-        paper="", id="", text="", kind="ratio", method=method, reference=reference,
-        dataset=dataset, temperature=temperature, pair=pair, at_least=0.0,
-    )  # fmt: skip
-    return measure(tidy, claim)
+    return measure(tidy, query("ratio", method, pair, dataset, temperature, reference=reference))
 
 
 def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
