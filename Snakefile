@@ -5,7 +5,13 @@ from snakemake.utils import min_version, validate
 min_version("9.27.1")
 
 
-configfile: "config/config.yaml"
+# A config given with --configfile replaces the default one instead of merging into it: each
+# named config is complete, and a merge would carry the default's CPU-only entries (the DDD
+# sweep, the draft-design study) into a GPU run. Single values still merge with --config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -20,6 +26,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/study.smk"
 
 
 # Downloading needs the internet, which cluster compute nodes often lack.

@@ -127,6 +127,23 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
             DEFAULT_CONFIG.read_text().replace("check_levels: [[3, 5]]", "check_levels: [[3, 9]]"),
             "sweeps.ddd point",
         ),
+        # The draft-design study: its own draft's depth again, a sampling-only method at T=0,
+        # an unknown dataset, and a family around a draft with explicit widths.
+        (DEFAULT_CONFIG.read_text().replace("depths: [1, 4, 8]", "depths: [1, 2]"), "depths has 2"),
+        (
+            DEFAULT_CONFIG.read_text().replace("methods: {sps: [0.0]}", "methods: {dsbd: [0.0]}"),
+            "dsbd needs T > 0",
+        ),
+        (
+            DEFAULT_CONFIG.read_text().replace("questions: {mtbench: 2,", "questions: {mtbnch: 2,"),
+            "dataset 'mtbnch'",
+        ),
+        (
+            DEFAULT_CONFIG.read_text().replace(
+                "    num_layers: 2\n", "    num_layers: 2\n    intermediate_size: 512\n", 1
+            ),
+            "keep the teacher's layer shape",
+        ),
     ],
 )
 def test_malformed_config(

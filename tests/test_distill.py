@@ -37,3 +37,65 @@ def test_training_fits_teacher_sequences() -> None:
     log = train_student(student, samples, cfg, pad=0)
     assert log[-1]["holdout_loss"] < 0.6 * log[0]["holdout_loss"]
     assert log[-1]["holdout_agreement"] > 0.9
+
+
+def test_a_pruned_student_starts_as_the_teachers_layers_cut_to_its_widths() -> None:
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=3, hidden=32)
+    cfg = DistillConfig(
+        num_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=16
+    )
+    student = build_student(teacher, cfg)
+    head_dim = teacher.config.head_dim
+    assert student.config.head_dim == head_dim
+    torch.testing.assert_close(
+        student.model.layers[1].self_attn.q_proj.weight,
+        teacher.model.layers[1].self_attn.q_proj.weight[: 2 * head_dim],
+    )
+    torch.testing.assert_close(
+        student.model.layers[1].mlp.down_proj.weight,
+        teacher.model.layers[1].mlp.down_proj.weight[:, :16],
+    )
+
+
+def test_a_wider_student_starts_as_the_teacher_its_extra_units_silent() -> None:
+    """Heads and feed-forward units beyond the teacher's have zero output weights, so the
+    student at step 0 computes exactly the teacher's first layers."""
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=2, hidden=32)
+    wider = DistillConfig(
+        num_layers=1, num_attention_heads=8, num_key_value_heads=4, intermediate_size=160
+    )
+    wide = build_student(teacher, wider)
+    same = build_student(teacher, DistillConfig(num_layers=1))
+    assert wide.config.intermediate_size == 160 and wide.config.num_attention_heads == 8
+    ids = torch.randint(0, 32, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ids).logits, same(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_budget_layers_gives_a_draft_of_the_budgets_size() -> None:
+    from specrepro.models.distill import student_shape
+    from specrepro.models.family import Shape
+
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=4, hidden=64)
+    budget = Shape.of(teacher.config)
+    for depth in (1, 2, 4):
+        student = build_student(teacher, DistillConfig(num_layers=depth, budget_layers=2))
+        counted = sum(
+            p.numel()
+            for name, p in student.named_parameters()
+            if "embed" not in name and "lm_head" not in name
+        )
+        shape = student_shape(teacher.config, DistillConfig(num_layers=depth, budget_layers=2))
+        assert counted == shape.counted_parameters()
+        target = 2 * budget.layer_parameters() + budget.hidden_size
+        assert abs(counted - target) / target < 0.15, (depth, counted, target)
+
+
+def test_bad_student_shapes_are_refused() -> None:
+    import pytest
+
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=2, hidden=32)
+    with pytest.raises(ValueError, match="cannot share"):
+        build_student(teacher, DistillConfig(num_layers=1, hidden_size=48))
+    with pytest.raises(ValueError, match="solves the widths"):
+        build_student(teacher, DistillConfig(num_layers=1, budget_layers=2, intermediate_size=8))

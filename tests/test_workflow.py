@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from tests.conftest import REPO
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
-MODEL_RULES = {"generate", "teacher_corpus", "train_draft", "train_head"}
+MODEL_RULES = {"generate", "teacher_corpus", "train_draft", "train_head", "latency_profile"}
 
 
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -55,6 +56,11 @@ def test_dry_run(workdir: Path, config: Path | None) -> None:
     result = snakemake(*args, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "generate" in result.stdout
+    # A named config replaces the default: the default's CPU sweep and study stay out of it.
+    entries = yaml.safe_load((config or REPO / "config" / "config.yaml").read_text())
+    jobs = planned_jobs(result)
+    assert ("ddd_sweep" in jobs) == bool(entries.get("sweeps")), config
+    assert ("draft_design_report" in jobs) == bool(entries.get("studies")), config
 
 
 def profile_jobs() -> dict[str, SimpleNamespace]:
@@ -142,7 +148,23 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
         "datasets": {
             name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
         },
-        "claims": ["config/claims/ddd.yaml", "config/claims/dsbd.yaml"],
+        "claims": [
+            "config/claims/ddd.yaml",
+            "config/claims/dsbd.yaml",
+            "config/claims/draft_design.yaml",
+        ],
+        # The draft-design study: the 1-layer draft and a 2-layer one of the same size; the
+        # new draft runs the first SQuAD question only.
+        "studies": {
+            "draft_design": {
+                "pair": "tiny",
+                "depths": [2],
+                "methods": {"sps": [0.0]},
+                "datasets": ["mtbench", "squad", "spider"],
+                "questions": {"squad": 1},
+                "latency": {"tokens": 2, "warmup": 1, "repeats": 1, "prompt_tokens": 4},
+            }
+        },
         # One sweep point beside the configured ddd: a threshold so high DDD stops at level 2.
         "sweeps": {
             "ddd": {
@@ -251,6 +273,26 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert claims.loc["dsbd-quality-squad", "status"] != "not run"
     assert claims.loc["dsbd-speedup-spider", "status"] == "not run"
     assert "ddd speedup" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
+    # The draft-design study: its pair stays out of the general tables, into its own.
+    study = tidy[tidy["pair"] == "tiny-d2"]
+    assert set(study["method"]) == {"sps"} and set(study["temperature"]) == {0.0}
+    assert study.loc[study["dataset"] == "squad", "question_id"].nunique() == 1
+    assert (greedy.loc[greedy["pair"] == "tiny-d2", "lossless_match"] == 1).all()
+    assert "tiny-d2" not in (workdir / "figures" / "tables" / "table_squad.md").read_text()
+    design = (workdir / "figures" / "tables" / "draft_design_tiny.md").read_text()
+    assert "| tiny-draft | 1 |" in design and "| tiny-draft-d2 | 2 |" in design
+    for kind in ("latency", "tar", "throughput"):
+        assert (workdir / "figures" / f"draft_{kind}_tiny.png").is_file()
+    quality = json.loads(
+        (workdir / "results" / "draft_design" / "tiny" / "quality_tiny-draft-d2.json").read_text()
+    )
+    base = json.loads(
+        (workdir / "results" / "draft_design" / "tiny" / "quality_tiny-draft.json").read_text()
+    )
+    assert quality["shape"]["num_layers"] == 2 and quality["holdout_perplexity"] > 1
+    assert abs(quality["counted_parameters"] / base["counted_parameters"] - 1) < 0.25
+    assert claims.loc["wide-draft-throughput-squad", "status"] != "not run"
+    assert claims.loc["weak-tar-perplexity-correlation", "status"] == "not measured"
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
 
@@ -271,7 +313,8 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
     ("dotted", "value", "expected"),
     [
         # The method's setting reruns that method's generations and what is made from them.
-        ("methods.sps.gamma", 2, {"generate": 3}),
+        # (sps also runs with the study's 2-layer draft: three more.)
+        ("methods.sps.gamma", 2, {"generate": 6}),
         # A dataset's subset size: its prompts, its generations, and the teacher corpus (whose
         # training prompts exclude every evaluated question), hence the draft and the head and
         # every generation that uses one of them.
@@ -282,24 +325,34 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
                 "prompts": 1,
                 "train_prompts": 1,
                 "teacher_corpus": 1,
-                "train_draft": 1,
+                "train_draft": 2,
                 "train_head": 1,
-                # sps x3, ddd x2 (runs.only), the sweep point, vanilla, beam and dsbd on squad
-                "generate": 9,
+                # sps x3, ddd x2 (runs.only), the sweep point, vanilla, beam and dsbd on squad;
+                # the study's draft on all three datasets
+                "generate": 12,
+                "prompt_prefix": 1,
+                "draft_quality": 2,
             },
         ),
-        # A draft's training setting: the draft and every generation that uses it.
-        ("drafts.tiny-draft.steps", 3, {"train_draft": 1, "generate": 4}),  # sps x3, dsbd
+        # A draft's training setting: the draft, the study's draft trained like it, and every
+        # generation that uses one (sps x3, dsbd, the study's sps x3), and their quality.
+        ("drafts.tiny-draft.steps", 3, {"train_draft": 2, "generate": 7, "draft_quality": 2}),
         # A head's training setting: the head and the generations that use it, not the draft.
         ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 3}),  # ddd x2 + sweep
         # The teacher corpus: both students and all their generations.
         (
             "teachers.tiny.gen_tokens",
             4,
-            {"teacher_corpus": 1, "train_draft": 1, "train_head": 1, "generate": 7},
+            {
+                "teacher_corpus": 1,
+                "train_draft": 2,
+                "train_head": 1,
+                "generate": 10,
+                "draft_quality": 2,
+            },
         ),
         # Token budget of one dataset: only its generations.
-        ("datasets.mtbench.max_new_tokens", 5, {"generate": 4}),  # with the sweep point
+        ("datasets.mtbench.max_new_tokens", 5, {"generate": 5}),  # sweep point, study draft
     ],
 )
 def test_a_config_edit_reruns_exactly_the_dependent_jobs(
@@ -312,7 +365,7 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
         tiny_run.write_text(old)
     downstream = {
         "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1,
-        "ddd_sweep": 1, "dsbd_report": 1, "all": 1,
+        "ddd_sweep": 1, "dsbd_report": 1, "draft_design_report": 1, "all": 1,
     }  # fmt: skip
     assert jobs == {**expected, **downstream}
 

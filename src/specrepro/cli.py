@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser(
+        "prompts-prefix", help="the first K records of a prompt file (a study's smaller subset)"
+    )
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--first", type=int, required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
         "train-prompts", help="write a teacher's training prompts, disjoint from evaluated ones"
     )
     _config_arg(p)
@@ -86,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="the teacher corpus (teacher-corpus)")
     p.add_argument("--out", help="output folder (default: the registry path)")
 
+    p = sub.add_parser(
+        "draft-quality",
+        help="a draft's held-out perplexity and agreement on its target's corpus, with its size",
+    )
+    _config_arg(p)
+    p.add_argument("--draft", required=True, help="a models.registry entry")
+    p.add_argument("--corpus", required=True, help="the target's teacher corpus")
+    p.add_argument("--out", required=True, help="JSON")
+
     p = sub.add_parser("train-head", help="train an EAGLE head for its target (heads.NAME)")
     _config_arg(p)
     p.add_argument("--head", required=True)
@@ -96,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tidy", required=True)
     p.add_argument("--claims", nargs="+", required=True, help="claims files")
     p.add_argument("--baseline", default="vanilla")
+    p.add_argument(
+        "--study",
+        nargs="*",
+        default=[],
+        metavar="PAIR=JSON",
+        help="draft-design study results (draft-design-report --out-json) by base pair",
+    )
+    p.add_argument(
+        "--skip-pairs", nargs="*", default=[], help="pairs left out (the study's draft pairs)"
+    )
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
 
@@ -156,7 +182,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip", nargs="*", default=[], help="methods left out of the figures (sweep points)"
     )
+    p.add_argument(
+        "--skip-pairs",
+        nargs="*",
+        default=[],
+        help="pairs left out of tables and figures (the draft-design study's drafts)",
+    )
     p.add_argument("--baseline", default="vanilla")
+
+    p = sub.add_parser(
+        "latency-profile",
+        help="per-token latency of one draft forward against depth at equal size (random weights)",
+    )
+    _config_arg(p)
+    p.add_argument("--scale", choices=["default", "paper"], required=True)
+    p.add_argument("--target", help="the model whose layer shape a built family keeps")
+    p.add_argument(
+        "--family",
+        nargs="*",
+        default=[],
+        metavar="NAME:DEPTH",
+        help="built family members: equal-size shapes solved from the target's",
+    )
+    p.add_argument("--budget-layers", type=int, default=2, help="family size, in target layers")
+    p.add_argument(
+        "--drafts", nargs="*", default=[], help="registry drafts profiled at their own shape"
+    )
+    p.add_argument("--tokens", type=int, default=16, help="timed one-token forwards per repeat")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--device", default=None, help="torch device (default: runs.device or cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default: float32 on CPU, float16 on GPU",
+    )
+    p.add_argument("--out", required=True, help="JSON rows")
+
+    p = sub.add_parser(
+        "draft-design-report",
+        help="the draft-design study: table, study results (JSON) and the three figures",
+    )
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--pair", required=True, help="the base pair (target, baseline run)")
+    p.add_argument(
+        "--members",
+        nargs="+",
+        required=True,
+        metavar="PAIR=QUALITY_JSON",
+        help="each draft's pair and its draft-quality JSON",
+    )
+    p.add_argument("--latency", required=True, help="latency-profile JSON, default scale")
+    p.add_argument("--paper-latency", help="latency-profile JSON, paper scale")
+    p.add_argument("--baseline", default="vanilla")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-json", required=True)
+    p.add_argument("--figures-dir", required=True)
 
     p = sub.add_parser("notebook", help="execute a notebook on the tidy table")
     p.add_argument("--template", required=True)
@@ -221,6 +304,19 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     records = load_prompts(args.dataset, Path(config["data"]["dir"]), n, seed)
     write_jsonl(records, Path(args.out))
     print(f"{len(records)} prompts -> {args.out}")
+    return 0
+
+
+def cmd_prompts_prefix(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError
+    from specrepro.data import read_prompts_jsonl, write_jsonl
+
+    records = read_prompts_jsonl(Path(args.prompts))  # checks every record
+    if not 0 < args.first <= len(records):
+        raise ConfigError(f"--first {args.first}: {args.prompts} has {len(records)} prompts")
+    lines = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    write_jsonl([json.loads(line) for line in lines[: args.first]], Path(args.out))
+    print(f"{args.first} of {len(records)} prompts -> {args.out}")
     return 0
 
 
@@ -320,6 +416,27 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_draft_quality(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.models.distill import draft_quality
+    from specrepro.models.teacher import load_corpus
+
+    config = load_config(args.config, args.set_json)
+    samples, summary = load_corpus(Path(args.corpus))
+    draft, tokenizer = _load_teacher(config, args.draft)
+    # A DAG-built draft is scored on the holdout its training kept out.
+    entry = config.get("drafts", {}).get(args.draft, {})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    quality = draft_quality(
+        draft, samples, pad, entry.get("seed", 0), entry.get("holdout_fraction", 0.1)
+    )
+    quality.update(draft=args.draft, corpus=summary, training_steps=entry.get("steps"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(quality, indent=1))
+    print(json.dumps({k: v for k, v in quality.items() if k.startswith("holdout")}))
+    return 0
+
+
 def cmd_train_head(args: argparse.Namespace) -> int:
     from specrepro.models.train_head import HeadTrainConfig, train_and_save
 
@@ -402,6 +519,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from specrepro.report.tables import write_dataset_tables
 
     tidy = pd.read_csv(args.tidy)
+    tidy = tidy[~tidy["pair"].isin(args.skip_pairs)]
     summary = summarise(tidy, baseline=args.baseline)
     notes = json.loads(Path(args.coverage).read_text()) if args.coverage else None
     tables_dir, figures_dir = Path(args.tables_dir), Path(args.figures_dir)
@@ -425,9 +543,14 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
     from specrepro.report.claims import check_claims, claims_markdown, load_claims
 
-    table = check_claims(
-        pd.read_csv(args.tidy), load_claims([Path(p) for p in args.claims]), args.baseline
-    )
+    study = {}
+    for item in args.study:
+        pair, _, path = item.partition("=")
+        study[pair] = json.loads(Path(path).read_text())
+    tidy = pd.read_csv(args.tidy)
+    tidy = tidy[~tidy["pair"].isin(args.skip_pairs)]
+    claims = load_claims([Path(p) for p in args.claims])
+    table = check_claims(tidy, claims, args.baseline, study)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out_md).write_text(claims_markdown(table))
     table.to_csv(args.out_csv, index=False)
@@ -491,6 +614,97 @@ def cmd_dsbd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_latency_profile(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoConfig, LlamaConfig
+
+    from specrepro.config import ConfigError, load_config, model_spec
+    from specrepro.models.family import Shape, equal_size_shape, paper_shapes
+    from specrepro.models.latency import LatencySettings, profile_shapes
+    from specrepro.models.loader import check_available, resolve
+
+    config = load_config(args.config, args.set_json)
+    cache = Path(config["models"]["cache_dir"])
+
+    def model_config(name: str) -> object:
+        spec = model_spec(config, name)
+        check_available(spec)
+        return AutoConfig.from_pretrained(resolve(spec, cache))
+
+    device = args.device or config["runs"].get("device", "cpu")
+    dtype = args.dtype or ("float32" if device == "cpu" else "float16")
+    shapes: dict[str, tuple[Shape, object]] = {}
+    if args.scale == "paper":
+        llama = LlamaConfig(max_position_embeddings=4096)
+        shapes = {name: (shape, llama) for name, shape in paper_shapes().items()}
+    elif args.family:
+        if not args.target:
+            raise ConfigError("latency-profile --family needs --target (the family's model)")
+        target = model_config(args.target)
+        base = Shape.of(target)
+        budget = Shape(**{**base.as_dict(), "num_layers": args.budget_layers}).counted_parameters()
+        for item in args.family:
+            name, _, depth = item.rpartition(":")
+            shapes[name] = (equal_size_shape(base, int(depth), budget), target)
+    for name in args.drafts:
+        draft = model_config(name)
+        shapes[name] = (Shape.of(draft), draft)
+    if not shapes:
+        raise ConfigError(
+            "latency-profile: nothing to profile (give --family, --drafts or --scale paper)"
+        )
+    settings = LatencySettings(args.prompt_tokens, args.warmup, args.tokens, args.repeats)
+    rows = profile_shapes(shapes, settings, getattr(torch, dtype), device)
+    for row in rows:
+        row["scale"] = args.scale
+        size = row["counted_parameters"] / 1e6
+        print(f"{row['name']:<28} {size:8.1f}M {row['ms_per_token']:8.2f} ms/token")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def cmd_draft_design_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.config import ConfigError
+    from specrepro.report.draft_design import Member, draft_markdown, draft_table, study_results
+    from specrepro.report.figures import (
+        draft_latency_figure,
+        draft_tar_figure,
+        draft_throughput_figure,
+    )
+
+    members = []
+    for item in args.members:
+        pair, _, path = item.partition("=")
+        if not Path(path).exists():
+            raise ConfigError(f"draft-design-report: {path} is missing (run draft-quality first)")
+        quality = json.loads(Path(path).read_text())
+        members.append(Member(pair, quality["draft"], quality))
+    tidy = pd.read_csv(args.tidy)
+    latency = json.loads(Path(args.latency).read_text())
+    paper = json.loads(Path(args.paper_latency).read_text()) if args.paper_latency else None
+    table = draft_table(tidy, args.pair, members, latency, args.baseline)
+    results = study_results(tidy, table, members)
+    title = f"Draft design (depth against width at equal size): {args.pair}"
+    Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_md).write_text(draft_markdown(table, results, title))
+    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_json).write_text(json.dumps(results, indent=1))
+    figures = Path(args.figures_dir)
+    scales = {f"{args.pair} family": latency}
+    if paper is not None:
+        scales["paper scale (LLaMA shapes)"] = paper
+    paths = draft_latency_figure(scales, figures / f"draft_latency_{args.pair}", title)
+    paths += draft_tar_figure(table, results, figures / f"draft_tar_{args.pair}", title)
+    paths += draft_throughput_figure(table, figures / f"draft_throughput_{args.pair}", title)
+    print(Path(args.out_md).read_text())
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from specrepro.report.notebook import execute_notebook
 
@@ -507,8 +721,10 @@ COMMANDS = {
     "train-prompts": cmd_train_prompts,
     "prepare-model": cmd_prepare_model,
     "teacher-corpus": cmd_teacher_corpus,
+    "prompts-prefix": cmd_prompts_prefix,
     "train-draft": cmd_train_draft,
     "train-head": cmd_train_head,
+    "draft-quality": cmd_draft_quality,
     "generate": cmd_generate,
     "tidy": cmd_tidy,
     "report": cmd_report,
@@ -517,6 +733,8 @@ COMMANDS = {
     "ddd-table": cmd_ddd_table,
     "ddd-sweep": cmd_ddd_sweep,
     "dsbd-report": cmd_dsbd_report,
+    "latency-profile": cmd_latency_profile,
+    "draft-design-report": cmd_draft_design_report,
 }
 
 if __name__ == "__main__":

@@ -136,6 +136,61 @@ def validate_config(config: object, source: str = "config") -> None:
                     f"restrict it with runs.only_temperatures: {{{method}: [1.0]}}"
                 )
     _validate_sweep(config, source)
+    _validate_study(config, source)
+
+
+def _validate_study(config: dict, source: str) -> None:
+    study = config.get("studies", {}).get("draft_design")
+    if not study:
+        return
+    where = f"{source}: studies.draft_design"
+    pair = config["pairs"].get(study["pair"])
+    if pair is None or "draft" not in pair:
+        raise ConfigError(f"{where}.pair {study['pair']!r} is not a pair with a draft")
+    if pair["target"] not in config.get("teachers", {}):
+        raise ConfigError(
+            f"{where}: the target {pair['target']!r} needs a teachers entry (its corpus scores "
+            "every draft's held-out perplexity)"
+        )
+    for other in study.get("pairs", []):
+        entry = config["pairs"].get(other)
+        if entry is None or "draft" not in entry or entry["target"] != pair["target"]:
+            raise ConfigError(
+                f"{where}.pairs names {other!r}, not a pair with a draft for {pair['target']!r}"
+            )
+    if study.get("depths"):
+        _validate_study_family(config, study, pair["draft"], where)
+    for method, temperatures in study["methods"].items():
+        if method not in config["methods"]:
+            raise ConfigError(f"{where}.methods names {method!r}, not defined in methods")
+        algorithm = config["methods"][method]["algorithm"]
+        if "draft" not in needed_roles(algorithm):
+            raise ConfigError(f"{where}.methods: {method!r} does not use a draft")
+        if getattr(get_method(algorithm), "NEEDS_SAMPLING", False) and min(temperatures) <= 0:
+            raise ConfigError(f"{where}.methods.{method}: {algorithm} needs T > 0")
+    for dataset in [*study["datasets"], *study.get("questions", {})]:
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"{where} names dataset {dataset!r}, not in datasets")
+
+
+def _validate_study_family(config: dict, study: dict, draft: str, where: str) -> None:
+    base = config.get("drafts", {}).get(draft)
+    if base is None:
+        raise ConfigError(
+            f"{where}: the pair's draft {draft!r} is not built by the DAG (drafts entry), so "
+            "drafts of other depths cannot be trained the way it was"
+        )
+    widths = [k for k in ("hidden_size", "intermediate_size", "num_attention_heads") if k in base]
+    if widths or "budget_layers" in base:
+        raise ConfigError(
+            f"{where}: the pair's draft sets {widths or ['budget_layers']}; the family's size is "
+            "counted in teacher layers, so it must keep the teacher's layer shape"
+        )
+    if base["num_layers"] in study["depths"]:
+        raise ConfigError(
+            f"{where}.depths has {base['num_layers']}, the depth of the pair's own draft "
+            "(a member already)"
+        )
 
 
 def _validate_sweep(config: dict, source: str) -> None:

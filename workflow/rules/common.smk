@@ -26,6 +26,42 @@ def sweep_methods(sweep):
 
 
 SWEEP_METHODS = sweep_methods(SWEEP)
+STUDY = config.get("studies", {}).get("draft_design")
+
+
+def study_members(study):
+    """The draft-design study's drafts as {pair: draft}: the base pair's own draft first; with
+    `depths`, one draft per other depth of the same counted size, trained as the base draft is
+    (its entry with another depth and budget_layers), each in a pair of its own; then the
+    pairs listed under `pairs` (drafts of their own, e.g. from the hub). Added to config so
+    every job and the CLI see the same entries."""
+    if not study:
+        return {}
+    base = config["pairs"][study["pair"]]
+    members = {study["pair"]: base["draft"]}
+    for depth in study.get("depths", []):
+        base_draft = config["drafts"][base["draft"]]
+        name = f"{study['pair']}-draft-d{depth}"
+        config["models"]["registry"][name] = {
+            "source": "built",
+            "path": f"{config['models']['cache_dir']}/{name}",
+            "description": f"draft-design study: {depth} layers, as large as {base['draft']}",
+        }
+        config["drafts"][name] = {
+            **base_draft,
+            "num_layers": depth,
+            "budget_layers": base_draft["num_layers"],
+        }
+        config["pairs"][f"{study['pair']}-d{depth}"] = {**base, "draft": name}
+        members[f"{study['pair']}-d{depth}"] = name
+    for pair in study.get("pairs", []):
+        members[pair] = config["pairs"][pair]["draft"]
+    return members
+
+
+STUDY_MEMBERS = study_members(STUDY)
+# The study's own pairs (not the base pair): left out of the general tables, figures, claims.
+STUDY_PAIRS = [p for p in STUDY_MEMBERS if p != STUDY["pair"]] if STUDY else []
 # Sweep points that are not also configured runs: left out of the general figures and tables.
 SWEEP_ONLY = [m for m in SWEEP_METHODS if m not in RUNS["methods"]]
 
@@ -53,8 +89,82 @@ def run_files():
         runs += itertools.product(
             sweep_pairs(), methods, [SWEEP["dataset"]], [SWEEP["temperature"]], RUNS["seeds"]
         )
+    if STUDY:
+        baseline = RUNS.get("baseline", "vanilla")
+        for method, temperatures in STUDY["methods"].items():
+            runs += itertools.product(
+                STUDY_MEMBERS, [method], STUDY["datasets"], temperatures, RUNS["seeds"]
+            )
+            runs += itertools.product(
+                [STUDY["pair"]], [baseline], STUDY["datasets"], temperatures, RUNS["seeds"]
+            )
     files = [f"results/raw/{p}/{m}/{d}/T{float(t)}-s{s}.jsonl" for p, m, d, t, s in runs]
     return list(dict.fromkeys(files))
+
+
+def generate_prompts(wildcards):
+    """A study pair runs the first `questions` of a dataset's evaluated prompts when set."""
+    first = STUDY.get("questions", {}).get(wildcards.dataset) if STUDY else None
+    if wildcards.pair in STUDY_PAIRS and first:
+        return f"results/prompts/{wildcards.dataset}-first{first}.jsonl"
+    return f"results/prompts/{wildcards.dataset}.jsonl"
+
+
+def latency_members():
+    """latency-profile's arguments: the built family (solved shapes, the base draft's depth
+    first) and the other drafts (profiled at their own shapes)."""
+    base_pair = config["pairs"][STUDY["pair"]]
+    family = []
+    if STUDY.get("depths"):
+        base_depth = config["drafts"][base_pair["draft"]]["num_layers"]
+        family = [f"{base_pair['draft']}:{base_depth}"]
+        family += [f"{STUDY['pair']}-draft-d{d}:{d}" for d in STUDY["depths"]]
+    built = {item.rpartition(":")[0] for item in family}
+    drafts = [d for d in STUDY_MEMBERS.values() if d not in built]
+    args = f"--family {' '.join(family)} " if family else ""
+    return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
+
+
+def quality_files():
+    pair = STUDY["pair"]
+    return [f"results/draft_design/{pair}/quality_{draft}.json" for draft in STUDY_MEMBERS.values()]
+
+
+def latency_entries(wildcards):
+    target = config["pairs"][wildcards.pair]["target"]
+    return {
+        **models_entries(target, *STUDY_MEMBERS.values()),
+        **{f"runs.{k}": RUNS[k] for k in ("device",) if k in RUNS},
+    }
+
+
+def quality_entries(wildcards):
+    entries = models_entries(wildcards.draft)
+    if wildcards.draft in config.get("drafts", {}):
+        entries[f"drafts.{wildcards.draft}"] = config["drafts"][wildcards.draft]
+    return entries
+
+
+def study_outputs():
+    if not STUDY:
+        return []
+    pair = STUDY["pair"]
+    return [f"figures/tables/draft_design_{pair}.md"] + expand(
+        "figures/draft_{kind}_{pair}.{ext}",
+        kind=["latency", "tar", "throughput"],
+        pair=pair,
+        ext=["png", "pdf"],
+    )
+
+
+def study_results():
+    return [f"results/draft_design/{STUDY['pair']}/results.json"] if STUDY else []
+
+
+def study_latency(scale):
+    if not STUDY or (scale == "paper" and not STUDY.get("latency", {}).get("paper_scale")):
+        return []
+    return [f"results/draft_design/{STUDY['pair']}/latency_{scale}.json"]
 
 
 def ddd_runs():
@@ -88,6 +198,7 @@ def final_outputs():
         + (expand("figures/tables/ddd_{pair}.md", pair=RUNS["pairs"]) if ddd_runs() else [])
         + expand("figures/ddd_sweep_{pair}.{ext}", pair=sweep_pairs(), ext=["png", "pdf"])
         + (dsbd_outputs(RUNS["pairs"]) if dsbd_runs() else [])
+        + study_outputs()
     )
 
 

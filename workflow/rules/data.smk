@@ -20,9 +20,26 @@ rule prompts:
     params:
         config_files=CONFIG_FILES,
         entries=as_json(prompt_entries),
+    wildcard_constraints:
+        dataset="|".join(re.escape(d) for d in config["datasets"]),
     log:
         "logs/data/prompts_{dataset}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro prompts {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule prompt_prefix:
+    input:
+        "results/prompts/{dataset}.jsonl",
+    output:
+        "results/prompts/{dataset}-first{k}.jsonl",
+    wildcard_constraints:
+        k=r"\d+",
+    log:
+        "logs/data/prompts_{dataset}-first{k}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro prompts-prefix --prompts {input} --first {wildcards.k} --out {output} > {log} 2>&1"

@@ -1,6 +1,6 @@
 rule generate:
     input:
-        prompts="results/prompts/{dataset}.jsonl",
+        prompts=generate_prompts,
         models=decode_models,
     output:
         "results/raw/{pair}/{method}/{dataset}/T{temperature}-s{seed}.jsonl",

@@ -19,13 +19,15 @@ rule report_outputs:
     params:
         baseline=RUNS.get("baseline", "vanilla"),
         skip=SWEEP_ONLY,
+        skip_pairs=STUDY_PAIRS,
     log:
         "logs/analysis/report.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir figures/tables "
-        "--figures-dir figures --baseline {params.baseline} --skip {params.skip} > {log} 2>&1"
+        "--figures-dir figures --baseline {params.baseline} --skip {params.skip} "
+        "--skip-pairs {params.skip_pairs} > {log} 2>&1"
 
 
 rule notebook:
@@ -54,17 +56,21 @@ rule claims:
     input:
         tidy="results/tidy.csv",
         claims=config.get("claims", []),
+        study=study_results(),
     output:
         md=report("figures/tables/claims.md", category="Tables", caption="../report/claims.rst"),
         csv="figures/tables/claims.csv",
     params:
         baseline=RUNS.get("baseline", "vanilla"),
+        study=[f"{STUDY['pair']}={path}" for path in study_results()],
+        skip_pairs=STUDY_PAIRS,
     log:
         "logs/analysis/claims.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro claims --tidy {input.tidy} --claims {input.claims} --baseline {params.baseline} "
+        "--study {params.study} --skip-pairs {params.skip_pairs} "
         "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
 
 

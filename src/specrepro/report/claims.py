@@ -12,6 +12,11 @@ temperature:
 - `difference`: `metric: quality`, the task score of `method` minus that of `reference` in
   percentage points (SQuAD exact match, Spider execution accuracy) on the questions both ran,
   e.g. DSBD loses no quality against beam sampling.
+- `study`: a figure of the draft-design study (report/draft_design.py), read from its results:
+  `metric: throughput_ratio` (tokens/s of the fastest draft over the deepest one's, same
+  questions) or `metric: tar_perplexity_r` (Pearson's r of TAR against
+  held-out perplexity over the drafts). A weak-correlation claim sets `at_most`: supported when
+  the whole interval lies within [-at_most, at_most], not supported when none of it does.
 `pair: all` (the default) averages the per-pair values over every pair that ran both sides, as
 the papers' "average" claims do; a named pair takes that pair alone.
 
@@ -35,8 +40,13 @@ import yaml
 from specrepro.report.aggregate import per_question, prepare
 
 N_RESAMPLES = 2000
-KINDS = ("ratio", "value", "difference")
-METRICS = {"ratio": ("speedup", "energy"), "value": ("speedup", "tau"), "difference": ("quality",)}
+KINDS = ("ratio", "value", "difference", "study")
+METRICS = {
+    "ratio": ("speedup", "energy"),
+    "value": ("speedup", "tau"),
+    "difference": ("quality",),
+    "study": ("throughput_ratio", "tar_perplexity_r"),
+}
 QUALITY_COLUMNS = {"squad": "em", "spider": "exec_match"}
 
 
@@ -58,9 +68,12 @@ class Claim:
     pair: str = "all"
     published: float | None = None
     at_least: float | None = None
+    at_most: float | None = None  # study correlation: |r| at most this
     tolerance: float = 0.1
 
     def threshold(self) -> float | None:
+        if self.at_most is not None:
+            return self.at_most
         if self.at_least is not None:
             return self.at_least
         if self.published is not None:
@@ -110,6 +123,11 @@ def load_claims(paths: list[Path]) -> list[Claim]:
                 )
             if claim.threshold() is None:
                 raise ClaimError(f"{path}: claim {claim.id!r}: needs `at_least` or `published`")
+            if (claim.metric == "tar_perplexity_r") != (claim.at_most is not None):
+                raise ClaimError(
+                    f"{path}: claim {claim.id!r}: `at_most` belongs to (and is needed by) "
+                    "tar_perplexity_r claims"
+                )
             claims.append(claim)
     return claims
 
@@ -230,30 +248,75 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
     }
 
 
+def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
+    """A study claim's figure from the study results ({base pair: draft_design.study_results})."""
+    empty = {"measured": None, "low": None, "high": None, "pairs": [], "questions": 0}
+    entries = [
+        (pair, entry)
+        for pair, results in (study or {}).items()
+        if claim.pair in ("all", pair)
+        for entry in results
+        if entry["method"] == claim.method and np.isclose(entry["temperature"], claim.temperature)
+    ]
+    if not entries:
+        return {**empty, "reason": None}
+    pair, entry = entries[0]
+    if claim.metric == "throughput_ratio":
+        ratio = entry["throughput_ratio"].get(claim.dataset) or {}
+        if ratio.get("measured") is None:
+            return {**empty, "reason": None}
+        return {
+            "measured": ratio["measured"], "low": ratio["low"], "high": ratio["high"],
+            "pairs": [pair], "questions": ratio["questions"], "reason": None,
+        }  # fmt: skip
+    corr = entry["tar_perplexity_r"]
+    if not np.isfinite(corr["low"]):
+        reason = f"an interval needs 4 drafts or more, {corr['n']} ran"
+        return {**empty, "pairs": [pair], "reason": reason}
+    return {
+        "measured": corr["r"], "low": corr["low"], "high": corr["high"], "pairs": [pair],
+        "questions": 0, "reason": None,
+    }  # fmt: skip
+
+
+def _status(claim: Claim, result: dict) -> str:
+    threshold = claim.threshold()
+    if result["measured"] is None:
+        return "not measured" if result["reason"] else "not run"
+    if claim.at_most is not None:
+        if -threshold <= result["low"] and result["high"] <= threshold:
+            return "supported"
+        if result["low"] > threshold or result["high"] < -threshold:
+            return "not supported"
+        return "inconclusive"
+    if result["low"] >= threshold:
+        return "supported"
+    if result["high"] < threshold:
+        return "not supported"
+    return "inconclusive"
+
+
 def check_claims(
-    tidy: pd.DataFrame, claims: list[Claim], baseline: str = "vanilla"
+    tidy: pd.DataFrame,
+    claims: list[Claim],
+    baseline: str = "vanilla",
+    study: dict[str, list[dict]] | None = None,
 ) -> pd.DataFrame:
     rows = []
     for claim in claims:
-        result = measure(tidy, claim, baseline)
-        threshold = claim.threshold()
-        if result["measured"] is None:
-            status = "not measured" if result["reason"] else "not run"
-        elif result["low"] >= threshold:
-            status = "supported"
-        elif result["high"] < threshold:
-            status = "not supported"
+        if claim.kind == "study":
+            result = measure_study(claim, study)
         else:
-            status = "inconclusive"
+            result = measure(tidy, claim, baseline)
         published = claim.published
         rows.append(
             {
                 "paper": claim.paper,
                 "claim": claim.id,
                 "text": claim.text,
-                "status": status,
+                "status": _status(claim, result),
                 "published": published,
-                "threshold": threshold,
+                "threshold": claim.threshold(),
                 **result,
                 "measured_over_published": (
                     result["measured"] / published

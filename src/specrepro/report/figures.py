@@ -318,3 +318,101 @@ def dsbd_width_figure(widths: pd.DataFrame, out_base: Path, title: str) -> list[
         _legend_on_top(ax, len(methods))
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)
+
+
+def draft_latency_figure(scales: dict[str, list[dict]], out_base: Path, title: str) -> list[Path]:
+    """Decode latency per token against depth, a panel per scale (from models.latency rows);
+    each point is labelled with its counted (non-embedding) parameters."""
+    fig, axes = _panels(len(scales) or 1)
+    for ax, (scale, rows) in zip(axes, scales.items(), strict=False):
+        ax.set_title(scale)
+        ax.set_xlabel("draft depth (layers)")
+        ax.set_ylabel("ms per token (one-token forward)")
+        if not rows:
+            _empty(ax, "not profiled")
+            continue
+        frame = pd.DataFrame(rows).sort_values("num_layers")
+        ax.plot(frame["num_layers"], frame["ms_per_token"], marker="o", linestyle="none")
+        for row in frame.to_dict("records"):
+            label = f"{row['name']}\n{row['counted_parameters'] / 1e6:.1f}M"
+            ax.annotate(
+                label,
+                (row["num_layers"], row["ms_per_token"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        device = frame["device"].iloc[0]
+        ax.text(
+            0.02, 0.02, f"{device}, {frame['dtype'].iloc[0]}", transform=ax.transAxes, fontsize=7
+        )
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out_base)
+
+
+def draft_tar_figure(
+    table: pd.DataFrame, results: list[dict], out_base: Path, title: str
+) -> list[Path]:
+    """TAR against the draft's held-out perplexity, a panel per (method, T), a marker per
+    dataset, with Pearson's r and its interval."""
+    fig, axes = _panels(len(results) or 1)
+    if not results:
+        _empty(axes[0], "no study runs")
+    for ax, entry in zip(axes, results, strict=False):
+        method, temperature = entry["method"], entry["temperature"]
+        rows = table[(table["method"] == method) & np.isclose(table["temperature"], temperature)]
+        for dataset, points in rows.groupby("dataset"):
+            ax.plot(
+                points["perplexity"], points["tar"], marker="o", linestyle="none", label=dataset
+            )
+        for _, points in rows.groupby("draft"):
+            ax.annotate(
+                f"{int(points['depth'].iloc[0])} L",
+                (points["perplexity"].iloc[0], points["tar"].max()),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        corr = entry["tar_perplexity_r"]
+        interval = f" [{corr['low']:.2f}, {corr['high']:.2f}]" if np.isfinite(corr["low"]) else ""
+        ax.set_title(f"{method}, T={temperature:g}: r = {corr['r']:.2f}{interval}, n = {corr['n']}")
+        ax.set_xlabel("held-out perplexity of the draft")
+        ax.set_ylabel("TAR (accepted / drafted tokens)")
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out_base)
+
+
+def draft_throughput_figure(table: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
+    """Tokens/s against draft depth at equal size, a panel per (method, T), a line per dataset,
+    with the target alone (speedup 1) as reference through the speedup axis."""
+    combos = sorted(table.groupby(["method", "temperature"]).groups) if not table.empty else []
+    fig, axes = _panels(len(combos) or 1)
+    if not combos:
+        _empty(axes[0], "no study runs")
+    for ax, (method, temperature) in zip(axes, combos, strict=False):
+        rows = table[(table["method"] == method) & np.isclose(table["temperature"], temperature)]
+        for dataset, line in rows.groupby("dataset"):
+            line = line.sort_values("depth")
+            y = line["speedup"].to_numpy(float)
+            yerr = np.clip(
+                np.vstack(
+                    [
+                        np.nan_to_num(y - line["speedup_low"].to_numpy(float)),
+                        np.nan_to_num(line["speedup_high"].to_numpy(float) - y),
+                    ]
+                ),
+                0,
+                None,
+            )
+            ax.errorbar(line["depth"], y, yerr=yerr, marker="o", capsize=3, label=dataset)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{method}, T={temperature:g}")
+        ax.set_xlabel("draft depth (layers), equal size")
+        ax.set_ylabel("speedup over the target alone (tok/s ratio)")
+        ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out_base)

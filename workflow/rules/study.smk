@@ -1,0 +1,92 @@
+# The draft-design study (SPEC 4.8): latency profiles of the drafts' shapes, each draft's
+# quality on its target's corpus, then the study's table, figures and results.
+
+
+rule latency_profile:
+    input:
+        lambda w: model_ready(config["pairs"][w.pair]["target"]),
+    output:
+        "results/draft_design/{pair}/latency_{scale}.json",
+    params:
+        config_files=CONFIG_FILES,
+        entries=as_json(latency_entries),
+        target=lambda w: config["pairs"][w.pair]["target"],
+        members=lambda w: latency_members() if w.scale == "default" else "",
+        budget=lambda w: config.get("drafts", {})
+        .get(config["pairs"][w.pair]["draft"], {})
+        .get("num_layers", 1),
+        settings=" ".join(
+            f"--{key.replace('_', '-')} {value}"
+            for key, value in (STUDY or {}).get("latency", {}).items()
+            if key != "paper_scale"
+        ),
+    wildcard_constraints:
+        scale="default|paper",
+    threads: ALL_CORES
+    resources:
+        timing_slot=1,
+    log:
+        "logs/draft_design/latency_{pair}_{scale}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro latency-profile {params.config_files} --set-json {params.entries:q} --scale {wildcards.scale} "
+        "--target {params.target} --budget-layers {params.budget} {params.members} {params.settings} "
+        "--out {output} > {log} 2>&1"
+
+
+rule draft_quality:
+    input:
+        corpus=lambda w: teacher_corpus(config["pairs"][w.pair]["target"]),
+        draft=lambda w: model_ready(w.draft),
+    output:
+        "results/draft_design/{pair}/quality_{draft}.json",
+    params:
+        config_files=CONFIG_FILES,
+        entries=as_json(quality_entries),
+    threads: ALL_CORES
+    log:
+        "logs/draft_design/quality_{pair}_{draft}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro draft-quality {params.config_files} --set-json {params.entries:q} --draft {wildcards.draft} "
+        "--corpus {input.corpus} --out {output} > {log} 2>&1"
+
+
+rule draft_design_report:
+    input:
+        tidy="results/tidy.csv",
+        quality=quality_files() if STUDY else [],
+        latency=study_latency("default"),
+        paper_latency=study_latency("paper"),
+    output:
+        table=report(
+            "figures/tables/draft_design_{pair}.md",
+            category="Tables",
+            caption="../report/draft_design.rst",
+        ),
+        results="results/draft_design/{pair}/results.json",
+        figures=[
+            report(
+                f"figures/draft_{kind}_{{pair}}.{ext}",
+                category="Figures",
+                caption="../report/draft_design.rst",
+            )
+            for kind in ("latency", "tar", "throughput")
+            for ext in ("png", "pdf")
+        ],
+    params:
+        members=lambda w, input: " ".join(
+            f"{pair}={path}" for pair, path in zip(STUDY_MEMBERS, input.quality)
+        ),
+        paper=lambda w, input: f"--paper-latency {input.paper_latency}" if input.paper_latency else "",
+        baseline=RUNS.get("baseline", "vanilla"),
+    log:
+        "logs/draft_design/report_{pair}.log",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro draft-design-report --tidy {input.tidy} --pair {wildcards.pair} --members {params.members} "
+        "--latency {input.latency} {params.paper} --baseline {params.baseline} --out-md {output.table} "
+        "--out-json {output.results} --figures-dir figures > {log} 2>&1"
