@@ -135,7 +135,7 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
             "dsbd needs T > 0",
         ),
         (
-            DEFAULT_CONFIG.read_text().replace("questions: {mtbench: 2,", "questions: {mtbnch: 2,"),
+            DEFAULT_CONFIG.read_text().replace("questions: {mtbench: 1,", "questions: {mtbnch: 1,"),
             "dataset 'mtbnch'",
         ),
         (

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-# Feed-forward sizes are multiples of this (hardware-friendly, as in the published shapes).
+# Feed-forward sizes are multiples of this (hardware-friendly, as in the published shapes), or of
+# a sixteenth of the base's for tiny test models.
 FFN_MULTIPLE = 64
 
 
@@ -87,8 +88,9 @@ def equal_size_shape(base: Shape, depth: int, budget: int) -> Shape:
         base, num_layers=depth, num_attention_heads=groups * group, num_key_value_heads=groups
     )
     mlp_budget = per_layer - shape.attention_parameters() - 2 * base.hidden_size
-    units = round(mlp_budget / (3 * base.hidden_size) / FFN_MULTIPLE)
-    return replace(shape, intermediate_size=max(1, units) * FFN_MULTIPLE)
+    multiple = max(1, min(FFN_MULTIPLE, base.intermediate_size // 16))
+    units = round(mlp_budget / (3 * base.hidden_size) / multiple)
+    return replace(shape, intermediate_size=max(1, units) * multiple)
 
 
 def equal_size_family(base: Shape, depths: list[int], budget_layers: int) -> list[Shape]:

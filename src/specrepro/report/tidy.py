@@ -34,6 +34,9 @@ def _rows(path: Path) -> list[dict]:
                 {
                     "run_id": run_id,
                     "pair": meta["pair"],
+                    # The target's weights: runs of pairs that share them share vanilla's output.
+                    "target_model": (meta.get("model_fingerprints") or {}).get("target")
+                    or meta["pair"],
                     "method": meta["method"],
                     "algorithm": meta["algorithm"],
                     "params": json.dumps(meta.get("params", {}), sort_keys=True),
@@ -114,8 +117,10 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
 
 
 def _lossless(frame: pd.DataFrame) -> pd.Series:
-    """1/0 where a T=0 run's tokens equal vanilla's (same pair, dataset, seed, dtype)."""
-    keys = ["pair", "dataset", "seed", "dtype", "question_id", "turn"]
+    """1/0 where a T=0 run's tokens equal vanilla's (same target weights, dataset, seed, dtype):
+    a pair that only swaps the draft (the draft-design study) is checked against the vanilla
+    run of the pair it came from."""
+    keys = ["target_model", "dataset", "seed", "dtype", "question_id", "turn"]
     greedy = frame[frame["temperature"] == 0]
     base = (
         greedy[greedy["algorithm"] == "vanilla"].drop_duplicates(keys).set_index(keys)["_token_ids"]
