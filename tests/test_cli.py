@@ -127,6 +127,8 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
             DEFAULT_CONFIG.read_text().replace("check_levels: [[3, 5]]", "check_levels: [[3, 9]]"),
             "sweeps.ddd point",
         ),
+        # A dotted name would be split when the workflow passes it as a dotted path.
+        (DEFAULT_CONFIG.read_text().replace("dsbd-t0p9", "dsbd-t0.9"), "has a dot"),
         # The draft-design study: its own draft's depth again, a sampling-only method at T=0,
         # an unknown dataset, and a family around a draft with explicit widths.
         (DEFAULT_CONFIG.read_text().replace("depths: [1, 4, 8]", "depths: [1, 2]"), "depths has 2"),

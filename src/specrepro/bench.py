@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     beams.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
     beams.add_argument("--max-new-tokens", type=int, default=32)
     beams.add_argument(
-        "--methods", nargs="+", default=["beam", "dsbd-t0.9", "dsbd"],
+        "--methods", nargs="+", default=["beam", "dsbd-t0p9", "dsbd"],
         help="config entries; the first beam one is the reference, the last a dsbd one (its "
         "memory-saving copy runs too)",
     )  # fmt: skip

@@ -74,6 +74,21 @@ def validate_config(config: object, source: str = "config") -> None:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: invalid at {where}: {err.message}") from err
     assert isinstance(config, dict)
+    # Jobs receive their entries as dotted paths (--set-json '{"methods.NAME": ...}'), so a
+    # name with a dot would be split there and the job would read another entry.
+    for section in ("methods", "pairs", "datasets", "teachers", "drafts", "heads"):
+        for name in config.get(section, {}):
+            if "." in name:
+                raise ConfigError(
+                    f"{source}: {section} name {name!r} has a dot; write it with 'p' "
+                    f"({name.replace('.', 'p')!r}): entries are passed as dotted paths"
+                )
+    for name in config["models"]["registry"]:
+        if "." in name:
+            raise ConfigError(
+                f"{source}: models.registry name {name!r} has a dot; write it with 'p' "
+                f"({name.replace('.', 'p')!r}): entries are passed as dotted paths"
+            )
     registry = config["models"]["registry"]
     for name, entry in registry.items():
         try:
