@@ -264,7 +264,7 @@ def test_difference_claims_need_a_reference_and_a_scored_dataset(tmp_path: Path)
             load_claims([write_claims(tmp_path / "c.yaml", [entry])])
 
 
-def test_dsbd_table_on_hand_made_numbers() -> None:
+def test_dsbd_table_on_hand_made_numbers(tmp_path) -> None:
     from specrepro.report.dsbd import dsbd_table, threshold_points, widths_by_level
 
     text = dsbd_table(beam_frame(energy=True), "p", "squad")
@@ -279,3 +279,8 @@ def test_dsbd_table_on_hand_made_numbers() -> None:
     assert "J/token n/a: run on device cpu" in dsbd_table(beam_frame(energy=False), "p", "squad")
     widths = widths_by_level(beam_frame(energy=True))
     assert widths[["level", "mean_width", "levels"]].values.tolist() == [[1, 2.0, 80], [2, 2.0, 40]]
+    # The figures draw from the same points (interval bars included).
+    from specrepro.report.figures import dsbd_threshold_figure
+
+    paths = dsbd_threshold_figure(points, tmp_path / "threshold", "t")
+    assert all(p.stat().st_size > 0 for p in paths)

@@ -163,3 +163,24 @@ def test_a_correlation_claim_needs_at_most(tmp_path) -> None:
     )
     with pytest.raises(ClaimError, match="at_most"):
         load_claims([path])
+
+
+def test_the_study_figures_are_drawn(tmp_path) -> None:
+    from specrepro.report.figures import (
+        draft_latency_figure,
+        draft_tar_figure,
+        draft_throughput_figure,
+    )
+
+    members = [member(d) for d in FAMILY]
+    tidy = study_frame()
+    table = draft_table(tidy, "base", members, latency_rows())
+    results = study_results(tidy, table, members)
+    rows = [
+        {**r, "counted_parameters": 7e6, "device": "cpu", "dtype": "float32"}
+        for r in latency_rows()
+    ]
+    paths = draft_latency_figure({"family": rows, "paper": []}, tmp_path / "lat", "t")
+    paths += draft_tar_figure(table, results, tmp_path / "tar", "t")
+    paths += draft_throughput_figure(table, tmp_path / "thr", "t")
+    assert len(paths) == 6 and all(p.stat().st_size > 0 for p in paths)

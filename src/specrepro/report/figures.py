@@ -41,6 +41,13 @@ def _save(fig: Figure, out_base: Path) -> list[Path]:
     return paths
 
 
+def _interval_bars(y: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """errorbar's yerr from an interval around y (no bar where the interval is missing)."""
+    below = np.nan_to_num(y - low.to_numpy(float))
+    above = np.nan_to_num(high.to_numpy(float) - y)
+    return np.clip(np.vstack([below, above]), 0, None)
+
+
 def _panels(n: int, width: float = 4.5, height: float = 3.5) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(width * max(n, 1), height), layout="constrained")
     axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
@@ -265,16 +272,7 @@ def dsbd_threshold_figure(points: pd.DataFrame, out_base: Path, title: str) -> l
             line = line.sort_values("w_thres")
             x = line["w_thres"].to_numpy(float)
             y = line["speedup"].to_numpy(float)
-            yerr = np.clip(
-                np.vstack(
-                    [
-                        np.nan_to_num(y - line["low"].to_numpy(float)),
-                        np.nan_to_num(line["high"].to_numpy(float) - y),
-                    ]
-                ),
-                0,
-                None,
-            )
+            yerr = _interval_bars(y, line["low"], line["high"])
             name = f"W={width:g} min={min_width} T={temperature:g}"
             top.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
             drawn = bottom.plot(x, line["quality"].to_numpy(float), marker="o", label=name)
@@ -397,16 +395,7 @@ def draft_throughput_figure(table: pd.DataFrame, out_base: Path, title: str) -> 
         for dataset, line in rows.groupby("dataset"):
             line = line.sort_values("depth")
             y = line["speedup"].to_numpy(float)
-            yerr = np.clip(
-                np.vstack(
-                    [
-                        np.nan_to_num(y - line["speedup_low"].to_numpy(float)),
-                        np.nan_to_num(line["speedup_high"].to_numpy(float) - y),
-                    ]
-                ),
-                0,
-                None,
-            )
+            yerr = _interval_bars(y, line["speedup_low"], line["speedup_high"])
             ax.errorbar(line["depth"], y, yerr=yerr, marker="o", capsize=3, label=dataset)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log", base=2)
