@@ -342,8 +342,9 @@ def claims_markdown(table: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
+        reason = row.get("reason")
         measured = (
-            (row.get("reason") or "-")
+            (reason if isinstance(reason, str) and reason else "-")
             if row["measured"] is None or pd.isna(row["measured"])
             else f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
         )
@@ -357,7 +358,9 @@ def claims_markdown(table: pd.DataFrame) -> str:
     lines.append(
         "Status from the 95% bootstrap interval over questions: supported when all of it meets "
         "the threshold, not supported when none of it does, inconclusive otherwise; not run "
-        "when the configuration was not measured. Speedups are mean tokens/s over mean tokens/s "
+        "when the configuration was not measured, not measured when it ran without recording "
+        "the quantity. A study's correlation claim bounds |r| by its threshold. Speedups are "
+        "mean tokens/s over mean tokens/s "
         "(EAGLE's estimator); a value claim's threshold is the published number less 10% unless "
         "the claim sets one."
     )
