@@ -619,7 +619,7 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
     from transformers import AutoConfig, LlamaConfig
 
     from specrepro.config import ConfigError, load_config, model_spec
-    from specrepro.models.family import Shape, equal_size_shape, paper_shapes
+    from specrepro.models.family import Shape, equal_size_family, paper_shapes
     from specrepro.models.latency import LatencySettings, profile_shapes
     from specrepro.models.loader import check_available, resolve
 
@@ -641,11 +641,11 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
         if not args.target:
             raise ConfigError("latency-profile --family needs --target (the family's model)")
         target = model_config(args.target)
-        base = Shape.of(target)
-        budget = Shape(**{**base.as_dict(), "num_layers": args.budget_layers}).counted_parameters()
-        for item in args.family:
-            name, _, depth = item.rpartition(":")
-            shapes[name] = (equal_size_shape(base, int(depth), budget), target)
+        members = [item.rpartition(":") for item in args.family]
+        depths = [int(depth) for _, _, depth in members]
+        family = equal_size_family(Shape.of(target), depths, args.budget_layers)
+        for (name, _, _), shape in zip(members, family, strict=True):
+            shapes[name] = (shape, target)
     for name in args.drafts:
         draft = model_config(name)
         shapes[name] = (Shape.of(draft), draft)

@@ -39,6 +39,8 @@ def study_members(study):
         return {}
     base = config["pairs"][study["pair"]]
     members = {study["pair"]: base["draft"]}
+    if study.get("depths"):
+        STUDY_FAMILY[base["draft"]] = config["drafts"][base["draft"]]["num_layers"]
     for depth in study.get("depths", []):
         base_draft = config["drafts"][base["draft"]]
         name = f"{study['pair']}-draft-d{depth}"
@@ -53,12 +55,15 @@ def study_members(study):
             "budget_layers": base_draft["num_layers"],
         }
         config["pairs"][f"{study['pair']}-d{depth}"] = {**base, "draft": name}
+        STUDY_FAMILY[name] = depth
         members[f"{study['pair']}-d{depth}"] = name
     for pair in study.get("pairs", []):
         members[pair] = config["pairs"][pair]["draft"]
     return members
 
 
+# The built family, {draft: depth} (the base draft first), filled by study_members.
+STUDY_FAMILY = {}
 STUDY_MEMBERS = study_members(STUDY)
 # The study's own pairs (not the base pair): left out of the general tables, figures, claims.
 STUDY_PAIRS = [p for p in STUDY_MEMBERS if p != STUDY["pair"]] if STUDY else []
@@ -113,14 +118,8 @@ def generate_prompts(wildcards):
 def latency_members():
     """latency-profile's arguments: the built family (solved shapes, the base draft's depth
     first) and the other drafts (profiled at their own shapes)."""
-    base_pair = config["pairs"][STUDY["pair"]]
-    family = []
-    if STUDY.get("depths"):
-        base_depth = config["drafts"][base_pair["draft"]]["num_layers"]
-        family = [f"{base_pair['draft']}:{base_depth}"]
-        family += [f"{STUDY['pair']}-draft-d{d}:{d}" for d in STUDY["depths"]]
-    built = {item.rpartition(":")[0] for item in family}
-    drafts = [d for d in STUDY_MEMBERS.values() if d not in built]
+    family = [f"{draft}:{depth}" for draft, depth in STUDY_FAMILY.items()]
+    drafts = [d for d in STUDY_MEMBERS.values() if d not in STUDY_FAMILY]
     args = f"--family {' '.join(family)} " if family else ""
     return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
 
