@@ -65,7 +65,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, smollm_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_result_records_have_every_field(run_dir: Path) -> None:
-    meta, records = read_records(run_dir / "sps.jsonl")
+    metas, records = read_records(run_dir / "sps.jsonl")
+    meta = metas["smollm2/sps"]
     assert meta["method"] == "sps" and meta["batch_size"] == 1 and meta["params"] == {"gamma": 3}
     assert meta["hardware"]["packages"]["torch"].startswith("2.13")
     assert meta["config"]["pairs"]["smollm2"]["target"] == "smollm2-135m-instruct"
@@ -76,6 +77,10 @@ def test_result_records_have_every_field(run_dir: Path) -> None:
     for turn in mt["turns"]:
         assert turn["new_tokens"] == len(turn["token_ids"]) == sum(turn["accept_lengths"])
         assert turn["target_forwards"] == len(turn["accept_lengths"])
+        # sps verifies from the first forward on (the prompt rides along with the drafts).
+        assert turn["verify_forwards"] == turn["target_forwards"]
+        assert turn["verified_tokens"] == turn["new_tokens"]
+        assert turn["kv_bytes_peak"] > 0 and turn["target_loglik"] < 0
         assert turn["wall_time"] > 0 and turn["draft_forwards"] > 0
         assert turn["time_draft"] + turn["time_verify"] <= turn["wall_time"] + 1e-6
         energy = turn["energy"]

@@ -66,17 +66,20 @@ def test_killed_run_resumes_each_question_once(tmp_path: Path, tiny_model_dir: P
         ]
 
 
+RUN = {"pair": "p", "method": "sps"}
+
+
 def test_torn_last_line_is_dropped_and_rewritten(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
-    meta = {"record": "meta", "method": "sps", "seed": 0}
-    writer = ResultWriter(out, meta, ("method", "seed"))
-    writer.append({"question_id": "a", "turns": []})
+    meta = {"record": "meta", **RUN, "seed": 0}
+    writer = ResultWriter(out, [meta], ("method", "seed"))
+    writer.append({**RUN, "question_id": "a", "turns": []})
     writer.close()
     with partial_path(out).open("a") as f:
         f.write('{"question_id": "b", "tur')  # killed mid-write
-    writer = ResultWriter(out, meta, ("method", "seed"))
-    assert writer.done == {"a"}
-    writer.append({"question_id": "b", "turns": []})
+    writer = ResultWriter(out, [meta], ("method", "seed"))
+    assert writer.done == {("p/sps", "a")}
+    writer.append({**RUN, "question_id": "b", "turns": []})
     writer.finish()
     lines = out.read_text().splitlines()
     assert [json.loads(line).get("question_id") for line in lines] == [None, "a", "b"]
@@ -84,20 +87,29 @@ def test_torn_last_line_is_dropped_and_rewritten(tmp_path: Path) -> None:
 
 def test_a_file_from_other_settings_is_set_aside_not_resumed(tmp_path: Path, capsys) -> None:
     out = tmp_path / "r.jsonl"
-    old = ResultWriter(out, {"record": "meta", "seed": 0}, ("seed",))
-    old.append({"question_id": "a", "turns": []})
+    old_meta, new_meta = ({"record": "meta", **RUN, "seed": seed} for seed in (0, 1))
+    old = ResultWriter(out, [old_meta], ("seed",))
+    old.append({**RUN, "question_id": "a", "turns": []})
     old.close()
-    writer = ResultWriter(out, {"record": "meta", "seed": 1}, ("seed",))
+    writer = ResultWriter(out, [new_meta], ("seed",))
     assert writer.done == set()
     assert "differ in seed; starting over" in capsys.readouterr().err
     writer.finish()
-    assert read_records(out) == ({"record": "meta", "seed": 1}, [])
+    assert read_records(out) == ({"p/sps": new_meta}, [])
     stale = writer.set_aside
     assert stale == out.with_name("r.jsonl.stale1")
-    assert read_records(stale) == (
-        {"record": "meta", "seed": 0},
-        [{"question_id": "a", "turns": []}],
-    )
+    assert read_records(stale) == ({"p/sps": old_meta}, [{**RUN, "question_id": "a", "turns": []}])
+
+
+def test_a_group_with_other_runs_is_set_aside(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.jsonl"
+    meta = {"record": "meta", **RUN, "seed": 0}
+    ResultWriter(out, [meta], ("seed",)).close()
+    other = {"record": "meta", "pair": "p", "method": "vanilla", "seed": 0}
+    writer = ResultWriter(out, [meta, other], ("seed",))
+    assert "differ in runs; starting over" in capsys.readouterr().err
+    writer.finish()
+    assert set(read_records(out)[0]) == {"p/sps", "p/vanilla"}
 
 
 def test_rerun_after_a_retrained_draft_or_new_prompts_starts_over(
@@ -119,7 +131,7 @@ def test_rerun_after_a_retrained_draft_or_new_prompts_starts_over(
 
     def run() -> tuple[dict, str]:
         assert cli.main(argv) == 0
-        return read_records(out)[0], capsys.readouterr().err
+        return read_records(out)[0]["tiny/sps"], capsys.readouterr().err
 
     first, _ = run()
     assert set(first["model_fingerprints"]) == {"target", "draft"}
@@ -146,3 +158,45 @@ def test_rerun_after_a_retrained_draft_or_new_prompts_starts_over(
 
 def cfg_vocab(model_dir: Path) -> int:
     return json.loads((model_dir / "config.json").read_text())["vocab_size"]
+
+
+def test_a_timing_group_interleaves_its_runs_in_rotated_order(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from specrepro import cli
+
+    config = write_tiny_config(tmp_path, tiny_model_dir)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=4, turns=1)
+    out = tmp_path / "group.jsonl"
+    argv = generate_cmd(config, prompts, out)[3:]
+    argv[argv.index("40")] = "4"
+    argv[argv.index("--pair") : argv.index("--prompts")] = [
+        "--member", "tiny/vanilla", "--member", "tiny/sps", "--member", "tiny/sps-first@2",
+    ]  # fmt: skip
+    cfg = yaml.safe_load(config.read_text())
+    cfg["methods"]["sps-first"] = {"algorithm": "sps", "gamma": 2}
+    config.write_text(yaml.safe_dump(cfg))
+    assert cli.main(argv) == 0
+    metas, records = read_records(out)
+    assert list(metas) == ["tiny/vanilla", "tiny/sps", "tiny/sps-first"]
+    assert metas["tiny/sps-first"]["questions"] == 2
+    assert all(m["timing_group"] == list(metas) for m in metas.values())
+    order = [(r["question_id"], r["method"]) for r in records]
+    # Each question runs every member in turn, starting one further along each time; the
+    # member limited to the first 2 prompts drops out after them.
+    assert order == [
+        ("q0", "vanilla"), ("q0", "sps"), ("q0", "sps-first"),
+        ("q1", "sps"), ("q1", "sps-first"), ("q1", "vanilla"),
+        ("q2", "vanilla"), ("q2", "sps"),
+        ("q3", "sps"), ("q3", "vanilla"),
+    ]  # fmt: skip
+    # At T=1 with per-question seeds a run draws the same tokens alone or in a group.
+    alone = tmp_path / "alone.jsonl"
+    solo = generate_cmd(config, prompts, alone)[3:]
+    solo[solo.index("40")] = "4"
+    assert cli.main(solo) == 0
+    by_id = {r["question_id"]: r["turns"][0]["token_ids"] for r in read_records(alone)[1]}
+    grouped = {
+        r["question_id"]: r["turns"][0]["token_ids"] for r in records if r["method"] == "sps"
+    }
+    assert grouped == by_id

@@ -46,7 +46,7 @@ from specrepro.data import load_prompts
 from specrepro.decoding.base import make_params
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
-from specrepro.harness import Decoder, LoadedPair, load_pair
+from specrepro.harness import Decoder, LoadedPair, load_pair, rotated
 from specrepro.models.loader import load_model
 from specrepro.prompting import encode_turn
 
@@ -223,13 +223,14 @@ def decode_ratios(
     totals = {k: [0, 0.0] for k in runs}
     outputs: dict[str, list[list[int]]] = {k: [] for k in runs}
     forwards = 0
-    for ids in encoded:
-        for key, run in runs.items():
-            tokens, seconds = run(ids, max_new_tokens)
+    for index, ids in enumerate(encoded):
+        for key in rotated(list(runs), index):
+            tokens, seconds = runs[key](ids, max_new_tokens)
             totals[key][0] += len(tokens)
             totals[key][1] += seconds
             outputs[key].append(tokens)
-        forwards += sps.target.forwards
+            if key == "sps":
+                forwards += sps.target.forwards
     tps = {k: n / t for k, (n, t) in totals.items()}
 
     def match(a: str, b: str) -> float:
@@ -273,15 +274,23 @@ def tree_ratios(
     """Every method on every prompt, interleaved so that drift hits all alike."""
     decoders = _warm_decoders(loaded, methods, 0.0, encoded[0])
     stats = {
-        name: {"tokens": 0, "forwards": 0, "levels": [], "split": [0.0, 0.0, 0.0], "out": []}
+        name: {
+            "tokens": 0,
+            "verified": 0,
+            "forwards": 0,
+            "levels": [],
+            "split": [0.0, 0.0, 0.0],
+            "out": [],
+        }  # fmt: skip
         for name in decoders
     }
-    for ids in encoded:
-        for name, decoder in decoders.items():
-            result, timer = decoder.generate(ids, max_new, 0)
+    for index, ids in enumerate(encoded):
+        for name in rotated(list(decoders), index):
+            result, timer = decoders[name].generate(ids, max_new, 0)
             entry = stats[name]
             entry["tokens"] += result.new_tokens
-            entry["forwards"] += result.target_forwards
+            entry["verified"] += result.verified_tokens
+            entry["forwards"] += result.verify_forwards
             entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
             split = timer.split()
             for i, key in enumerate(("draft", "verify", "other")):
@@ -296,7 +305,7 @@ def tree_ratios(
         out[name] = {
             "tokens_per_s": tps,
             "speedup": tps / base_tps,
-            "tau": entry["tokens"] / entry["forwards"],
+            "tau": entry["verified"] / entry["forwards"],
             "mean_levels": statistics.mean(entry["levels"]) if entry["levels"] else None,
             "split": {
                 key: t / seconds
@@ -375,7 +384,8 @@ def beam_ratios(
     naive = {"steps": 0, "seconds": 0.0}
     ours_steps = 0
     for i, ids in enumerate(encoded):
-        for name, decoder in decoders.items():
+        for name in rotated(list(decoders), i):
+            decoder = decoders[name]
             if cuda:
                 torch.cuda.reset_peak_memory_stats(loaded.target.device)
             result, timer = decoder.generate(ids, max_new, i)
@@ -383,8 +393,7 @@ def beam_ratios(
             entry["tokens"] += result.new_tokens
             entry["seconds"] += timer.total
             entry["forwards"] += result.target_forwards
-            kv = result.extra.get("kv_bytes_peak", 0) + result.extra.get("draft_kv_bytes_peak", 0)
-            entry["kv"] = max(entry["kv"], kv)
+            entry["kv"] = max(entry["kv"], result.kv_bytes_peak or 0)
             widths = result.extra.get("rounds", {}).get("widths", [])
             entry["widths"] += [w for levels in widths for w in levels]
             if cuda:

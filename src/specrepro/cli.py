@@ -59,13 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser(
-        "prompts-prefix", help="the first K records of a prompt file (a study's smaller subset)"
-    )
-    p.add_argument("--prompts", required=True)
-    p.add_argument("--first", type=int, required=True)
-    p.add_argument("--out", required=True)
-
-    p = sub.add_parser(
         "train-prompts", help="write a teacher's training prompts, disjoint from evaluated ones"
     )
     _config_arg(p)
@@ -154,10 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables-dir", required=True, help="writes dsbd_{pair}_{dataset}.md")
     p.add_argument("--figures-dir", required=True, help="writes dsbd_{threshold,width}_{pair}")
 
-    p = sub.add_parser("generate", help="run one method of one pair over a prompt file")
+    p = sub.add_parser(
+        "generate",
+        help="run methods of pairs over a prompt file, interleaved per question (one timing "
+        "group, one result file)",
+    )
     _config_arg(p)
-    p.add_argument("--pair", required=True)
-    p.add_argument("--method", required=True, help="a methods entry of the config or an algorithm")
+    p.add_argument("--pair", help="with --method: a group of one run")
+    p.add_argument("--method", help="a methods entry of the config or an algorithm")
+    p.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="PAIR/METHOD[@N]",
+        help="a run of the timing group (repeatable); @N: only the first N prompts",
+    )
     p.add_argument("--prompts", required=True, help="JSONL, records with question_id and turns")
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -307,19 +311,6 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prompts_prefix(args: argparse.Namespace) -> int:
-    from specrepro.config import ConfigError
-    from specrepro.data import read_prompts_jsonl, write_jsonl
-
-    records = read_prompts_jsonl(Path(args.prompts))  # checks every record
-    if not 0 < args.first <= len(records):
-        raise ConfigError(f"--first {args.first}: {args.prompts} has {len(records)} prompts")
-    lines = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    write_jsonl([json.loads(line) for line in lines[: args.first]], Path(args.out))
-    print(f"{args.first} of {len(records)} prompts -> {args.out}")
-    return 0
-
-
 def section_entry(config: dict, section: str, name: str) -> dict:
     from specrepro.config import ConfigError
 
@@ -446,37 +437,71 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members(args: argparse.Namespace, config: dict) -> list:
+    from specrepro.config import resolve_method, resolve_pair
+    from specrepro.harness import Member
+
+    specs = list(args.member)
+    if args.pair or args.method:
+        if not (args.pair and args.method):
+            raise ValueError("--pair and --method go together")
+        specs.insert(0, f"{args.pair}/{args.method}")
+    if not specs:
+        raise ValueError("name the runs: --pair P --method M, or --member P/M (repeatable)")
+    members = []
+    for spec in specs:
+        run, _, first = spec.partition("@")
+        pair, slash, method = run.partition("/")
+        if not slash or not pair or not method:
+            raise ValueError(f"--member {spec!r}: expected PAIR/METHOD or PAIR/METHOD@N")
+        if first and (not first.isdigit() or int(first) < 1):
+            raise ValueError(f"--member {spec!r}: N must be a positive whole number")
+        resolve_pair(config, pair)
+        questions = int(first) if first else None
+        members.append(Member(pair, resolve_method(config, method), questions))
+    return members
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from specrepro.config import load_config, model_spec, resolve_method, resolve_pair
+    from specrepro.config import load_config, model_spec
     from specrepro.data import read_prompts_jsonl
     from specrepro.decoding.base import needed_roles
     from specrepro.models.loader import check_available
 
     # Everything that can be wrong with the input is checked before any weights load.
     config = load_config(args.config, args.set_json)
-    pair = resolve_pair(config, args.pair)
-    method = resolve_method(config, args.method)
+    members = _members(args, config)
     if args.max_new_tokens < 1:
         raise ValueError("--max-new-tokens must be >= 1")
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
     prompts = read_prompts_jsonl(Path(args.prompts))
-    roles = needed_roles(method.algorithm)
-    for role in roles:
-        if role not in pair:
-            raise ValueError(f"method {method.name!r} needs a {role}; pair {args.pair!r} has none")
-    for role in ("target", *roles):
-        check_available(model_spec(config, pair[role]))
+    roles: dict[str, set[str]] = {}
+    for member in members:
+        pair = config["pairs"][member.pair]
+        needed = needed_roles(member.method.algorithm)
+        for role in needed:
+            if role not in pair:
+                raise ValueError(
+                    f"method {member.method.name!r} needs a {role}; pair {member.pair!r} has none"
+                )
+        roles.setdefault(member.pair, set()).update(needed)
+        for role in ("target", *needed):
+            check_available(model_spec(config, pair[role]))
 
-    from specrepro.harness import load_pair, run_prompts
+    from specrepro.harness import load_pair, run_group
 
     device = args.device or config["runs"].get("device", "cpu")
-    loaded = load_pair(config, args.pair, args.dtype, device, roles)
+    models: dict = {}
+    loaded = {
+        pair: load_pair(config, pair, args.dtype, device, tuple(sorted(needed)), models)
+        for pair, needed in roles.items()
+    }
     warmup = args.warmup if args.warmup is not None else config["runs"].get("warmup", 1)
-    out = run_prompts(
+    out = run_group(
         config,
         loaded,
-        method,
+        members,
         prompts,
         Path(args.out),
         args.max_new_tokens,
@@ -721,7 +746,6 @@ COMMANDS = {
     "train-prompts": cmd_train_prompts,
     "prepare-model": cmd_prepare_model,
     "teacher-corpus": cmd_teacher_corpus,
-    "prompts-prefix": cmd_prompts_prefix,
     "train-draft": cmd_train_draft,
     "train-head": cmd_train_head,
     "draft-quality": cmd_draft_quality,

@@ -21,12 +21,19 @@ from specrepro.engine.sampling import make_generator
 from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
 from specrepro.models.eagle_head import load_head_model
-from specrepro.models.loader import ModelError, fingerprint, load_model, load_tokenizer
+from specrepro.models.loader import (
+    ModelError,
+    ModelSpec,
+    fingerprint,
+    load_model,
+    load_tokenizer,
+)
 from specrepro.prompting import default_conversation, encode_turn
 from specrepro.provenance import code_fingerprint, records_fingerprint
 from specrepro.records import ResultWriter
 
-# A partial result file is resumed only if all of these match (else the run starts over).
+# A partial result file is resumed only if all of these match for every run (else the group
+# starts over).
 RUN_IDENTITY = (
     "pair",
     "method",
@@ -36,6 +43,8 @@ RUN_IDENTITY = (
     "seed",
     "dtype",
     "max_new_tokens",
+    "questions",
+    "timing_group",
     "prompts_sha256",
     "model_fingerprints",
     "code_sha256",
@@ -64,9 +73,18 @@ def seed_everything(seed: int) -> None:
 
 
 def load_pair(
-    config: dict, pair_name: str, dtype: str, device: str, roles: tuple[str, ...] = ()
+    config: dict,
+    pair_name: str,
+    dtype: str,
+    device: str,
+    roles: tuple[str, ...] = (),
+    models: dict[str, tuple[torch.nn.Module, str]] | None = None,
 ) -> LoadedPair:
-    """The pair's target plus the members in `roles` ("draft", "head")."""
+    """The pair's target plus the members in `roles` ("draft", "head").
+
+    `models` ({name: (model, fingerprint)}) shares the weights of a model that several pairs
+    name: it is loaded once per job."""
+    models = {} if models is None else models
     pair = resolve_pair(config, pair_name)
     cache_root = Path(config["models"]["cache_dir"])
     target_spec = model_spec(config, pair["target"])
@@ -79,17 +97,28 @@ def load_pair(
                 f"pair {pair_name!r}: draft {pair['draft']!r} and target {pair['target']!r} "
                 "use different tokenizers"
             )
-    target, _ = load_model(target_spec, dtype, device, cache_root)
-    fingerprints = {"target": fingerprint(target_spec, target, cache_root)}
+
+    def load(spec: ModelSpec, build) -> tuple[torch.nn.Module, str]:
+        if spec.name not in models:
+            model = build()
+            models[spec.name] = (model, fingerprint(spec, model, cache_root))
+        return models[spec.name]
+
+    target, target_print = load(
+        target_spec, lambda: load_model(target_spec, dtype, device, cache_root)[0]
+    )
+    fingerprints = {"target": target_print}
     draft = None
     if draft_spec is not None:
-        draft, _ = load_model(draft_spec, dtype, device, cache_root)
-        fingerprints["draft"] = fingerprint(draft_spec, draft, cache_root)
+        draft, fingerprints["draft"] = load(
+            draft_spec, lambda: load_model(draft_spec, dtype, device, cache_root)[0]
+        )
     head = None
     if "head" in roles:
         head_spec = model_spec(config, pair["head"])
-        head = load_head_model(head_spec, target, cache_root)
-        fingerprints["head"] = fingerprint(head_spec, head, cache_root)
+        head, fingerprints["head"] = load(
+            head_spec, lambda: load_head_model(head_spec, target, cache_root)
+        )
     return LoadedPair(
         name=pair_name,
         target=target,
@@ -109,16 +138,37 @@ def question_seed(seed: int, question_id: str, turn: int) -> int:
 
 
 class Decoder:
-    """Drives one method on one loaded pair; every generation is timed the same way."""
+    """Drives one method on one loaded pair; every generation is timed the same way.
 
-    def __init__(self, loaded: LoadedPair, method: MethodChoice, temperature: float) -> None:
+    `runners` shares one ModelRunner (and its cache buffers) per model between the decoders of
+    one job, so members of a timing group that use the same target do not each hold a cache.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedPair,
+        method: MethodChoice,
+        temperature: float,
+        runners: dict[tuple[str, int], ModelRunner] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.method = method
         self.module = get_method(method.algorithm)
         self.temperature = temperature
-        self.target = ModelRunner(loaded.target, "target")
-        self.draft = ModelRunner(loaded.draft, "draft") if loaded.draft is not None else None
-        self.head = ModelRunner(loaded.head, "head") if loaded.head is not None else None
+        runners = {} if runners is None else runners
+
+        def runner(model: torch.nn.Module | None, name: str) -> ModelRunner | None:
+            if model is None:
+                return None
+            # By role too: a pair may use one model as both target and draft.
+            key = (name, id(model))
+            if key not in runners:
+                runners[key] = ModelRunner(model, name)
+            return runners[key]
+
+        self.target = runner(loaded.target, "target")
+        self.draft = runner(loaded.draft, "draft")
+        self.head = runner(loaded.head, "head")
         if self.module.NEEDS_DRAFT and self.draft is None:
             raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
         if "head" in needed_roles(self.method.algorithm) and self.head is None:
@@ -129,6 +179,14 @@ class Decoder:
                 f"pair {loaded.name!r}: the draft's logits are {self.draft.vocab_size} wide, the "
                 f"target's {self.target.vocab_size}; speculative sampling needs equal widths"
             )
+
+    def used_runners(self) -> list[ModelRunner]:
+        roles = needed_roles(self.method.algorithm)
+        return [self.target] + [
+            runner
+            for role, runner in (("draft", self.draft), ("head", self.head))
+            if role in roles and runner is not None
+        ]
 
     def stop_rule(self, max_new_tokens: int, answer_format: str) -> StopRule:
         return StopRule(
@@ -142,10 +200,9 @@ class Decoder:
         self, prompt_ids: list[int], max_new_tokens: int, seed: int, answer_format: str = "free"
     ) -> tuple[GenerationResult, StepTimer]:
         capacity = len(prompt_ids) + max_new_tokens + CACHE_HEADROOM
-        self.target.reset(capacity)
-        for runner in (self.draft, self.head):
-            if runner is not None:
-                runner.reset(capacity)
+        runners = self.used_runners()
+        for runner in runners:
+            runner.reset(capacity)
         timer = StepTimer(self.target.device)
         ctx = DecodingContext(
             target=self.target,
@@ -159,17 +216,58 @@ class Decoder:
         timer.start()
         result = self.module.generate(ctx, prompt_ids, self.method.params)
         timer.stop()
+        result.kv_bytes_peak = sum(runner.peak_cache_bytes for runner in runners)
         return result, timer
+
+    @torch.inference_mode()
+    def target_loglik(self, prompt_ids: list[int], tokens: list[int]) -> float | None:
+        """The target's mean log-probability (at T=1) per token of `tokens` after the prompt:
+        a quality signal for every method and temperature, computed outside the timed window."""
+        if not tokens:
+            return None
+        self.target.reset(len(prompt_ids) + len(tokens))
+        out = self.target.forward(prompt_ids + tokens, logits_from=len(prompt_ids) - 1)
+        logp = torch.log_softmax(out.logits[: len(tokens)], dim=-1)
+        picked = logp.gather(1, torch.as_tensor(tokens, device=logp.device).view(-1, 1))
+        return float(picked.mean())
 
 
 def params_dict(params: object) -> dict:
     return asdict(params) if is_dataclass(params) else {}
 
 
-def run_prompts(
+@dataclass(frozen=True)
+class Member:
+    """One run of a timing group: a pair and a method; `questions` limits it to the first
+    prompts (the draft-design study's drafts)."""
+
+    pair: str
+    method: MethodChoice
+    questions: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.pair}/{self.method.name}"
+
+
+def rotated(items: list, index: int) -> list:
+    """`items` in the order they run question `index`: rotated by one per question, so no run
+    is always first (or always right after the same other run)."""
+    if not items:
+        return []
+    shift = index % len(items)
+    return items[shift:] + items[:shift]
+
+
+def rotation(members: list[Member], index: int) -> list[Member]:
+    """The members that run question `index`, in the order they run it."""
+    return rotated([m for m in members if m.questions is None or index < m.questions], index)
+
+
+def run_group(
     config: dict,
-    loaded: LoadedPair,
-    method: MethodChoice,
+    loaded: dict[str, LoadedPair],
+    members: list[Member],
     prompts: list[dict],
     out: Path,
     max_new_tokens: int,
@@ -179,12 +277,70 @@ def run_prompts(
     warmup: int = 1,
     progress: bool = True,
 ) -> Path:
-    """Generate every turn of every prompt; append one record per question to `out`."""
+    """Time every member on every prompt, interleaved: each question runs every member in
+    turn (order rotated per question), so slow drift of the machine falls on all members
+    alike instead of on whichever job ran at a bad moment. One record per member and question
+    is appended to `out`."""
+    if len({m.key for m in members}) != len(members):
+        raise ValueError(f"a timing group names a run twice: {[m.key for m in members]}")
     seed_everything(seed)
-    engine = Decoder(loaded, method, temperature)
+    runners: dict[tuple[str, int], ModelRunner] = {}
+    engines = {m.key: Decoder(loaded[m.pair], m.method, temperature, runners) for m in members}
+    device = next(iter(engines.values())).target.device
     energy_cfg = config.get("energy", {})
-    meter = open_energy_meter(engine.target.device, energy_cfg.get("sample_hz", 20.0))
-    meta = {
+    meter = open_energy_meter(device, energy_cfg.get("sample_hz", 20.0))
+    group = [m.key for m in members]
+    metas = [
+        _meta(config, loaded[m.pair], m, group, temperature, seed, dtype, device, max_new_tokens)
+        for m in members
+    ]
+    for meta in metas:
+        meta["hardware"] = hardware_info(meter)
+        meta["prompts_sha256"] = records_fingerprint(prompts)
+    try:
+        writer = ResultWriter(out, metas, RUN_IDENTITY)
+    except BaseException:
+        meter.close()
+        raise
+    todo = [
+        (index, prompt, member)
+        for index, prompt in enumerate(prompts)
+        for member in rotation(members, index)
+        if (member.key, str(prompt["question_id"])) not in writer.done
+    ]
+    warmed: set[str] = set()
+    try:
+        if todo and meter.available:
+            # At rest, before warm-up raises the clocks.
+            synchronize(device)
+            meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
+        label = f"{out.parent.name}/T={temperature}: {len(members)} runs interleaved"
+        for _, prompt, member in tqdm(todo, desc=label, disable=not progress):
+            engine, pair = engines[member.key], loaded[member.pair]
+            if member.key not in warmed:
+                _warm_up(engine, pair, prompt, warmup)
+                warmed.add(member.key)
+            meta = metas[group.index(member.key)]
+            writer.append(_run_question(engine, pair, meter, prompt, max_new_tokens, seed, meta))
+        return writer.finish()
+    finally:
+        writer.close()
+        meter.close()
+
+
+def _meta(
+    config: dict,
+    loaded: LoadedPair,
+    member: Member,
+    group: list[str],
+    temperature: float,
+    seed: int,
+    dtype: str,
+    device: torch.device,
+    max_new_tokens: int,
+) -> dict:
+    method = member.method
+    return {
         "record": "meta",
         "pair": loaded.name,
         "method": method.name,
@@ -193,38 +349,21 @@ def run_prompts(
         "temperature": temperature,
         "seed": seed,
         "dtype": dtype,
-        "device": str(engine.target.device),
+        "device": str(device),
         "batch_size": 1,
         "max_new_tokens": max_new_tokens,
+        "questions": member.questions,
+        "timing_group": group,
+        "timing_order": "interleaved per question, order rotated by one per question",
         "depth_convention": "depth = number of draft levels",
-        "hardware": hardware_info(meter),
+        "tau_definition": "tokens committed by verification forwards / verification forwards "
+        "(prefill forward and its token excluded)",
         "git_commit": git_commit(),
         "code_sha256": code_fingerprint(),
-        "prompts_sha256": records_fingerprint(prompts),
         "model_fingerprints": loaded.fingerprints,
         "command": sys.argv,
         "config": config,
     }
-    try:
-        writer = ResultWriter(out, meta, RUN_IDENTITY)
-    except BaseException:
-        meter.close()
-        raise
-    todo = [p for p in prompts if str(p["question_id"]) not in writer.done]
-    try:
-        if todo:
-            if meter.available:
-                # At rest, before warm-up raises the clocks.
-                synchronize(engine.target.device)
-                meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
-            _warm_up(engine, loaded, todo[0], warmup)
-        bar = tqdm(todo, desc=f"{loaded.name}/{method.name}/T={temperature}", disable=not progress)
-        for prompt in bar:
-            writer.append(_run_question(engine, loaded, meter, prompt, max_new_tokens, seed, meta))
-        return writer.finish()
-    finally:
-        writer.close()
-        meter.close()
 
 
 def open_energy_meter(device: torch.device, sample_hz: float) -> EnergyMeter:
@@ -264,8 +403,12 @@ def _run_question(
             result, timer = engine.generate(
                 prompt_ids, max_new_tokens, question_seed(seed, qid, t), answer_format
             )
+        cuda = engine.target.device.type == "cuda"
+        peak = torch.cuda.max_memory_allocated(engine.target.device) if cuda else None
         text = loaded.tokenizer.decode(result.tokens, skip_special_tokens=True)
         answers.append(text)
+        # Scored after the timed and energy windows: quality is not part of the speed.
+        loglik = engine.target_loglik(prompt_ids, result.tokens)
         split = timer.split()
         turns.append(
             {
@@ -274,18 +417,17 @@ def _run_question(
                 "new_tokens": result.new_tokens,
                 "wall_time": timer.total,
                 "target_forwards": result.target_forwards,
+                "verify_forwards": result.verify_forwards,
+                "verified_tokens": result.verified_tokens,
                 "draft_forwards": result.draft_forwards,
                 "accept_lengths": result.accept_lengths,
                 "time_draft": split["draft"],
                 "time_verify": split["verify"],
                 "time_other": split["other"],
                 "prompt_tokens": len(prompt_ids),
-                "kv_cache_bytes": engine.target.cache_bytes(),
-                "peak_gpu_memory_bytes": (
-                    torch.cuda.max_memory_allocated(engine.target.device)
-                    if engine.target.device.type == "cuda"
-                    else None
-                ),
+                "kv_bytes_peak": result.kv_bytes_peak,
+                "target_loglik": loglik,
+                "peak_gpu_memory_bytes": peak,
                 "energy": energy.to_dict(),
                 "extra": result.extra,
             }

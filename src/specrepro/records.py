@@ -1,8 +1,10 @@
-"""Result files: one JSONL per run, a metadata line first, one record per question after it.
+"""Result files: one JSONL per timing group (the runs timed together, question by question),
+a metadata line per run first, then one record per run and question.
 
-Records are appended and flushed one by one into OUT.part; a killed run resumes from it, and the
-file is renamed to OUT only when every question is done (so a workflow manager never mistakes
-a partial file for a result).
+A run is one (pair, method) at the group's dataset, temperature and seed; its records name it
+by `pair` and `method` (member_key). Records are appended and flushed one by one into OUT.part;
+a killed job resumes from it, and the file is renamed to OUT only when every question of every
+run is done (so a workflow manager never mistakes a partial file for a result).
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".part")
 
 
-def read_records(path: Path) -> tuple[dict | None, list[dict]]:
-    """(meta, question records) of a result file; a torn last line is ignored."""
-    meta, records = None, []
+def member_key(record: dict) -> str:
+    """The run a meta or question record belongs to."""
+    return f"{record['pair']}/{record['method']}"
+
+
+def read_records(path: Path) -> tuple[dict[str, dict], list[dict]]:
+    """({run: meta}, question records) of a result file; a torn last line is ignored."""
+    metas, records = {}, []
     for record in iter_lines(path):
         if record.get("record") == "meta":
-            meta = record
+            metas[member_key(record)] = record
         else:
             records.append(record)
-    return meta, records
+    return metas, records
 
 
 def iter_lines(path: Path) -> Iterator[dict]:
@@ -43,31 +50,46 @@ def iter_lines(path: Path) -> Iterator[dict]:
 
 
 class ResultWriter:
-    """Appends records to OUT.part, resuming what a killed run left behind."""
+    """Appends records to OUT.part, resuming what a killed job left behind.
 
-    def __init__(self, out: Path, meta: dict, identity_keys: tuple[str, ...]) -> None:
+    `metas` has one metadata record per run (each with `pair` and `method`). The earlier file
+    is resumed only when it holds the same runs with the same `identity_keys`; otherwise it is
+    set aside (kept) and the group starts over.
+    """
+
+    def __init__(self, out: Path, metas: list[dict], identity_keys: tuple[str, ...]) -> None:
         self.out = out
         self.part = partial_path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists() and not self.part.exists():
             out.rename(self.part)
-        self.done: set[str] = set()
+        self.done: set[tuple[str, str]] = set()  # (run, question_id)
         self.set_aside: Path | None = None
-        old_meta: dict | None = None
+        new = {member_key(meta): meta for meta in metas}
+        old: dict[str, dict] = {}
         if self.part.exists():
             self._truncate_torn_tail()
-            old_meta, records = read_records(self.part)
-            changed = [
-                key for key in identity_keys if old_meta and old_meta.get(key) != meta.get(key)
-            ]
+            old, records = read_records(self.part)
+            changed = sorted(
+                {
+                    key
+                    for run in new.keys() & old.keys()
+                    for key in identity_keys
+                    if old[run].get(key) != new[run].get(key)
+                }
+            )
+            if old and old.keys() != new.keys():
+                changed.append("runs")
             if changed:
                 self.set_aside = self._set_aside(changed)
+                old = {}
             else:
-                self.done = {str(r["question_id"]) for r in records}
+                self.done = {(member_key(r), str(r["question_id"])) for r in records}
         resuming = self.part.exists()
         self._file = self.part.open("a" if resuming else "w")
-        if not resuming or old_meta is None:
-            self._write(meta)
+        if not old:
+            for meta in metas:
+                self._write(meta)
 
     def _set_aside(self, changed: list[str]) -> Path:
         """Move an earlier run's file out of the way (kept, never deleted) and say why."""
@@ -95,11 +117,11 @@ class ResultWriter:
         os.fsync(self._file.fileno())
 
     def append(self, record: dict) -> None:
-        qid = str(record["question_id"])
-        if qid in self.done:
-            raise ResultsError(f"question {qid} written twice to {self.part}")
+        key = (member_key(record), str(record["question_id"]))
+        if key in self.done:
+            raise ResultsError(f"question {key[1]} of {key[0]} written twice to {self.part}")
         self._write(record)
-        self.done.add(qid)
+        self.done.add(key)
 
     def finish(self) -> Path:
         self._file.close()

@@ -75,10 +75,10 @@ def sweep_pairs():
     return SWEEP.get("pairs", RUNS["pairs"]) if SWEEP else []
 
 
-def run_files():
-    """One raw result file per (pair, method, dataset, temperature, seed) of runs, except
-    datasets and temperatures a method is kept off by runs.only and runs.only_temperatures;
-    then the DDD sweep's points with their baseline."""
+def run_list():
+    """Every run as (pair, method, dataset, temperature, seed): runs, except datasets and
+    temperatures a method is kept off by runs.only and runs.only_temperatures; then the DDD
+    sweep's points with their baseline, then the draft-design study's drafts."""
     only = RUNS.get("only", {})
     only_t = RUNS.get("only_temperatures", {})
     runs = [
@@ -103,16 +103,44 @@ def run_files():
             runs += itertools.product(
                 [STUDY["pair"]], [baseline], STUDY["datasets"], temperatures, RUNS["seeds"]
             )
-    files = [f"results/raw/{p}/{m}/{d}/T{float(t)}-s{s}.jsonl" for p, m, d, t, s in runs]
-    return list(dict.fromkeys(files))
+    return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
 
 
-def generate_prompts(wildcards):
-    """A study pair runs the first `questions` of a dataset's evaluated prompts when set."""
-    first = STUDY.get("questions", {}).get(wildcards.dataset) if STUDY else None
-    if wildcards.pair in STUDY_PAIRS and first:
-        return f"results/prompts/{wildcards.dataset}-first{first}.jsonl"
-    return f"results/prompts/{wildcards.dataset}.jsonl"
+def timing_groups():
+    """The runs timed together, {(target, dataset, temperature, seed): ["pair/method[@N]"]}.
+    One job runs a group question by question, every run of it in turn (README "Timing"):
+    the runs on one target's weights share a group, so every speedup, ratio and the A/A
+    control compares runs timed under the same conditions. A study pair runs only the first
+    `questions` prompts (@N)."""
+    groups = {}
+    for pair, method, dataset, temperature, seed in run_list():
+        first = (STUDY or {}).get("questions", {}).get(dataset) if pair in STUDY_PAIRS else None
+        spec = f"{pair}/{method}" + (f"@{first}" if first else "")
+        target = config["pairs"][pair]["target"]
+        groups.setdefault((target, dataset, temperature, seed), []).append(spec)
+    return groups
+
+
+TIMING_GROUPS = timing_groups()
+
+
+def run_files():
+    """One raw result file per timing group."""
+    return [f"results/raw/{t}/{d}/T{temp}-s{s}.jsonl" for t, d, temp, s in TIMING_GROUPS]
+
+
+def group_key(wildcards):
+    return (wildcards.target, wildcards.dataset, float(wildcards.temperature), int(wildcards.seed))
+
+
+def group_members(wildcards):
+    """The group's runs as (pair, method)."""
+    specs = TIMING_GROUPS[group_key(wildcards)]
+    return [tuple(spec.partition("@")[0].split("/", 1)) for spec in specs]
+
+
+def member_args(wildcards):
+    return " ".join(f"--member {spec}" for spec in TIMING_GROUPS[group_key(wildcards)])
 
 
 def latency_members():
@@ -247,27 +275,32 @@ def prompt_entries(wildcards):
     }
 
 
-def pair_members(wildcards):
-    """The models a generation job loads: the target, and the draft or head its method needs."""
-    pair = config["pairs"][wildcards.pair]
-    algorithm = config["methods"].get(wildcards.method, {}).get("algorithm", wildcards.method)
+def pair_members(pair, method):
+    """The models a run loads: the target, and the draft or head its method needs."""
+    entry = config["pairs"][pair]
+    algorithm = config["methods"].get(method, {}).get("algorithm", method)
     roles = ["draft"] if algorithm in DRAFT_ALGORITHMS else []
     roles += ["head"] if algorithm in HEAD_ALGORITHMS else []
-    return [pair["target"]] + [pair[role] for role in roles if role in pair]
+    return [entry["target"]] + [entry[role] for role in roles if role in entry]
+
+
+def group_models(wildcards):
+    members = [pair_members(pair, method) for pair, method in group_members(wildcards)]
+    return list(dict.fromkeys(name for names in members for name in names))
 
 
 def generate_entries(wildcards):
-    pair = config["pairs"][wildcards.pair]
-    members = pair_members(wildcards)
+    runs = group_members(wildcards)
     entries = {
-        f"pairs.{wildcards.pair}": pair,
-        **models_entries(*members),
+        **{f"pairs.{pair}": config["pairs"][pair] for pair, _ in runs},
+        **models_entries(*group_models(wildcards)),
         f"datasets.{wildcards.dataset}.max_new_tokens": max_new_tokens(wildcards),
         "energy": config.get("energy", {}),
         **{f"runs.{key}": RUNS[key] for key in ("device", "warmup") if key in RUNS},
     }
-    if wildcards.method in config["methods"]:
-        entries[f"methods.{wildcards.method}"] = config["methods"][wildcards.method]
+    for _, method in runs:
+        if method in config["methods"]:
+            entries[f"methods.{method}"] = config["methods"][method]
     return entries
 
 
@@ -316,7 +349,7 @@ def tidy_entries(wildcards):
 
 
 def decode_models(wildcards):
-    return [path for path in map(model_ready, pair_members(wildcards)) if path]
+    return [path for path in map(model_ready, group_models(wildcards)) if path]
 
 # Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
 # (workflow.cores is undefined for --report and --lint, so it cannot be used here.)

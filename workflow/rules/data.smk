@@ -28,18 +28,3 @@ rule prompts:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro prompts {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
-
-
-rule prompt_prefix:
-    input:
-        "results/prompts/{dataset}.jsonl",
-    output:
-        "results/prompts/{dataset}-first{k}.jsonl",
-    wildcard_constraints:
-        k=r"\d+",
-    log:
-        "logs/data/prompts_{dataset}-first{k}.log",
-    conda:
-        "../../envs/specrepro.yaml"
-    shell:
-        "specrepro prompts-prefix --prompts {input} --first {wildcards.k} --out {output} > {log} 2>&1"

@@ -39,10 +39,24 @@ class GenerationResult:
     draft_forwards: int = 0
     accept_lengths: list[int] = field(default_factory=list)  # tokens committed per target forward
     extra: dict = field(default_factory=dict)  # method-specific per-round statistics
+    # Target forwards that only read the prompt and chose one token (no draft to verify): the
+    # first of accept_lengths. Tau leaves them out, as EAGLE's evaluation does (SPEC 6).
+    prefill_forwards: int = 0
+    # Peak bytes of every model's live KV cache (each model at its own peak), set by the harness.
+    kv_bytes_peak: int | None = None
 
     @property
     def new_tokens(self) -> int:
         return len(self.tokens)
+
+    @property
+    def verify_forwards(self) -> int:
+        return self.target_forwards - self.prefill_forwards
+
+    @property
+    def verified_tokens(self) -> int:
+        """Tokens committed by verification forwards (bonus tokens included)."""
+        return sum(self.accept_lengths[self.prefill_forwards :])
 
 
 def commit(

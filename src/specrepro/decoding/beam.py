@@ -72,13 +72,11 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
     live = [Beam(tokens=[], score=0.0, logprob=0.0)]
     feed = torch.tensor([prompt_ids])
     widths: list[int] = []
-    kv_peak = 0
     while live:
         with ctx.timer.section("verify"):
             logits = ctx.target.forward(feed, logits_from=feed.shape[1] - 1).logits[:, -1]
             parents, candidates = step(ctx, live, logits, params)
             ctx.target.ensure_finite()
-            kv_peak = max(kv_peak, ctx.target.cache_bytes())
         result.target_forwards += 1
         result.accept_lengths.append(1)
         widths.append(len(candidates))
@@ -93,5 +91,5 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
             ctx.target.select_rows(rows)
             feed = torch.tensor([[b.tokens[-1]] for b in live])
     result.tokens = pool.best(live).tokens
-    result.extra = {"widths": widths, "kv_bytes_peak": kv_peak}
+    result.extra = {"widths": widths}
     return result

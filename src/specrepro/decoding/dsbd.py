@@ -251,7 +251,6 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
     prompt = list(prompt_ids)
     live = [LiveBeam(Beam([], 0.0, 0.0), prompt, [], prompt, [])]
     rounds: dict[str, list] = {"levels": [], "widths": [], "accepted": [], "final_width": []}
-    kv_peak = draft_kv_peak = 0
     while live:
         depth = min(params.gamma, ctx.stop.max_new_tokens - len(live[0].beam.tokens))
         with ctx.timer.section("draft"):
@@ -280,8 +279,6 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
             outcome = verify_round(ctx, live, levels, logits, params, pool)
             target.ensure_finite()
             draft.ensure_finite()
-            kv_peak = max(kv_peak, target.cache_bytes())
-            draft_kv_peak = max(draft_kv_peak, draft.cache_bytes())
         result.target_forwards += 1
         result.accept_lengths.append(outcome.new_levels)
         rounds["levels"].append(len(levels))
@@ -291,11 +288,7 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
         live = _next_beams(ctx, outcome.final, node_of_row, paths, bases, skip, past, params)
     result.tokens = pool.best([]).tokens
     result.draft_forwards = draft.forwards
-    result.extra = {
-        "rounds": rounds,
-        "kv_bytes_peak": kv_peak,
-        "draft_kv_bytes_peak": draft_kv_peak,
-    }
+    result.extra = {"rounds": rounds}
     return result
 
 

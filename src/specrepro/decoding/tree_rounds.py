@@ -73,6 +73,7 @@ def generate_with_trees(
         first = _choose(ctx, out.logits[-1])
         ctx.target.ensure_finite()
     result.target_forwards += 1
+    result.prefill_forwards = 1
     done = commit(ctx, generated, [first], result)
     head_tokens, head_features, root = prompt_ids[1:] + [first], out.hidden, first
     while not done:

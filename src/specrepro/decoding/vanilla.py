@@ -35,4 +35,6 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
         done = commit(ctx, generated, [token], result)
         pending = [token]
     result.tokens = generated
+    # The first forward reads the prompt; every later one "verifies" exactly one token.
+    result.prefill_forwards = 1
     return result

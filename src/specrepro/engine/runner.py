@@ -70,6 +70,7 @@ class ModelRunner:
             self.cache = PreallocatedCache(self.num_layers, capacity)
         self.cache.truncate(0)
         self.forwards = 0
+        self.peak_cache_bytes = 0
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._checked_forwards = 0
 
@@ -136,6 +137,8 @@ class ModelRunner:
             **kwargs,
         )
         self.forwards += 1
+        # The cache is at its largest right after a forward (before a crop or keep).
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache.nbytes())
         logits = out.logits[:, out.logits.shape[1] - keep :].float()
         # Recorded on the device; read by ensure_finite() once per round, not per forward.
         if keep:

@@ -15,15 +15,18 @@ from specrepro.answers import answer_text
 from specrepro.data import spider_coverage, spider_db_path
 from specrepro.metrics.spider import execution_match
 from specrepro.metrics.squad import exact_match, f1
-from specrepro.records import ResultsError, read_records
+from specrepro.records import ResultsError, member_key, read_records
 
 
 def _rows(path: Path) -> list[dict]:
-    meta, records = read_records(path)
-    if meta is None:
+    metas, records = read_records(path)
+    if not metas:
         raise ResultsError(f"{path}: no metadata line; not a specrepro result file")
     rows = []
     for rec in records:
+        meta = metas.get(member_key(rec))
+        if meta is None:
+            raise ResultsError(f"{path}: a record of {member_key(rec)} has no metadata line")
         run_id = "/".join(
             [meta["pair"], meta["method"], str(rec.get("dataset")), meta["dtype"]]
             + [f"T{meta['temperature']}-s{meta['seed']}"]
@@ -52,17 +55,20 @@ def _rows(path: Path) -> list[dict]:
                     "new_tokens": t["new_tokens"],
                     "wall_time_s": t["wall_time"],
                     "target_forwards": t["target_forwards"],
+                    "verify_forwards": t["verify_forwards"],
+                    "verified_tokens": t["verified_tokens"],
                     "draft_forwards": t["draft_forwards"],
                     "accept_lengths": json.dumps(t["accept_lengths"]),
                     "draft_levels": json.dumps(
                         ((t.get("extra") or {}).get("rounds") or {}).get("levels", [])
                     ),
-                    # Beam methods: the width chosen at each level of each round (DSBD) and
-                    # the peak KV bytes of target and draft together.
+                    # DSBD: the width chosen at each level of each round.
                     "level_widths": json.dumps(
                         ((t.get("extra") or {}).get("rounds") or {}).get("widths", [])
                     ),
-                    "kv_bytes_peak": _kv_peak(t.get("extra") or {}),
+                    "kv_bytes_peak": t["kv_bytes_peak"],
+                    "peak_gpu_memory_bytes": t.get("peak_gpu_memory_bytes"),
+                    "target_loglik": t["target_loglik"],
                     "time_draft_s": t["time_draft"],
                     "time_verify_s": t["time_verify"],
                     "time_other_s": t["time_other"],
@@ -71,18 +77,12 @@ def _rows(path: Path) -> list[dict]:
                     "avg_power_w": energy.get("avg_power_w"),
                     "energy_duration_s": energy.get("duration_s"),
                     "energy_reason": energy.get("reason"),
-                    "kv_cache_bytes": t.get("kv_cache_bytes"),
                     "_text": t["text"],
                     "_token_ids": t["token_ids"],
                     "_reference": rec.get("reference", {}),
                 }
             )
     return rows
-
-
-def _kv_peak(extra: dict) -> int | None:
-    parts = [extra.get(k) for k in ("kv_bytes_peak", "draft_kv_bytes_peak")]
-    return sum(p for p in parts if p is not None) if parts[0] is not None else None
 
 
 def hardware_label(meta: dict) -> str:
@@ -98,7 +98,7 @@ def hardware_label(meta: dict) -> str:
 
 def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
     ref = row["_reference"]
-    out = {"em": None, "f1": None, "exec_match": None, "exec_error": None}
+    out = {"em": None, "f1": None, "exec_match": None, "exec_error": None, "exec_excluded": None}
     if row["dataset"] == "squad" and ref.get("answers"):
         answer = answer_text(row["_text"], "line")
         out["em"] = exact_match(answer, ref["answers"])
@@ -111,7 +111,10 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
                 spider_db_path(data_dir, ref["db_id"]), ref["gold_sql"], sql
             )
         result = sql_cache[key]
-        out["exec_match"] = int(result.match)
+        # A gold query that fails on its own database scores nothing either way: left out of
+        # execution accuracy and counted (exec_excluded), as SPEC 5 asks.
+        out["exec_match"] = None if result.excluded else int(result.match)
+        out["exec_excluded"] = int(result.excluded)
         out["exec_error"] = result.pred_error or result.gold_error
     return out
 
