@@ -1,4 +1,9 @@
-"""Spider execution accuracy: run gold and predicted SQL on the sqlite database and compare."""
+"""Spider execution accuracy: run gold and predicted SQL on the sqlite database and compare.
+
+The comparison follows the semantics of Spider's official test-suite evaluator
+(taoyds/test-suite-sql-eval, ``exec_eval.py``: ``eval_exec_match``, ``result_eq``,
+``postprocess`` and ``parse.remove_distinct``) on a single database; see ``execution_match``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import re
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -34,6 +40,39 @@ class ExecResult:
     pred_error: str | None = None
     gold_error: str | None = None
     ordered: bool = False
+    # The gold query failed (error, timeout, row cap): the question cannot be scored and
+    # should be left out of execution accuracy rather than counted as a miss.
+    excluded: bool = False
+
+
+_CLOSERS = {"'": "'", '"': '"', "`": "`", "[": "]"}
+
+
+def _split_quoted(sql: str) -> Iterator[tuple[str, bool]]:
+    """``sql`` cut into (text, is_code) pieces; string literals, quoted identifiers and
+    comments are the pieces with is_code False. Joining the texts gives ``sql`` back."""
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in _CLOSERS:
+            end = sql.find(_CLOSERS[ch], i + 1)
+            stop = n if end == -1 else end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            stop = n if end == -1 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            stop = n if end == -1 else end + 2
+        else:
+            i += 1
+            continue
+        if start < i:
+            yield sql[start:i], True
+        yield sql[i:stop], False
+        start = i = stop
+    if start < n:
+        yield sql[start:], True
 
 
 def _top_level_text(sql: str) -> str:
@@ -44,23 +83,11 @@ def _top_level_text(sql: str) -> str:
     """
     out: list[str] = []
     depth = 0
-    i, n = 0, len(sql)
-    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
-    while i < n:
-        ch = sql[i]
-        if ch in closers:
-            end = sql.find(closers[ch], i + 1)
-            i = n if end == -1 else end + 1
+    for text, is_code in _split_quoted(sql):
+        if not is_code:
             out.append(" ")
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-            out.append(" ")
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-            out.append(" ")
-        else:
+            continue
+        for ch in text:
             if ch == "(":
                 depth += 1
                 out.append(" ")
@@ -69,13 +96,52 @@ def _top_level_text(sql: str) -> str:
                 out.append(" ")
             else:
                 out.append(ch if depth == 0 else " ")
-            i += 1
     return "".join(out)
 
 
 def has_top_level_order_by(sql: str) -> bool:
     """True if the outermost statement of ``sql`` has an ORDER BY clause."""
     return _ORDER_BY.search(_top_level_text(sql)) is not None
+
+
+_WORD = re.compile(r"[\w$]+")
+_SPACED_COMPARISON = re.compile(r"([<>!])\s+=")
+
+
+def normalize_query(sql: str, keep_distinct: bool = False) -> str:
+    """``sql`` as the official evaluator runs it: ``> =``, ``< =`` and ``! =`` closed up
+    (its ``postprocess``) and, unless keep_distinct, every DISTINCT keyword dropped (its
+    ``remove_distinct``), so ``SELECT DISTINCT a`` and ``count(DISTINCT a)`` lose it too.
+
+    Unlike the official code (which uses sqlparse), string literals, quoted identifiers and
+    comments are left untouched, later statements are kept rather than cut off, and the
+    DISTINCT of ``IS [NOT] DISTINCT FROM`` stays, since dropping it only breaks the query.
+    """
+    pieces = [
+        (_SPACED_COMPARISON.sub(r"\1=", text) if is_code else text, is_code)
+        for text, is_code in _split_quoted(sql)
+    ]
+    if keep_distinct:
+        return "".join(text for text, _ in pieces)
+    # Word tokens outside quotes and comments, as (piece index, start, end, lowercase word).
+    words = [
+        (k, m.start(), m.end(), m.group().lower())
+        for k, (text, is_code) in enumerate(pieces)
+        if is_code
+        for m in _WORD.finditer(text)
+    ]
+    drop: dict[int, list[tuple[int, int]]] = {}
+    for w, (k, start, end, word) in enumerate(words):
+        if word == "distinct" and (w + 1 == len(words) or words[w + 1][3] != "from"):
+            drop.setdefault(k, []).append((start, end))
+    out: list[str] = []
+    for k, (text, _) in enumerate(pieces):
+        pos = 0
+        for start, end in drop.get(k, ()):
+            out.append(text[pos:start] + " ")
+            pos = end
+        out.append(text[pos:])
+    return "".join(out)
 
 
 _READ_ACTIONS = frozenset(
@@ -141,14 +207,112 @@ def _run(
     return rows, None
 
 
-def execution_match(
-    db_path: Path, gold_sql: str, pred_sql: str, timeout_s: float = 10.0, max_rows: int = MAX_ROWS
-) -> ExecResult:
-    """Execution accuracy for one question.
+def _columns_match(gold: Sequence[tuple], pred: Sequence[tuple], ordered: bool) -> bool:
+    """Whether some order of pred's columns makes its rows equal gold's (``result_eq``).
 
-    Rows are compared as multisets (Counter of row tuples) unless the gold query has a
-    top-level ORDER BY, in which case the ordered row lists must be equal. Values are
-    compared as sqlite returns them, with no rounding.
+    Both inputs hold at least one row and have the same numbers of rows and columns.
+    """
+    if ordered:
+        # Ordered rows are equal under a column order exactly when every gold column equals
+        # its pred column as a sequence, so the columns must pair off as a multiset.
+        if list(gold) == list(pred):
+            return True
+        return Counter(zip(*gold, strict=True)) == Counter(zip(*pred, strict=True))
+    # Rows as multisets. A usable order maps each gold column to a pred column holding the
+    # same multiset of values (the official code's pruning), here refined to the multiset of
+    # (value, signature of the value's row with its columns unordered); if the unordered rows
+    # already differ (the official quick rejection) no order can help. Only orders passing
+    # this are tried, one per set of identical pred columns (swapping two identical columns
+    # changes nothing), built a column at a time and dropped as soon as the rows cut to the
+    # columns chosen so far differ as multisets. Those tests use hashes (equal values hash
+    # equal, so they never reject a good order); a complete order is checked on the values.
+    gold_rows = Counter(gold)
+    if Counter(pred) == gold_rows:  # the usual case: columns already in gold's order
+        return True
+    gold_cols = list(zip(*gold, strict=True))
+    pred_cols = list(zip(*pred, strict=True))
+    gold_sigs = [hash(tuple(sorted(map(hash, row)))) for row in gold]
+    pred_sigs = [hash(tuple(sorted(map(hash, row)))) for row in pred]
+    if Counter(gold_sigs) != Counter(pred_sigs):
+        return False
+    gold_bags = [Counter(zip(col, gold_sigs, strict=True)) for col in gold_cols]
+    pred_bags = [Counter(zip(col, pred_sigs, strict=True)) for col in pred_cols]
+    n = len(gold_cols)
+    candidates = [[j for j in range(n) if gold_bags[i] == pred_bags[j]] for i in range(n)]
+    if any(not c for c in candidates):
+        return False
+    twin_of = [next(k for k in range(j + 1) if pred_cols[k] == pred_cols[j]) for j in range(n)]
+    gold_keys = [list(map(hash, gold_cols[0]))]
+    for col in gold_cols[1:]:
+        gold_keys.append(list(map(hash, zip(gold_keys[-1], col, strict=True))))
+    gold_key_bags: dict[int, Counter] = {}
+    order: list[int] = []
+    used = [False] * n
+
+    def extend(pred_keys: list[int]) -> bool:
+        depth = len(order)
+        if depth > 1:
+            if depth not in gold_key_bags:
+                gold_key_bags[depth] = Counter(gold_keys[depth - 1])
+            if Counter(pred_keys) != gold_key_bags[depth]:
+                return False
+        if depth == n:
+            return Counter(tuple(row[j] for j in order) for row in pred) == gold_rows
+        for j in candidates[depth]:
+            # Among identical pred columns take the first unused one.
+            if used[j] or any(twin_of[k] == twin_of[j] and not used[k] for k in range(j)):
+                continue
+            col = pred_cols[j]
+            keys = list(map(hash, zip(pred_keys, col, strict=True) if depth else col))
+            used[j] = True
+            order.append(j)
+            if extend(keys):
+                return True
+            order.pop()
+            used[j] = False
+        return False
+
+    return extend([])
+
+
+def results_equal(gold: Sequence[tuple], pred: Sequence[tuple], ordered: bool) -> bool:
+    """The official ``result_eq``: equal up to a permutation of pred's columns, rows compared
+    as lists when ordered and as multisets otherwise. Two empty results are equal."""
+    if not gold and not pred:
+        return True
+    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
+        return False
+    return _columns_match(gold, pred, ordered)
+
+
+def execution_match(
+    db_path: Path,
+    gold_sql: str,
+    pred_sql: str,
+    timeout_s: float = 10.0,
+    max_rows: int = MAX_ROWS,
+    keep_distinct: bool = False,
+) -> ExecResult:
+    """Execution accuracy for one question, with the semantics of Spider's official
+    test-suite evaluator (taoyds/test-suite-sql-eval, ``exec_eval.eval_exec_match``) on the
+    one database given:
+
+    - Both queries are normalised first (``normalize_query``): ``> =``, ``< =``, ``! =`` are
+      closed up and, unless keep_distinct (the official default is to drop it), every
+      DISTINCT keyword is removed from gold and prediction alike, so DISTINCT never decides
+      a match.
+    - Results are equal when some permutation of the predicted columns makes them equal
+      (``result_eq``): the column counts must agree, and rows are compared as multisets
+      unless the gold query has an ORDER BY, then as ordered lists. Only the outermost
+      statement's ORDER BY counts here (one in a subquery or window does not), where the
+      official code looks for "order by" anywhere in the gold text. Two empty results match.
+    - Values are compared as sqlite returns them, with no rounding.
+    - A gold query that fails (error, timeout, more than max_rows rows) makes the question
+      ``excluded`` (match False, prediction not run): the official evaluator asserts gold
+      queries run, so such a question has no score rather than a miss. A failing or empty
+      prediction is a miss (match False, pred_error set, not excluded).
+
+    Queries run read-only, with a timeout and bounds on rows and value sizes.
     """
     db_path = Path(db_path)
     # sqlite would otherwise fail with a vague error, or in rw mode create an empty db and
@@ -158,20 +322,20 @@ def execution_match(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
 
+    gold_sql = normalize_query(gold_sql, keep_distinct)
     ordered = has_top_level_order_by(gold_sql)
     conn = _connect_read_only(db_path)
     try:
         gold_rows, gold_error = _run(conn, gold_sql, timeout_s, max_rows)
+        if gold_error is not None:
+            return ExecResult(False, None, gold_error, ordered, excluded=True)
         if not pred_sql.strip():
-            return ExecResult(False, "empty prediction", gold_error, ordered)
+            return ExecResult(False, "empty prediction", None, ordered)
+        pred_sql = normalize_query(pred_sql, keep_distinct)
         pred_rows, pred_error = _run(conn, pred_sql, timeout_s, max_rows)
     finally:
         conn.close()
 
-    if gold_error is not None or pred_error is not None:
-        return ExecResult(False, pred_error, gold_error, ordered)
-    if ordered:
-        match = pred_rows == gold_rows
-    else:
-        match = Counter(pred_rows) == Counter(gold_rows)
-    return ExecResult(match, None, None, ordered)
+    if pred_error is not None:
+        return ExecResult(False, pred_error, None, ordered)
+    return ExecResult(results_equal(gold_rows, pred_rows, ordered), None, None, ordered)
