@@ -29,13 +29,18 @@ SPS_TAU = 2.5
 NO_NVML = "NVML unavailable: no NVIDIA driver"
 
 
+MIB = 2**20
+
+
 def _row(dataset: str, method: str, question: int, turn: int, seed: int = 0) -> dict:
     speculative = method != "vanilla"
-    tokens = 50 + 10 * question + 10 * turn  # multiples of 5 keep SPS forwards whole
+    # The prefill forward yields 1 token; the rest are multiples of 5 so SPS forwards are whole.
+    tokens = 51 + 10 * question + 10 * turn
     base_time = 0.5 + 0.1 * question + 0.05 * turn
-    forwards = int(tokens / SPS_TAU) if speculative else tokens
-    # sps commits 2 or 3 tokens per forward, mean exactly 2.5; vanilla always 1.
-    lengths = [2, 3] * (forwards // 2) if speculative else [1] * tokens
+    verified = tokens - 1  # tau leaves the prefill forward and its token out (SPEC 6)
+    forwards = int(verified / SPS_TAU) if speculative else verified
+    # sps commits 2 or 3 tokens per verification forward, mean exactly 2.5; vanilla always 1.
+    lengths = [1] + ([2, 3] * (forwards // 2) if speculative else [1] * verified)
     measured = dataset == "squad"
     wall = base_time / 2 if speculative else base_time
     return {
@@ -53,7 +58,9 @@ def _row(dataset: str, method: str, question: int, turn: int, seed: int = 0) -> 
         "turn": turn,
         "new_tokens": tokens,
         "wall_time_s": wall,
-        "target_forwards": forwards,
+        "target_forwards": forwards + 1,
+        "verify_forwards": forwards,
+        "verified_tokens": verified,
         "draft_forwards": 4 * forwards if speculative else 0,
         "accept_lengths": json.dumps(lengths),
         "time_draft_s": 0.3 * wall if speculative else 0.0,
@@ -70,6 +77,13 @@ def _row(dataset: str, method: str, question: int, turn: int, seed: int = 0) -> 
         "exec_error": None,
         # question 0 diverges from vanilla: lossless rate 5/6
         "lossless_match": float(question != 0) if speculative else None,
+        # KV peak of (question + turn + 1) MiB, twice that with a draft: the largest is 6 MiB
+        # (vanilla) and 12 MiB (sps) on SQuAD, 7 and 14 on MT-bench; device peak on SQuAD only.
+        "kv_bytes_peak": (question + turn + 1) * MIB * (2 if speculative else 1),
+        "peak_gpu_memory_bytes": 300 * MIB if measured else None,
+        # mean over questions 0..5: -0.75 per token
+        "target_loglik": -0.5 - 0.1 * question,
+        "exec_excluded": None,
     }
 
 
@@ -122,7 +136,7 @@ def test_turns_are_summed_per_question(tidy: pd.DataFrame) -> None:
     per_q = question_speedups(tidy)
     mt = per_q[(per_q["dataset"] == "mtbench") & (per_q["method"] == "sps")]
     assert len(mt) == N_QUESTIONS
-    assert mt["new_tokens"].iloc[0] == 50 + 60
+    assert mt["new_tokens"].iloc[0] == 51 + 61
 
 
 def test_tau_lossless_and_time_split(summary: pd.DataFrame) -> None:
@@ -196,14 +210,35 @@ def test_tables_written(summary: pd.DataFrame, tmp_path: Path) -> None:
     assert "2.00 [2.00, 2.00]" in squad_md
     assert "EM (%)" in squad_md and "F1 (%)" in squad_md and "83.3" in squad_md
     assert note in squad_md
+    squad = _cells_by_column(squad_md)
+    assert squad["vanilla"]["KV peak (MiB)"] == "6.0" and squad["sps"]["KV peak (MiB)"] == "12.0"
+    assert squad["sps"]["peak device MiB"] == "300.0"
+    assert squad["sps"]["target log-lik/token"] == "-0.75"
+    assert squad["vanilla"]["lossless (%)"] == "\u2013" and squad["sps"]["lossless (%)"] == "83.3"
+    assert squad["sps"]["tau"] == "2.50" and squad["vanilla"]["tau"] == "1.00"
+    assert "prefill excluded, bonus token included" in squad_md
+    assert "tok/s (totals): all new tokens / all wall seconds" in squad_md
     mt_md = (tmp_path / "table_mtbench.md").read_text()
     assert "EM (%)" not in mt_md and "n/a" in mt_md
+    mt = _cells_by_column(mt_md)
+    assert mt["sps"]["KV peak (MiB)"] == "14.0" and mt["sps"]["peak device MiB"] == "n/a"
+    assert mt["vanilla"]["target log-lik/token"] == "-0.75"
     assert f"energy not measured: {NO_NVML}" in mt_md
     tex = (tmp_path / "table_squad.tex").read_text()
     assert "2.00" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert "\u2013" not in tex and " & -- \\\\" in tex  # the en dash as LaTeX spells it
     assert r"tiny\_llama-68m" in tex and "tiny_llama" not in tex
     assert r"100\% covered \& checked" in tex
     assert pd.read_csv(tmp_path / "runs.csv").shape[0] == len(summary)
+
+
+def _cells_by_column(markdown: str) -> dict[str, dict[str, str]]:
+    """{method: {column label: cell}} of a dataset table."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    columns = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for line in lines[1:]]  # fmt: skip
+    return {row["method"]: row for row in rows}
 
 
 def hand_made(method: str, qid: str, tokens: int, seconds: float) -> dict:

@@ -15,6 +15,8 @@ NUMERIC_COLUMNS = [
     "new_tokens",
     "wall_time_s",
     "target_forwards",
+    "verify_forwards",
+    "verified_tokens",
     "draft_forwards",
     "time_draft_s",
     "time_verify_s",
@@ -28,6 +30,9 @@ NUMERIC_COLUMNS = [
     "exec_match",
     "lossless_match",
     "kv_bytes_peak",
+    "peak_gpu_memory_bytes",
+    "target_loglik",
+    "exec_excluded",
 ]
 # Summary column prefix -> definition name in metrics.speed.paired_speedup_ci (SPEC 6).
 # "speedup" is the headline: EAGLE's and Spec-Bench's mean(method tok/s) / mean(baseline
@@ -200,7 +205,26 @@ def _energy_over_time(group: pd.DataFrame) -> float:
     return _ratio(group["energy_j"].sum(), seconds.sum())
 
 
-def _group_stats(group: pd.DataFrame) -> dict[str, object]:
+MIB = 2**20  # memory is reported in MiB, never in decimal MB
+
+
+def peak_mib(values: pd.Series) -> float:
+    """The largest value over every question and turn, in MiB: a configuration needs the
+    memory of its most demanding generation, which a mean would hide."""
+    return float(values.max()) / MIB if values.notna().any() else float("nan")
+
+
+def excluded_questions(group: pd.DataFrame) -> float:
+    """Distinct questions whose gold query failed (Spider), NaN where nothing was executed:
+    a question excluded in every seed is one question, not one per seed."""
+    if group["exec_excluded"].isna().all():
+        return float("nan")
+    return float(group.loc[group["exec_excluded"] == 1, "question_id"].nunique())
+
+
+def group_stats(group: pd.DataFrame) -> dict[str, object]:
+    """Speed, tau, time split, energy, memory and quality of one configuration (a prepared
+    tidy slice): every figure pools all its questions, turns and seeds."""
     tokens = group["new_tokens"].sum()
     wall = group["wall_time_s"].sum()
     return {
@@ -210,7 +234,9 @@ def _group_stats(group: pd.DataFrame) -> dict[str, object]:
         "new_tokens": float(tokens),
         "wall_time_s": float(wall),
         "tokens_per_s": _ratio(tokens, wall),
-        "tau": _ratio(tokens, group["target_forwards"].sum(min_count=1)),
+        # SPEC 6: tokens committed by verification forwards per verification forward (the
+        # prefill forward and its token left out), one definition for every method.
+        "tau": _ratio(group["verified_tokens"].sum(), group["verify_forwards"].sum(min_count=1)),
         "frac_draft": _ratio(group["time_draft_s"].sum(min_count=1), wall),
         "frac_verify": _ratio(group["time_verify_s"].sum(min_count=1), wall),
         "frac_other": _ratio(group["time_other_s"].sum(min_count=1), wall),
@@ -224,6 +250,12 @@ def _group_stats(group: pd.DataFrame) -> dict[str, object]:
         "f1": _mean(group["f1"]),
         "exec_acc": _mean(group["exec_match"]),
         "lossless_match_rate": _mean(group["lossless_match"]),
+        "n_exec_excluded": excluded_questions(group),
+        "target_loglik": _mean(group["target_loglik"]),
+        # KV cache of every model, each at its own peak, for every method alike; beside it the
+        # measured device peak (NaN on a CPU), which also holds weights and activations.
+        "kv_peak_mib": peak_mib(group["kv_bytes_peak"]),
+        "peak_device_mib": peak_mib(group["peak_gpu_memory_bytes"]),
     }
 
 
@@ -234,7 +266,7 @@ def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> p
     """
     tidy = prepare(tidy)
     rows = [
-        {**dict(zip(GROUP_KEYS, key, strict=True)), **_group_stats(group)}
+        {**dict(zip(GROUP_KEYS, key, strict=True)), **group_stats(group)}
         for key, group in tidy.groupby(GROUP_KEYS, dropna=False, sort=True)
     ]
     stats = pd.DataFrame(rows)

@@ -1,36 +1,41 @@
 """Papers' claims as data, checked against the measurements (SPEC 7).
 
-A claims file (YAML) names a paper and lists claims of two kinds, each on one dataset and
-temperature:
-- `ratio`: speedup(method) / speedup(reference), i.e. mean tokens/s of `method` over mean
-  tokens/s of `reference` on the questions both ran (the baseline cancels), e.g. DDD over
-  EAGLE-2 >= 1.04.
-  With `metric: energy` the ratio is J/token of `reference` over J/token of `method` ("x
-  times less energy"), totals over the questions both ran.
-- `value`: a method's `speedup` over the baseline (EAGLE's estimator, mean tok/s over mean
-  tok/s) or its `tau`, beside the published number.
-- `difference`: `metric: quality`, the task score of `method` minus that of `reference` in
-  percentage points (SQuAD exact match, Spider execution accuracy) on the questions both ran,
-  e.g. DSBD loses no quality against beam sampling.
-- `study`: a figure of the draft-design study (report/draft_design.py), read from its results:
-  `metric: throughput_ratio` (tokens/s of the fastest draft over the deepest one's, same
-  questions) or `metric: tar_perplexity_r` (Pearson's r of TAR against
-  held-out perplexity over the drafts). A weak-correlation claim sets `at_most`: supported when
-  the whole interval lies within [-at_most, at_most], not supported when none of it does.
-`pair: all` (the default) averages the per-pair values over every pair that ran both sides, as
-the papers' "average" claims do; a named pair takes that pair alone.
+A claims file (YAML) names a paper, optionally `min_questions` (default 8) and `estimator`
+(how speed is summarised for that paper: `mean_tps`, EAGLE's and Spec-Bench's mean over
+questions of tokens/s, or `totals`, all tokens over all seconds as DSBD's evaluation computes),
+and lists claims, each on one dataset and temperature. A claim names the runs it compares by
+their setting: `method: ddd` (an algorithm), or a mapping `{algorithm: ddd, params: {...}}`
+with the parameters that define the paper's setting, or `{name: vanilla-aa}` (one config
+entry). Kinds:
+- `ratio`: method over `reference` on the questions both ran: speed (the paper's estimator) or,
+  with `metric: energy`, the reference's J/token over the method's. Two verdicts: the
+  direction (is the interval above 1?) and the magnitude (does it contain the published ratio,
+  or meet `published`..`published_high` when the paper gives a range?).
+- `value`: a method's `speedup` over the baseline, or its `tau`. Speedup depends on the
+  hardware: one-sided, supported when the interval meets `at_least` (default: published less
+  `tolerance`). Tau does not: two-sided, supported when the interval lies within `tolerance`
+  (default 10%) of the published value, not supported when it lies outside.
+- `difference`: the method's score minus the reference's on the questions both ran: `quality`
+  (task score, percentage points) or `loglik` (the target's mean log-probability per token).
+  `at_least` reads "no lower than" (>=); `higher_than` reads "higher than" (strictly >).
+- `study`: a figure of the draft-design study (report/draft_design.py): `throughput_ratio`
+  (fastest draft over the deepest, judged as a ratio) or `tar_perplexity_r` with `at_most`.
+- `control`: the A/A control, a run over an identical run (`{name: vanilla-aa}` over
+  `{name: vanilla}`): it passes when its interval contains 1 with a half-width of at most
+  `tolerance` (default 5%); when a control fails, every speed verdict is withheld.
+`pair: all` (the default) averages the per-pair values over every pair that ran both sides.
 
-Status, from a 95% bootstrap interval over questions (pairs resampled independently):
-supported when the whole interval meets `at_least`, not supported when none of it does,
-inconclusive otherwise, not run when a side has no measurements, and not measured when the
-runs exist but the quantity was not recorded (energy on a CPU; the reason is given). A `value`
-claim without `at_least` is checked against `published * (1 - tolerance)` (tolerance 0.1 by
-default: a reproduction on other hardware is not expected to hit the exact number).
+No verdict (only "inconclusive (...)") below `min_questions` paired questions, on a zero-width
+interval, with quality at the floor (both sides 0, or fewer than 3 questions scored
+differently), or when the A/A control failed (speed claims). A claim whose algorithm ran only
+with other parameters is reported with that run's measurement as "ran with other parameters",
+never as "not run".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +45,75 @@ import yaml
 from specrepro.report.aggregate import per_question, prepare
 
 N_RESAMPLES = 2000
-KINDS = ("ratio", "value", "difference", "study")
+MIN_QUESTIONS = 8
+# Fewer questions than this scored differently by the two sides: the difference is noise.
+MIN_DIFFERING = 3
+CONTROL_TOLERANCE = 0.05
+KINDS = ("ratio", "value", "difference", "study", "control")
 METRICS = {
     "ratio": ("speedup", "energy"),
     "value": ("speedup", "tau"),
-    "difference": ("quality",),
+    "difference": ("quality", "loglik"),
     "study": ("throughput_ratio", "tar_perplexity_r"),
+    "control": ("speedup",),
 }
+# Quantities the hardware does not change: checked two-sided against the published value.
+HARDWARE_INDEPENDENT = ("tau", "quality", "loglik")
+# Measured from timings: withheld when the A/A control shows the machine drifted.
+TIMED = ("speedup", "throughput_ratio")
 QUALITY_COLUMNS = {"squad": "em", "spider": "exec_match"}
+ESTIMATORS = ("mean_tps", "totals")
 
 
 class ClaimError(ValueError):
     """A claims file that does not say what it must."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Which runs a claim side means: one config entry by `name`, or every run of `algorithm`
+    whose parameters include `params` (the paper's setting)."""
+
+    algorithm: str | None = None
+    name: str | None = None
+    params: tuple[tuple[str, str], ...] = ()  # (key, JSON value), sorted: hashable
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> Setting:
+        if isinstance(value, str):
+            return cls(algorithm=value)
+        if not isinstance(value, dict) or not ({"algorithm", "name"} & value.keys()):
+            raise ClaimError(f"{where}: give an algorithm, or a mapping with `algorithm` or `name`")
+        unknown = value.keys() - {"algorithm", "name", "params"}
+        if unknown:
+            raise ClaimError(f"{where}: unknown keys {sorted(unknown)}")
+        params = value.get("params") or {}
+        return cls(
+            algorithm=value.get("algorithm"),
+            name=value.get("name"),
+            params=tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in params.items())),
+        )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.algorithm or "?"
+
+    def differing(self, params: dict) -> dict[str, tuple[object, object]]:
+        """{key: (run's value, setting's value)} where a run's parameters differ."""
+        out = {}
+        for key, wanted in self.params:
+            have = params.get(key)
+            if have is None or not _same(have, json.loads(wanted)):
+                out[key] = (have, json.loads(wanted))
+        return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return bool(np.isclose(float(a), float(b)))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 @dataclass(frozen=True)
@@ -60,34 +122,51 @@ class Claim:
     id: str
     text: str
     kind: str
-    method: str
+    method: Setting
     dataset: str
     temperature: float
-    reference: str | None = None  # ratio / difference: the method compared against
-    metric: str = "speedup"  # ratio: speedup or energy; value: speedup or tau; difference: quality
+    reference: Setting | None = None  # ratio / difference / control: the runs compared against
+    metric: str = "speedup"
     pair: str = "all"
     published: float | None = None
+    published_high: float | None = None  # a published range's upper end (ratio magnitude)
     at_least: float | None = None
+    higher_than: float | None = None
     at_most: float | None = None  # study correlation: |r| at most this
     tolerance: float = 0.1
+    estimator: str = "mean_tps"
+    min_questions: int = MIN_QUESTIONS
 
     def threshold(self) -> float | None:
-        if self.at_most is not None:
-            return self.at_most
-        if self.at_least is not None:
-            return self.at_least
-        if self.published is not None:
+        """The bound a one-sided claim is checked against (None for two-sided ones)."""
+        for bound in (self.at_most, self.higher_than, self.at_least):
+            if bound is not None:
+                return bound
+        if self.kind == "value" and self.published is not None and not self.two_sided:
             return self.published * (1 - self.tolerance)
         return None
+
+    @property
+    def two_sided(self) -> bool:
+        return self.kind == "value" and self.metric in HARDWARE_INDEPENDENT
+
+    def band(self) -> tuple[float, float] | None:
+        if not self.two_sided or self.published is None:
+            return None
+        spread = abs(self.published) * self.tolerance
+        return self.published - spread, self.published + spread
 
 
 def query(
     kind: str, method: str, pair: str, dataset: str, temperature: float, **extra: object
 ) -> Claim:
-    """A claim used only to measure (report tables): no paper, text or threshold of its own."""
+    """A claim used only to measure (report tables): the runs named exactly, no paper, text or
+    threshold of its own."""
+    reference = extra.pop("reference", None)
     return Claim(
-        paper="", id="", text="", kind=kind, method=method, dataset=dataset,
-        temperature=temperature, pair=pair, at_least=0.0, **extra,
+        paper="", id="", text="", kind=kind, method=Setting(name=method), dataset=dataset,
+        temperature=temperature, pair=pair, at_least=0.0,
+        reference=Setting(name=str(reference)) if reference else None, **extra,
     )  # fmt: skip
 
 
@@ -97,43 +176,60 @@ def load_claims(paths: list[Path]) -> list[Claim]:
         data = yaml.safe_load(Path(path).read_text())
         if not isinstance(data, dict) or "paper" not in data or "claims" not in data:
             raise ClaimError(f"{path}: needs `paper` and a `claims` list")
+        defaults = {
+            "estimator": data.get("estimator", "mean_tps"),
+            "min_questions": int(data.get("min_questions", MIN_QUESTIONS)),
+        }
+        if defaults["estimator"] not in ESTIMATORS:
+            raise ClaimError(f"{path}: estimator must be one of {ESTIMATORS}")
         for entry in data["claims"]:
-            try:
-                claim = Claim(paper=data["paper"], **entry)
-            except TypeError as err:
-                raise ClaimError(f"{path}: claim {entry.get('id', '?')!r}: {err}") from err
-            if claim.kind not in KINDS:
-                raise ClaimError(f"{path}: claim {claim.id!r}: kind must be one of {KINDS}")
-            if claim.kind in ("ratio", "difference") and not claim.reference:
-                raise ClaimError(
-                    f"{path}: claim {claim.id!r}: a {claim.kind} claim needs `reference`"
-                )
-            metrics = METRICS[claim.kind]
-            metric = "quality" if claim.kind == "difference" and "metric" not in entry else None
-            claim = claim if metric is None else Claim(**{**claim.__dict__, "metric": metric})
-            if claim.metric not in metrics:
-                raise ClaimError(
-                    f"{path}: claim {claim.id!r}: a {claim.kind} claim's metric must be one of "
-                    f"{metrics}"
-                )
-            if claim.metric == "quality" and claim.dataset not in QUALITY_COLUMNS:
-                raise ClaimError(
-                    f"{path}: claim {claim.id!r}: no task score on {claim.dataset!r} (only "
-                    f"{sorted(QUALITY_COLUMNS)})"
-                )
-            if claim.threshold() is None:
-                raise ClaimError(f"{path}: claim {claim.id!r}: needs `at_least` or `published`")
-            if (claim.metric == "tar_perplexity_r") != (claim.at_most is not None):
-                raise ClaimError(
-                    f"{path}: claim {claim.id!r}: `at_most` belongs to (and is needed by) "
-                    "tar_perplexity_r claims"
-                )
-            claims.append(claim)
+            claims.append(_claim(path, data["paper"], defaults, dict(entry)))
     return claims
 
 
+def _claim(path: Path, paper: str, defaults: dict, entry: dict) -> Claim:
+    where = f"{path}: claim {entry.get('id', '?')!r}"
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise ClaimError(f"{where}: kind must be one of {KINDS}")
+    if "method" not in entry:
+        raise ClaimError(f"{where}: needs `method`")
+    entry["method"] = Setting.parse(entry["method"], f"{where}: method")
+    if kind in ("ratio", "difference", "control"):
+        if not entry.get("reference"):
+            raise ClaimError(f"{where}: a {kind} claim needs `reference`")
+        entry["reference"] = Setting.parse(entry["reference"], f"{where}: reference")
+    if kind == "difference":
+        entry.setdefault("metric", "quality")
+    if kind == "control":
+        entry.setdefault("tolerance", CONTROL_TOLERANCE)
+    try:
+        claim = Claim(paper=paper, **{**defaults, **entry})
+    except TypeError as err:
+        raise ClaimError(f"{where}: {err}") from err
+    if claim.metric not in METRICS[kind]:
+        raise ClaimError(f"{where}: a {kind} claim's metric must be one of {METRICS[kind]}")
+    if claim.metric == "quality" and claim.dataset not in QUALITY_COLUMNS:
+        raise ClaimError(
+            f"{where}: no task score on {claim.dataset!r} (only {sorted(QUALITY_COLUMNS)})"
+        )
+    if kind in ("ratio",) or claim.metric == "throughput_ratio":
+        if claim.published is None:
+            raise ClaimError(f"{where}: a ratio claim needs `published` (its magnitude)")
+    elif kind == "difference":
+        if (claim.at_least is None) == (claim.higher_than is None):
+            raise ClaimError(f"{where}: give one of `at_least` (no lower) or `higher_than`")
+    elif kind == "value" and claim.published is None:
+        raise ClaimError(f"{where}: a value claim needs `published`")
+    if (claim.metric == "tar_perplexity_r") != (claim.at_most is not None):
+        raise ClaimError(
+            f"{where}: `at_most` belongs to (and is needed by) tar_perplexity_r claims"
+        )
+    return claim
+
+
 def _claim_rows(rows: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
-    """The rows of `method` on the claim's dataset, temperature and pair."""
+    """The rows of the run named `method` on the claim's dataset, temperature and pair."""
     rows = rows[
         (rows["method"] == method)
         & (rows["dataset"] == claim.dataset)
@@ -143,7 +239,8 @@ def _claim_rows(rows: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
 
 
 def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
-    """Per question of `method`: energy, tokens and the task score (mean over seeds)."""
+    """Per question of `method`: energy, tokens, the task score and the target log-likelihood
+    (means over turns and seeds)."""
     rows = _claim_rows(prepare(tidy), claim, method)
     grouped = rows.groupby(["pair", "question_id"])
     out = grouped[["new_tokens"]].sum()
@@ -151,6 +248,7 @@ def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     out["energy_j"] = grouped["energy_j"].sum(min_count=1)
     out["energy_j"] = out["energy_j"].where(grouped["energy_j"].count() == grouped.size())
     out["quality"] = grouped[QUALITY_COLUMNS.get(claim.dataset, "em")].mean()
+    out["loglik"] = grouped["target_loglik"].mean()
     reasons = rows["energy_reason"].dropna() if "energy_reason" in rows else pd.Series()
     out.attrs["reason"] = str(reasons.iloc[0]) if len(reasons) else None
     return out
@@ -162,9 +260,10 @@ def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     return rows.groupby(["pair", "question_id"])[["new_tokens", "wall_time_s"]].sum()
 
 
-def _forwards(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
-    rows = _claim_rows(prepare(tidy), claim, claim.method)
-    return rows.groupby(["pair", "question_id"])[["new_tokens", "target_forwards"]].sum()
+def _forwards(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    rows = _claim_rows(prepare(tidy), claim, method)
+    # Tau (SPEC 6): tokens committed by verification forwards per verification forward.
+    return rows.groupby(["pair", "question_id"])[["verified_tokens", "verify_forwards"]].sum()
 
 
 def _replicates(pairs: dict[str, np.ndarray], statistic, seed: int) -> tuple[float, np.ndarray]:
@@ -183,6 +282,13 @@ def _mean_tps_ratio(rows: np.ndarray) -> float:
     return float(np.mean(rows[:, 0] / rows[:, 1]) / np.mean(rows[:, 2] / rows[:, 3]))
 
 
+def _totals_ratio(rows: np.ndarray) -> float:
+    return float((rows[:, 0].sum() / rows[:, 1].sum()) / (rows[:, 2].sum() / rows[:, 3].sum()))
+
+
+SPEED_ESTIMATORS = {"mean_tps": _mean_tps_ratio, "totals": _totals_ratio}
+
+
 def _tau(rows: np.ndarray) -> float:
     return float(rows[:, 0].sum() / rows[:, 1].sum())
 
@@ -196,46 +302,63 @@ def _quality_difference(rows: np.ndarray) -> float:
     return float(100 * (rows[:, 0].mean() - rows[:, 1].mean()))
 
 
-def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None]:
-    """Per pair, the rows the energy or quality statistic reads, and why energy is missing."""
-    assert claim.reference is not None
-    mine, theirs = _scores(tidy, claim, claim.method), _scores(tidy, claim, claim.reference)
+def _loglik_difference(rows: np.ndarray) -> float:
+    return float(rows[:, 0].mean() - rows[:, 1].mean())
+
+
+def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None, bool]:
+    """Per pair, the rows the energy, quality or log-likelihood statistic reads; why energy
+    is missing; and whether quality sits at the floor."""
+    assert claim.reference is not None and claim.reference.name is not None
+    mine = _scores(tidy, claim, str(claim.method.name))
+    theirs = _scores(tidy, claim, claim.reference.name)
     joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+    floor = False
     if claim.metric == "energy":
         columns = ["new_tokens", "energy_j", "new_tokens_ref", "energy_j_ref"]
         if len(joined) and joined[columns].isna().any().any():
             reason = mine.attrs.get("reason") or theirs.attrs.get("reason") or "not recorded"
-            return {}, f"energy not measured: {reason}"
+            return {}, f"energy not measured: {reason}", False
     else:
-        columns = ["quality", "quality_ref"]
+        columns = [claim.metric, f"{claim.metric}_ref"]
         joined = joined.dropna(subset=columns)
+        if claim.metric == "quality" and len(joined):
+            both_zero = joined[columns].to_numpy().max() == 0
+            differing = int((joined[columns[0]] != joined[columns[1]]).sum())
+            floor = both_zero or differing < MIN_DIFFERING
     groups = {p: g[columns].to_numpy(dtype=float) for p, g in joined.groupby(level="pair")}
-    return groups, None
+    return groups, None, floor
+
+
+def _empty(reason: str | None = None, **extra: object) -> dict:
+    return {"measured": None, "low": None, "high": None, "pairs": [], "questions": 0,
+            "reason": reason, "floor": False, **extra}  # fmt: skip
 
 
 def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: int = 0) -> dict:
-    """The measured value with its interval and the pairs and questions it rests on."""
-    reason = None
+    """The measured value with its interval and the pairs and questions it rests on; the
+    claim's sides must name their runs (`Setting.name`)."""
+    reason, floor = None, False
+    method = str(claim.method.name)
     if claim.kind == "value" and claim.metric == "tau":
-        table = _forwards(tidy, claim)
+        table = _forwards(tidy, claim, method)
         groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
         statistic = _tau
-    elif claim.metric in ("energy", "quality"):
-        groups, reason = _paired_scores(tidy, claim)
-        statistic = _energy_ratio if claim.metric == "energy" else _quality_difference
+    elif claim.metric in ("energy", "quality", "loglik"):
+        groups, reason, floor = _paired_scores(tidy, claim)
+        statistic = {
+            "energy": _energy_ratio, "quality": _quality_difference, "loglik": _loglik_difference,
+        }[claim.metric]  # fmt: skip
     else:
-        denominator = claim.reference if claim.kind == "ratio" else baseline
-        mine = _questions(tidy, claim, claim.method)
-        theirs = _questions(tidy, claim, denominator)
+        denominator = claim.reference.name if claim.reference else baseline
+        mine = _questions(tidy, claim, method)
+        theirs = _questions(tidy, claim, str(denominator))
         joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
         groups = {p: g.to_numpy(dtype=float) for p, g in joined.groupby(level="pair")}
-        statistic = _mean_tps_ratio
+        statistic = SPEED_ESTIMATORS[claim.estimator]
     groups = {p: rows for p, rows in groups.items() if len(rows)}
     if not groups:
-        return {
-            "measured": None, "low": None, "high": None, "pairs": [], "questions": 0,
-            "reason": reason,
-        }  # fmt: skip
+        return _empty(reason)
     point, reps = _replicates(groups, statistic, seed)
     low, high = np.quantile(reps, [0.025, 0.975])
     return {
@@ -245,55 +368,173 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
         "pairs": sorted(groups),
         "questions": int(sum(len(rows) for rows in groups.values())),
         "reason": None,
+        "floor": floor,
     }
 
 
 def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
-    """A study claim's figure from the study results ({base pair: draft_design.study_results})."""
-    empty = {"measured": None, "low": None, "high": None, "pairs": [], "questions": 0}
+    """A study claim's figure from the study results ({base pair: draft_design.study_results});
+    for a correlation, `questions` counts the drafts."""
+    label = claim.method.label
     entries = [
         (pair, entry)
         for pair, results in (study or {}).items()
         if claim.pair in ("all", pair)
         for entry in results
-        if entry["method"] == claim.method and np.isclose(entry["temperature"], claim.temperature)
+        if entry["method"] == label and np.isclose(entry["temperature"], claim.temperature)
     ]
     if not entries:
-        return {**empty, "reason": None}
+        return _empty()
     pair, entry = entries[0]
     if claim.metric == "throughput_ratio":
         ratio = entry["throughput_ratio"].get(claim.dataset) or {}
         if ratio.get("measured") is None:
-            return {**empty, "reason": None}
+            return _empty()
         return {
             "measured": ratio["measured"], "low": ratio["low"], "high": ratio["high"],
-            "pairs": [pair], "questions": ratio["questions"], "reason": None,
+            "pairs": [pair], "questions": ratio["questions"], "reason": None, "floor": False,
         }  # fmt: skip
     corr = entry["tar_perplexity_r"]
     if not np.isfinite(corr["low"]):
         reason = f"an interval needs 4 drafts or more, {corr['n']} ran"
-        return {**empty, "pairs": [pair], "reason": reason}
+        return _empty(reason, pairs=[pair], questions=int(corr["n"]))
     return {
         "measured": corr["r"], "low": corr["low"], "high": corr["high"], "pairs": [pair],
-        "questions": 0, "reason": None,
+        "questions": int(corr["n"]), "reason": None, "floor": False,
     }  # fmt: skip
 
 
-def _status(claim: Claim, result: dict) -> str:
-    threshold = claim.threshold()
-    if result["measured"] is None:
-        return "not measured" if result["reason"] else "not run"
-    if claim.at_most is not None:
-        if -threshold <= result["low"] and result["high"] <= threshold:
-            return "supported"
-        if result["low"] > threshold or result["high"] < -threshold:
-            return "not supported"
-        return "inconclusive"
-    if result["low"] >= threshold:
+def _runs(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
+    """The runs (method, algorithm, params) on the claim's dataset, temperature and pair, with
+    how many questions each ran."""
+    rows = tidy[
+        (tidy["dataset"] == claim.dataset)
+        & np.isclose(tidy["temperature"].astype(float), claim.temperature)
+    ]
+    if claim.pair != "all":
+        rows = rows[rows["pair"] == claim.pair]
+    params = rows["params"] if "params" in rows else pd.Series("{}", index=rows.index)
+    rows = rows.assign(params=params.fillna("{}"))
+    return (
+        rows.groupby(["method", "algorithm", "params"])["question_id"]
+        .nunique()
+        .rename("questions")
+        .reset_index()
+    )
+
+
+def resolve(runs: pd.DataFrame, setting: Setting) -> tuple[str | None, str | None]:
+    """(the run a setting means, what its parameters differ in from the setting's), by the
+    most questions then the name; (None, None) when no run of it exists."""
+    if setting.name is not None:
+        found = runs[runs["method"] == setting.name]
+        return (setting.name, None) if len(found) else (None, None)
+    found = runs[runs["algorithm"] == setting.algorithm]
+    if found.empty:
+        return None, None
+    found = found.assign(
+        differs=[setting.differing(json.loads(p)) for p in found["params"]],
+        order=lambda f: [(-q, m) for q, m in zip(f["questions"], f["method"], strict=True)],
+    )
+    exact = found[[not d for d in found["differs"]]]
+    if len(exact):
+        return str(min(exact.itertuples(), key=lambda r: r.order).method), None
+    best = min(found.itertuples(), key=lambda r: r.order)
+    parts = ", ".join(f"{k} {have} (paper {want})" for k, (have, want) in best.differs.items())
+    return str(best.method), f"{best.method}: {parts}"
+
+
+def _one_sided(low: float, high: float, bound: float, strict: bool) -> str:
+    """At least `bound` (strict: above it)."""
+    if (low > bound) if strict else (low >= bound):
         return "supported"
-    if result["high"] < threshold:
+    if (high <= bound) if strict else (high < bound):
         return "not supported"
     return "inconclusive"
+
+
+def _within(low: float, high: float, lo: float, hi: float) -> str:
+    """Two-sided: the whole interval inside [lo, hi], or none of it."""
+    if lo <= low and high <= hi:
+        return "supported"
+    if high < lo or low > hi:
+        return "not supported"
+    return "inconclusive"
+
+
+def _magnitude(claim: Claim, low: float, high: float) -> str:
+    """Does the interval contain the published ratio (or meet the published range)?"""
+    assert claim.published is not None
+    top = claim.published if claim.published_high is None else claim.published_high
+    if high < claim.published or low > top:
+        return "not supported"
+    return "supported"
+
+
+def _withheld(claim: Claim, result: dict, noisy: bool) -> str | None:
+    """Why no verdict may be given, if one is withheld."""
+    n = result["questions"]
+    if n < claim.min_questions:
+        unit = "drafts" if claim.metric == "tar_perplexity_r" else "questions"
+        return f"inconclusive (n = {n} {unit} < {claim.min_questions})"
+    if result.get("floor"):
+        return "inconclusive (at floor)"
+    if not result["high"] > result["low"]:
+        return "inconclusive (zero-width interval)"
+    if noisy and claim.metric in TIMED and claim.kind != "control":
+        return "inconclusive (A/A control failed: the machine was too noisy)"
+    return None
+
+
+def verdicts(claim: Claim, result: dict, noisy: bool = False) -> dict[str, str]:
+    """{status, direction, magnitude} of a measured claim (direction and magnitude for ratios,
+    '-' elsewhere)."""
+    none = {"direction": "-", "magnitude": "-"}
+    if result["measured"] is None:
+        return {"status": "not measured" if result["reason"] else "not run", **none}
+    if result.get("other_parameters"):
+        return {"status": "ran with other parameters", **none}
+    withheld = _withheld(claim, result, noisy)
+    if withheld:
+        return {"status": withheld, **none}
+    low, high = result["low"], result["high"]
+    if claim.kind == "control":
+        half = (high - low) / 2
+        ok = low <= 1.0 <= high and half <= claim.tolerance
+        status = "passed" if ok else "failed: the machine was too noisy for speed verdicts"
+        return {"status": status, **none}
+    if claim.kind == "ratio" or claim.metric == "throughput_ratio":
+        direction = _one_sided(low, high, 1.0, strict=True)
+        magnitude = _magnitude(claim, low, high)
+        status = f"direction {direction}; magnitude {magnitude}"
+        return {"status": status, "direction": direction, "magnitude": magnitude}
+    if claim.at_most is not None:
+        return {"status": _within(low, high, -claim.at_most, claim.at_most), **none}
+    band = claim.band()
+    if band is not None:
+        return {"status": _within(low, high, *band), **none}
+    threshold = claim.threshold()
+    assert threshold is not None
+    strict = claim.higher_than is not None
+    return {"status": _one_sided(low, high, threshold, strict), **none}
+
+
+def _resolved(tidy: pd.DataFrame, claim: Claim) -> tuple[Claim | None, list[str]]:
+    """The claim with both sides naming runs, and what those runs differ in from the paper's
+    setting; None when a side did not run."""
+    runs = _runs(tidy, claim)
+    names, notes = [], []
+    for setting in (claim.method, claim.reference):
+        if setting is None:
+            names.append(None)
+            continue
+        name, note = resolve(runs, setting)
+        if name is None:
+            return None, []
+        names.append(Setting(name=name))
+        if note:
+            notes.append(note)
+    return replace(claim, method=names[0], reference=names[1]), notes
 
 
 def check_claims(
@@ -303,20 +544,35 @@ def check_claims(
     study: dict[str, list[dict]] | None = None,
 ) -> pd.DataFrame:
     rows = []
-    for claim in claims:
+    # Controls first: a failed A/A control withholds every speed verdict of the table.
+    ordered = sorted(claims, key=lambda c: c.kind != "control")
+    noisy = False
+    for claim in ordered:
+        runs, notes = "-", []
         if claim.kind == "study":
             result = measure_study(claim, study)
         else:
-            result = measure(tidy, claim, baseline)
+            resolved, notes = _resolved(tidy, claim)
+            if resolved is None:
+                result = _empty()
+            else:
+                result = measure(tidy, resolved, baseline)
+                sides = [resolved.method, resolved.reference]
+                runs = " / ".join(s.label for s in sides if s is not None)
+        result["other_parameters"] = "; ".join(notes) if notes else None
+        verdict = verdicts(claim, result, noisy)
+        if claim.kind == "control" and verdict["status"].startswith("failed"):
+            noisy = True
         published = claim.published
         rows.append(
             {
                 "paper": claim.paper,
                 "claim": claim.id,
                 "text": claim.text,
-                "status": _status(claim, result),
+                **verdict,
                 "published": published,
                 "threshold": claim.threshold(),
+                "runs": runs,
                 **result,
                 "measured_over_published": (
                     result["measured"] / published
@@ -325,43 +581,69 @@ def check_claims(
                 ),
             }
         )
-    return pd.DataFrame(rows)
+    order = {claim.id: i for i, claim in enumerate(claims)}
+    return pd.DataFrame(rows).sort_values("claim", key=lambda s: s.map(order), kind="stable")
+
+
+def _fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _measured_cell(row: dict) -> str:
+    reason = row.get("reason")
+    if row["measured"] is None or pd.isna(row["measured"]):
+        return reason if isinstance(reason, str) and reason else "-"
+    return f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}] (n={row['questions']})"
 
 
 def claims_markdown(table: pd.DataFrame) -> str:
-    def fmt(value: object) -> str:
-        return (
-            "-"
-            if value is None or (isinstance(value, float) and np.isnan(value))
-            else (f"{value:.2f}" if isinstance(value, float) else str(value))
-        )
-
-    lines = [
-        "| paper | claim | status | published | measured [95% CI] | measured / published "
-        "| threshold | pairs (questions) |",
+    lines = []
+    controls = table[table["status"].str.startswith("failed")]
+    if len(controls):
+        lines += [
+            "**The A/A control failed: the machine was too noisy for speed verdicts; every "
+            "speed claim below is withheld.**",
+            "",
+        ]
+    lines += [
+        "| paper | claim | status | published | measured [95% CI] (n) | measured / published "
+        "| runs | pairs |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
-        reason = row.get("reason")
-        measured = (
-            (reason if isinstance(reason, str) and reason else "-")
-            if row["measured"] is None or pd.isna(row["measured"])
-            else f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
-        )
+        status = f"**{row['status']}**"
+        other = row.get("other_parameters")
+        if isinstance(other, str) and other:
+            status += f" ({other})"
         pairs = ", ".join(row["pairs"]) if row["pairs"] else "-"
+        published = _fmt(row["published"])
+        if row.get("threshold") is not None and not pd.isna(row.get("threshold")):
+            published += f" (bound {_fmt(row['threshold'])})"
         lines.append(
-            f"| {row['paper']} | {row['text']} | **{row['status']}** | {fmt(row['published'])} "
-            f"| {measured} | {fmt(row['measured_over_published'])} | {fmt(row['threshold'])} "
-            f"| {pairs} ({row['questions']}) |"
+            f"| {row['paper']} | {row['text']} | {status} | {published} | {_measured_cell(row)} "
+            f"| {_fmt(row['measured_over_published'])} | {row['runs']} | {pairs} |"
         )
-    lines.append("")
-    lines.append(
-        "Status from the 95% bootstrap interval over questions: supported when all of it meets "
-        "the threshold, not supported when none of it does, inconclusive otherwise; not run "
-        "when the configuration was not measured, not measured when it ran without recording "
-        "the quantity. A study's correlation claim bounds |r| by its threshold. Speedups are "
-        "mean tokens/s over mean tokens/s "
-        "(EAGLE's estimator); a value claim's threshold is the published number less 10% unless "
-        "the claim sets one."
-    )
+    lines += ["", FOOTER]
     return "\n".join(lines) + "\n"
+
+
+FOOTER = (
+    "Status from the 95% paired bootstrap interval over questions (n = paired questions; for "
+    "a correlation, drafts). No verdict below the claims file's minimum n (default 8), on a "
+    "zero-width interval, with quality at the floor (both sides 0, or fewer than 3 questions "
+    "scored differently), or for speed when the A/A control failed. Ratio claims get two "
+    "verdicts: direction (the interval above 1, strictly) and magnitude (the interval contains "
+    "the published ratio or meets its range). Speed-value claims are one-sided (the hardware "
+    "sets speed): supported when the interval meets the bound, the published number less 10% "
+    "unless the claim sets one. Tau and quality values are two-sided: supported within the "
+    "tolerance of the published value, not supported outside it. 'Higher than' is strict; "
+    "'no lower than' is >=. 'ran with other parameters' gives the measurement of the run of "
+    "the claim's algorithm that ran, and how its setting differs from the paper's; 'not run': "
+    "no run of the algorithm on that dataset, temperature and pair; 'not measured': it ran "
+    "without recording the quantity. Speed estimators: EAGLE-2 and DDD claims use the mean over "
+    "questions of tokens/s (EAGLE's and Spec-Bench's); DSBD claims use total tokens over total "
+    "time (DSBD's evaluation). The A/A control passes when its interval contains 1 with a "
+    "half-width of at most 5%."
+)

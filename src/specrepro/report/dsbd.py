@@ -1,21 +1,29 @@
 """The DSBD paper's comparison, one table per pair and dataset: every method that ran at T > 0
 against beam sampling of the same width (tokens/s, speedup, J/token, energy ratio, task quality,
-the width DSBD used, KV memory, target forwards per token); and the w_thres and per-level
-width views behind the two DSBD figures."""
+the target's log-likelihood, the width DSBD used, KV and device memory, target forwards per
+token); and the w_thres and per-level width views behind the two DSBD figures. Speed is the
+DSBD paper's estimator throughout: total tokens over total seconds (SPEC 7)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from specrepro.report.aggregate import per_question, prepare
+from specrepro.report.aggregate import group_stats, prepare
 from specrepro.report.claims import measure, query
+from specrepro.report.tables import LOGLIK_NOTE, MEMORY_NOTE, TAU_NOTE, TOKS_TOTALS
 
-QUALITY = {"squad": ("em", "EM"), "spider": ("exec_match", "EA")}
+# Per dataset, (summary column, label) of each task score, F1 always beside EM.
+QUALITY = {
+    "squad": (("em", "EM"), ("f1", "F1")),
+    "spider": (("exec_acc", "EA"),),
+}
 ORDER = ("beam", "dsbd", "sps", "vanilla")
 FLOOR_QUALITY = 5.0  # % below which a task score says nothing about a method's quality
+ESTIMATOR = "totals"  # claims.Claim.estimator of every speed ratio here
 
 
 def _params(group: pd.DataFrame) -> dict:
@@ -38,42 +46,50 @@ def beam_reference(rows: pd.DataFrame, width: int | None) -> str | None:
 
 
 def _ratio(tidy: pd.DataFrame, method: str, reference: str, pair, dataset, temperature) -> dict:
-    return measure(tidy, query("ratio", method, pair, dataset, temperature, reference=reference))
+    claim = query("ratio", method, pair, dataset, temperature, reference=reference,
+                  estimator=ESTIMATOR)  # fmt: skip
+    return measure(tidy, claim)
+
+
+def _percent(value: float) -> float | None:
+    return None if pd.isna(value) else 100 * float(value)
+
+
+def _forwards_per_token(group: pd.DataFrame) -> float | None:
+    # 1 / tau: the same forwards and tokens as tau (prefill left out) for every method.
+    tokens = group["verified_tokens"].sum()
+    forwards = group["verify_forwards"].sum(min_count=1)
+    return None if pd.isna(forwards) or not tokens else float(forwards / tokens)
 
 
 def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per method of one pair, dataset and temperature: the table's columns before the
     comparisons."""
-    column = QUALITY.get(dataset, (None, None))[0]
     out = []
     for method, group in prepare(rows).groupby("method"):
         params = _params(group)
-        algorithm = group["algorithm"].iloc[0]
-        tokens = group["new_tokens"].sum()
-        energy = group["energy_j"]
+        stats = group_stats(group)
         widths = [w for levels in _widths(group) for w in levels]
-        kv = group["kv_bytes_peak"]
-        if "kv_cache_bytes" in group:
-            kv = kv.fillna(pd.to_numeric(group["kv_cache_bytes"], errors="coerce"))
-        questions = per_question(group)
+        scores = {column: _percent(stats[column]) for column, _ in QUALITY.get(dataset, ())}
         out.append(
             {
                 "method": method,
-                "algorithm": algorithm,
+                "algorithm": group["algorithm"].iloc[0],
                 "width": params.get("width"),
                 "w_thres": params.get("w_thres"),
-                "tokens_per_s": questions["tokens_per_s"].mean(),
-                "j_per_token": energy.sum() / tokens if energy.notna().all() and tokens else None,
-                "energy_reason": group["energy_reason"].dropna().iloc[0]
-                if "energy_reason" in group and group["energy_reason"].notna().any()
-                else None,
-                "quality": 100 * group[column].mean()
-                if column and group[column].notna().any()
-                else None,
+                "tokens_per_s": stats["tokens_per_s"],  # totals, as the speedup
+                "j_per_token": None if pd.isna(stats["j_per_token"]) else stats["j_per_token"],
+                "energy_reason": stats["energy_reason"],
+                # The first score (EM, EA) is the one the figures and claims compare.
+                "quality": next(iter(scores.values()), None),
+                **scores,
+                "n_exec_excluded": stats["n_exec_excluded"],
+                "target_loglik": stats["target_loglik"],
                 "mean_width": float(np.mean(widths)) if widths else params.get("width"),
-                "kv_mb": kv.mean() / 2**20 if kv.notna().any() else None,
-                "forwards_per_token": group["target_forwards"].sum() / tokens if tokens else None,
-                "questions": len(questions),
+                "kv_peak_mib": stats["kv_peak_mib"],
+                "peak_device_mib": stats["peak_device_mib"],
+                "forwards_per_token": _forwards_per_token(group),
+                "questions": stats["n_questions"],
             }
         )
     frame = pd.DataFrame(out)
@@ -84,14 +100,54 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return frame.sort_values(["_rank", "width", "method"], na_position="last").drop(columns="_rank")
 
 
+def _header(dataset: str) -> list[str]:
+    scores = [f"{label} (%)" for _, label in QUALITY.get(dataset, ())]
+    scores += ["gold failed"] if dataset == "spider" else []
+    return [
+        "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", "J/token",
+        "energy ratio vs beam", *scores, "target log-lik/token", "mean width",
+        "KV peak (MiB)", "peak device MiB", "target forwards / token", "questions",
+    ]  # fmt: skip
+
+
+def _cells(r: Any, reference: str, speed: str, energy: str, dataset: str) -> list[str]:
+    scores = [_num(getattr(r, column), "{:.1f}") for column, _ in QUALITY.get(dataset, ())]
+    scores += [_num(r.n_exec_excluded, "{:.0f}")] if dataset == "spider" else []
+    return [
+        f"{r.method}" + (f" (vs {reference})" if r.method != reference else ""),
+        _num(r.width, "{:.0f}"), f"{r.tokens_per_s:.2f}", speed,
+        _num(r.j_per_token, "{:.3f}"), energy, *scores, _num(r.target_loglik, "{:.2f}"),
+        _num(r.mean_width, "{:.2f}"), _num(r.kv_peak_mib, "{:.1f}"),
+        _num(r.peak_device_mib, "{:.1f}"), _num(r.forwards_per_token, "{:.2f}"),
+        str(r.questions),
+    ]  # fmt: skip
+
+
+def _notes(pair: str, dataset: str) -> list[str]:
+    quality = {
+        "squad": "EM: exact match of the first answer line; F1: token overlap with the best "
+        "reference answer.",
+        "spider": "EA: execution accuracy of the SQL over the questions whose gold query runs; "
+        "gold failed: questions left out of EA because the gold query failed on its database.",
+    }.get(dataset, "")
+    return [
+        f"{pair}, {dataset}. Every speed is the DSBD paper's estimator, total tokens over total "
+        f"seconds: {TOKS_TOTALS} is all new tokens / all wall seconds of the method; speedup vs "
+        f"beam, totals is its {TOKS_TOTALS} over that of beam sampling of the same width W "
+        "(else the first beam entry) on the questions both ran, 95% bootstrap interval over "
+        "questions. Energy ratio: beam's J/token over the method's (how many times less "
+        f"energy). {quality} Mean width: the width DSBD chose per verified level (W for beam).",
+        MEMORY_NOTE,
+        LOGLIK_NOTE,
+        f"Target forwards / token = 1 / tau, with {TAU_NOTE}",
+    ]
+
+
 def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
     """Markdown: one block per temperature > 0 at which beam sampling ran."""
     rows = tidy[(tidy["pair"] == pair) & (tidy["dataset"] == dataset)]
-    label = QUALITY.get(dataset, (None, "quality"))[1]
-    header = [
-        "method", "W", "tokens/s", "speedup vs beam [95% CI]", "J/token", "energy ratio vs beam",
-        f"{label} (%)", "mean width", "KV MB", "target forwards / token", "questions",
-    ]  # fmt: skip
+    label = next(iter(QUALITY.get(dataset, ())), (None, "quality"))[1]
+    header = _header(dataset)
     lines = []
     reasons = set()
     qualities: list[float] = []
@@ -117,28 +173,11 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
                 reasons.add(r.energy_reason)
             if r.quality is not None and not np.isnan(r.quality):
                 qualities.append(r.quality)
-            cells = [
-                f"{r.method}" + (f" (vs {reference})" if r.method != reference else ""),
-                _num(r.width, "{:.0f}"), f"{r.tokens_per_s:.2f}", speed,
-                _num(r.j_per_token, "{:.3f}"), energy, _num(r.quality, "{:.1f}"),
-                _num(r.mean_width, "{:.2f}"), _num(r.kv_mb, "{:.1f}"),
-                _num(r.forwards_per_token, "{:.2f}"), str(r.questions),
-            ]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(_cells(r, reference, speed, energy, dataset)) + " |")
         lines.append("")
     if not lines:
         return f"{pair}, {dataset}: beam sampling did not run at T > 0.\n"
-    notes = [
-        f"{pair}, {dataset}. Speedup vs beam: mean tokens/s over the mean tokens/s of beam "
-        "sampling of the same width W (else the first beam entry) on the questions both ran, "
-        "95% bootstrap interval over questions. Energy ratio: beam's J/token over the method's "
-        f"(how many times less energy). {label}: "
-        + ("exact match of the first answer line." if dataset == "squad" else "")
-        + ("execution accuracy of the SQL." if dataset == "spider" else "")
-        + " Mean width: the width DSBD chose per verified level (W for beam). KV MB: peak KV "
-        "cache of target and draft, mean over questions. Target forwards / token: target "
-        "forward passes per output token.",
-    ]
+    notes = _notes(pair, dataset)
     if reasons:
         notes.append("J/token n/a: " + "; ".join(sorted(reasons)) + ".")
     if qualities and max(qualities) < FLOOR_QUALITY:
@@ -146,7 +185,8 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
             f"Every method scores below {FLOOR_QUALITY:g}% {label} here: at this floor the "
             "quality columns cannot show a difference between methods."
         )
-    return "\n".join(lines + notes) + "\n"
+    # Blank lines between notes: each stays its own paragraph when the Markdown is rendered.
+    return "\n".join(lines) + "\n" + "\n\n".join(notes) + "\n"
 
 
 def _ci(result: dict) -> str:
@@ -163,7 +203,8 @@ def _num(value: object, fmt: str) -> str:
 
 def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
     """One row per (dataset, temperature, dsbd entry): its w_thres, min width, speedup over
-    beam of the same width with the interval, and quality; for the w_thres figure."""
+    beam of the same width (totals, as the table) with the interval, and quality (EM or EA,
+    and F1 on SQuAD; NaN elsewhere) beside beam's; for the w_thres figure."""
     points = []
     rows = tidy[tidy["pair"] == pair]
     keys = ["dataset", "temperature"]
@@ -173,6 +214,7 @@ def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
         if summary.empty:
             continue
         quality = dict(zip(summary["method"], summary["quality"], strict=True))
+        f1 = summary.set_index("method")["f1"] if "f1" in summary else pd.Series(dtype=float)
         for r in summary[summary["algorithm"] == "dsbd"].itertuples():
             reference = beam_reference(group, r.width)
             if reference is None:
@@ -192,6 +234,8 @@ def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
                     "high": ratio["high"],
                     "quality": r.quality,
                     "beam_quality": quality.get(reference),
+                    "f1": f1.get(r.method, float("nan")),
+                    "beam_f1": f1.get(reference, float("nan")),
                     "mean_width": r.mean_width,
                 }
             )

@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 SERIES_KEYS = ["pair", "method", "temperature", "dtype"]
+QUALITY_LABELS = {"squad": "EM", "spider": "EA"}  # the first task score of each dataset
 SPLIT_PARTS = [("frac_draft", "draft"), ("frac_verify", "verify"), ("frac_other", "other")]
 
 
@@ -107,8 +108,8 @@ def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
 
 
 def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanilla") -> list[Path]:
-    """Headline speedup (mean tokens/s over mean baseline tokens/s) with 95% CI bars by
-    dataset and method, a panel per T."""
+    """Headline speedup (mean tokens/s over mean baseline tokens/s, EAGLE's estimator, the
+    tables' "speedup, mean tok/s") with 95% CI bars by dataset and method, a panel per T."""
     datasets = sorted(summary["dataset"].astype(str).unique())
     temperatures = sorted(summary["temperature"].unique())
     fig, axes = _panels(len(temperatures))
@@ -118,7 +119,7 @@ def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanil
     for ax, temperature in zip(axes, temperatures, strict=False):
         _speedup_panel(ax, methods[methods["temperature"] == temperature], datasets)
         ax.set_title(f"T = {temperature:g}")
-        ax.set_ylabel(f"speedup over {baseline}\n(mean tok/s ratio)")
+        ax.set_ylabel(f"speedup over {baseline}, mean tok/s\n(mean tok/s / {baseline}'s)")
     hardware = sorted({str(h) for h in summary.get("hardware", pd.Series(dtype=str)).dropna()})
     if hardware:
         fig.suptitle("; ".join(hardware), fontsize=8, y=0.995)
@@ -143,6 +144,26 @@ def length_distribution(cells: pd.Series) -> np.ndarray:
     return counts / counts.sum()
 
 
+def verification_lengths(tidy: pd.DataFrame) -> pd.Series:
+    """Each row's accepted lengths without its prefill rounds (the first target forwards minus
+    verification forwards of them), so that the histogram's mean is tau as the tables define
+    it. Rows without forward counts keep every round."""
+    lengths = tidy["accept_lengths"]
+    if "verify_forwards" not in tidy or "target_forwards" not in tidy:
+        return lengths
+    prefill = pd.to_numeric(tidy["target_forwards"], errors="coerce") - pd.to_numeric(
+        tidy["verify_forwards"], errors="coerce"
+    )
+    return pd.Series(
+        [
+            parse_lengths(cell)[int(skip) if pd.notna(skip) and skip > 0 else 0 :]
+            for cell, skip in zip(lengths, prefill, strict=True)
+        ],
+        index=tidy.index,
+        dtype=object,
+    )
+
+
 def _length_panel(ax: Axes, rows: pd.DataFrame, column: str = "accept_lengths") -> None:
     distributions = {
         label: length_distribution(series[column])
@@ -161,10 +182,12 @@ def _length_panel(ax: Axes, rows: pd.DataFrame, column: str = "accept_lengths") 
 def accepted_length_figure(
     tidy: pd.DataFrame, out_base: Path, baseline: str = "vanilla"
 ) -> list[Path]:
-    """Normalised histogram of tokens committed per target forward, a panel per dataset."""
+    """Normalised histogram of tokens committed per verification forward (prefill left out),
+    a panel per dataset."""
     datasets = sorted(tidy["dataset"].astype(str).unique())
     fig, axes = _panels(len(datasets))
     methods = tidy[tidy["method"] != baseline]
+    methods = methods.assign(accept_lengths=verification_lengths(methods))
     for ax, dataset in zip(axes, datasets, strict=False):
         rows = methods[methods["dataset"].astype(str) == dataset]
         if rows.empty:
@@ -172,7 +195,7 @@ def accepted_length_figure(
         else:
             _length_panel(ax, rows)
         ax.set_title(dataset)
-        ax.set_xlabel("tokens committed per target forward")
+        ax.set_xlabel("tokens committed per verification forward (mean = tau)")
         ax.set_ylabel("share of rounds")
     return _save(fig, out_base)
 
@@ -225,7 +248,7 @@ def ddd_sweep_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[P
     """Speedup (with its interval), tau and mean drafted levels against the threshold x, one
     line per set of check levels S (from report.ddd.sweep_points)."""
     fig, axes = _panels(3)
-    panels = [("speedup", "speedup (mean tok/s ratio)"), ("tau", "tau"), ("mean_levels", "levels")]
+    panels = [("speedup", "speedup, mean tok/s"), ("tau", "tau"), ("mean_levels", "levels")]
     for ax, (column, label) in zip(axes, panels, strict=True):
         ax.set_xlabel("threshold x on H")
         ax.set_ylabel(label)
@@ -249,18 +272,27 @@ def ddd_sweep_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[P
     return _save(fig, out_base)
 
 
+def _beam_line(ax: Axes, values: pd.Series, color: str, label: str, style: str = "--") -> None:
+    """Beam sampling's score, one per (W, T), as a horizontal line in its series' colour."""
+    present = values.dropna()
+    if len(present):
+        ax.axhline(float(present.iloc[0]), color=color, linestyle=style, linewidth=1, label=label)
+
+
 def dsbd_threshold_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
     """DSBD against w_thres, a column per dataset: speedup over beam sampling of the same width
-    (with its interval) on top, task quality below with beam sampling's as a dashed line (from
+    (totals, the DSBD paper's estimator, with its interval) on top, task quality below (EM or
+    EA, and F1 dotted on SQuAD) with beam sampling's as a dashed line (from
     report.dsbd.threshold_points). One line per (W, min width, T)."""
     datasets = sorted(points["dataset"].unique()) if not points.empty else ["(none)"]
     fig = Figure(figsize=(4.5 * len(datasets), 6.0), layout="constrained")
     grid = fig.subplots(2, len(datasets), squeeze=False)
     for col, dataset in enumerate(datasets):
+        score = QUALITY_LABELS.get(dataset, "quality")
         top, bottom = grid[0][col], grid[1][col]
         top.set_title(dataset)
-        top.set_ylabel("speedup over beam (mean tok/s ratio)")
-        bottom.set_ylabel("quality (%): EM (SQuAD) / EA (Spider)")
+        top.set_ylabel("speedup over beam, totals\n(total tok/s ratio)")
+        bottom.set_ylabel("quality (%): EM, F1 (SQuAD) / EA (Spider)")
         bottom.set_xlabel("w_thres")
         rows = points[points["dataset"] == dataset] if not points.empty else points
         if rows.empty:
@@ -275,16 +307,14 @@ def dsbd_threshold_figure(points: pd.DataFrame, out_base: Path, title: str) -> l
             yerr = _interval_bars(y, line["low"], line["high"])
             name = f"W={width:g} min={min_width} T={temperature:g}"
             top.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
-            drawn = bottom.plot(x, line["quality"].to_numpy(float), marker="o", label=name)
-            beam = line["beam_quality"].dropna()
-            if len(beam):
-                bottom.axhline(
-                    float(beam.iloc[0]),
-                    color=drawn[0].get_color(),
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"beam W={width:g}",
-                )
+            quality = line["quality"].to_numpy(float)
+            drawn = bottom.plot(x, quality, marker="o", label=f"{score} {name}")
+            color = drawn[0].get_color()
+            _beam_line(bottom, line["beam_quality"], color, f"beam {score} W={width:g}")
+            if "f1" in line and line["f1"].notna().any():
+                f1 = line["f1"].to_numpy(float)
+                bottom.plot(x, f1, marker="s", linestyle=":", color=color, label=f"F1 {name}")
+                _beam_line(bottom, line["beam_f1"], color, f"beam F1 W={width:g}", ":")
         top.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         top.legend(fontsize="small")
         bottom.legend(fontsize="small")
@@ -401,7 +431,7 @@ def draft_throughput_figure(table: pd.DataFrame, out_base: Path, title: str) -> 
         ax.set_xscale("log", base=2)
         ax.set_title(f"{method}, T={temperature:g}")
         ax.set_xlabel("draft depth (layers), equal size")
-        ax.set_ylabel("speedup over the target alone (tok/s ratio)")
+        ax.set_ylabel("speedup over the target alone, mean tok/s")
         ax.legend(fontsize="small")
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)

@@ -12,6 +12,28 @@ import pandas as pd
 from specrepro.report.aggregate import SPEEDUP_ESTIMATORS
 
 Row = pd.Series
+NOT_COMPARED = "\u2013"  # en dash: a cell with no comparison to make, unlike n/a (not measured)
+# One wording per quantity, shared by every table (dataset, DDD, DSBD) so that the same label
+# always means the same estimator.
+TOKS_TOTALS = "tok/s (totals)"
+TOKS_TOTALS_NOTE = (
+    f"{TOKS_TOTALS}: all new tokens / all wall seconds of the configuration (every question, "
+    "turn and seed pooled), the DSBD paper's estimator."
+)
+TAU_NOTE = (
+    "tau = tokens committed by verification forwards / verification forwards (prefill "
+    "excluded, bonus token included), one definition for every method."
+)
+MEMORY_NOTE = (
+    "KV peak (MiB): the largest over questions and turns of the KV cache peak of one "
+    "generation (every model's live KV cache, each at its own peak, summed), the same "
+    "quantity for every method; peak device MiB: the largest measured peak of device memory "
+    "(weights and activations included), n/a where not measured (CPU). MiB = 1,048,576 bytes."
+)
+LOGLIK_NOTE = (
+    "target log-lik/token: the target model's mean log-probability per generated token (at "
+    "T=1), mean over turns; a quality signal for every method, dataset and temperature."
+)
 
 
 @dataclass(frozen=True)
@@ -43,18 +65,24 @@ def _count(value: float) -> str:
     return "n/a" if pd.isna(value) else str(int(value))
 
 
-def _lossless(row: Row) -> str:
-    # Token-identical output is only expected under greedy decoding.
-    if row["temperature"] != 0 or pd.isna(row["lossless_match_rate"]):
-        return "-"
+def _lossless(row: Row, baseline: str) -> str:
+    # The baseline is what the others are compared with, never with itself (an A/A control
+    # entry under another name is compared and shows its rate); token-identical output is only
+    # expected under greedy decoding.
+    if row["method"] == baseline or row["temperature"] != 0:
+        return NOT_COMPARED
     return _percent(row["lossless_match_rate"])
+
+
+def _mib(value: float) -> str:
+    return _number(value, "{:.1f}")
 
 
 BASE_COLUMNS = [
     Column("pair", "pair", "l", lambda r: str(r["pair"])),
     Column("method", "method", "l", lambda r: str(r["method"])),
     Column("T", "$T$", "r", lambda r: f"{r['temperature']:g}"),
-    Column("tokens/s", "tokens/s", "r", lambda r: _number(r["tokens_per_s"], "{:.1f}")),
+    Column(TOKS_TOTALS, TOKS_TOTALS, "r", lambda r: _number(r["tokens_per_s"], "{:.1f}")),
     Column(
         "speedup, mean tok/s [95% CI]",
         "speedup, mean tok/s [95\\% CI]",
@@ -69,16 +97,28 @@ BASE_COLUMNS = [
     ),
     Column("paired", "paired", "r", lambda r: _count(r["n_paired"])),
     Column("tau", "$\\tau$", "r", lambda r: _number(r["tau"])),
+    Column("KV peak (MiB)", "KV peak (MiB)", "r", lambda r: _mib(r["kv_peak_mib"])),
+    Column("peak device MiB", "peak device MiB", "r", lambda r: _mib(r["peak_device_mib"])),
     Column("J/token", "J/token", "r", lambda r: _number(r["j_per_token"], "{:.3f}")),
 ]
 QUALITY_COLUMNS = {
     "em": Column("EM (%)", "EM (\\%)", "r", lambda r: _percent(r["em"])),
     "f1": Column("F1 (%)", "F1 (\\%)", "r", lambda r: _percent(r["f1"])),
     "exec_acc": Column("EA (%)", "EA (\\%)", "r", lambda r: _percent(r["exec_acc"])),
+    "n_exec_excluded": Column(
+        "gold failed", "gold failed", "r", lambda r: _count(r["n_exec_excluded"])
+    ),
 }
-LOSSLESS_COLUMN = Column("lossless (%)", "lossless (\\%)", "r", _lossless)
-# Datasets whose quality metric is known; others show whichever metrics they carry.
-DATASET_QUALITY = {"squad": ["em", "f1"], "spider": ["exec_acc"], "mtbench": []}
+LOGLIK_COLUMN = Column(
+    "target log-lik/token", "target log-lik/token", "r", lambda r: _number(r["target_loglik"])
+)
+# Datasets whose quality metric is known; others show whichever metrics they carry. F1 always
+# stands beside EM, and Spider's EA beside the count of questions it leaves out.
+DATASET_QUALITY = {
+    "squad": ["em", "f1"],
+    "spider": ["exec_acc", "n_exec_excluded"],
+    "mtbench": [],
+}
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -90,6 +130,7 @@ LATEX_SPECIALS = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    NOT_COMPARED: "--",
 }
 
 
@@ -107,13 +148,20 @@ def _quality_metrics(dataset: str, rows: pd.DataFrame) -> list[str]:
     for name, metrics in DATASET_QUALITY.items():
         if key.startswith(name):
             return metrics
-    return [m for m in QUALITY_COLUMNS if rows[m].notna().any()]
+    shown = [m for m in QUALITY_COLUMNS if m in rows and rows[m].notna().any()]
+    # EM never appears without F1.
+    return [*shown, "f1"] if "em" in shown and "f1" not in shown else shown
 
 
-def table_columns(dataset: str, rows: pd.DataFrame) -> list[Column]:
-    """The columns shown for one dataset: speed, energy, its quality metrics, lossless."""
+def lossless_column(baseline: str) -> Column:
+    return Column("lossless (%)", "lossless (\\%)", "r", lambda r: _lossless(r, baseline))
+
+
+def table_columns(dataset: str, rows: pd.DataFrame, baseline: str = "vanilla") -> list[Column]:
+    """The columns shown for one dataset: speed, memory, energy, its quality metrics, the
+    target's log-likelihood, lossless."""
     quality = [QUALITY_COLUMNS[m] for m in _quality_metrics(dataset, rows)]
-    return [*BASE_COLUMNS, *quality, LOSSLESS_COLUMN]
+    return [*BASE_COLUMNS, *quality, LOGLIK_COLUMN, lossless_column(baseline)]
 
 
 def _energy_footnote(reason: object) -> str:
@@ -131,11 +179,22 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
     hardware = sorted({str(h) for h in rows.get("hardware", pd.Series(dtype=str)).dropna()})
     notes = [f"Measured on {'; '.join(hardware)}."] if hardware else []
     notes += [
+        TOKS_TOTALS_NOTE,
         f"speedup, mean tok/s: {SPEEDUP_ESTIMATORS['speedup']}; "
         f"speedup, totals: {SPEEDUP_ESTIMATORS['speedup_totals']}. Both over the paired "
         f"questions (paired = questions run by the method and by {baseline} with the same "
-        "pair, dataset, T, dtype and seed), with 95% paired bootstrap intervals over questions."
+        "pair, dataset, T, dtype and seed), with 95% paired bootstrap intervals over questions.",
+        TAU_NOTE,
+        MEMORY_NOTE,
+        LOGLIK_NOTE,
+        f"lossless: share of T=0 outputs token-identical to {baseline}'s; {NOT_COMPARED} for "
+        f"{baseline} itself and at nonzero T, where nothing is compared.",
     ]
+    if "n_exec_excluded" in rows and rows["n_exec_excluded"].notna().any():
+        notes.append(
+            "EA: execution accuracy over the questions whose gold query runs; gold failed: "
+            "questions left out of EA because the gold query failed on its own database."
+        )
     for _, row in rows.iterrows():
         alone, missing = row["n_unpaired_method"], row["n_unpaired_baseline"]
         if row["method"] == baseline or not (alone or missing):
@@ -220,7 +279,7 @@ def write_dataset_tables(
     written = []
     for dataset, rows in summary.groupby("dataset", sort=True):
         rows = _sorted_rows(rows, baseline)
-        columns = table_columns(str(dataset), rows)
+        columns = table_columns(str(dataset), rows, baseline)
         extra = [notes[dataset]] if dataset in notes else []
         below = extra + table_footnotes(rows, baseline)
         stem = out_dir / f"table_{_file_stem(str(dataset))}"
