@@ -21,7 +21,9 @@ do_sample=True)`, where it runs.
 
 `trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
 against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
-the draft / verify / other split of the wall time, with the T=0 match rate against vanilla.
+the draft / verify / other split of the wall time, with the T=0 match rate against vanilla;
+`vanilla-aa` (vanilla again) is the A/A control: its speedup shows how much the machine drifts.
+Every bench runs its methods interleaved per prompt, the order rotated by one per prompt.
 """
 
 from __future__ import annotations
@@ -252,7 +254,12 @@ def decode_ratios(
 def run_trees(args: argparse.Namespace) -> dict:
     config, report, loads = _loaded_prompts(args, ("head",))
     for dtype, loaded, encoded in loads:
-        methods = {"vanilla": resolve_method(config, "vanilla")}
+        vanilla = resolve_method(config, "vanilla")
+        # The A/A control: vanilla again under another name, timed like every other run.
+        methods = {
+            "vanilla": vanilla,
+            "vanilla-aa": MethodChoice("vanilla-aa", "vanilla", vanilla.params),
+        }
         methods |= {name: resolve_method(config, name) for name in args.methods}
         report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
     return report

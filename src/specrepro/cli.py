@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-pairs", nargs="*", default=[], help="pairs left out (the study's draft pairs)"
     )
+    p.add_argument(
+        "--skip", nargs="*", default=[], help="methods left out (sweep points not in runs)"
+    )
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
 
@@ -573,7 +576,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         pair, _, path = item.partition("=")
         study[pair] = json.loads(Path(path).read_text())
     tidy = pd.read_csv(args.tidy)
-    tidy = tidy[~tidy["pair"].isin(args.skip_pairs)]
+    tidy = tidy[~tidy["pair"].isin(args.skip_pairs) & ~tidy["method"].isin(args.skip)]
     claims = load_claims([Path(p) for p in args.claims])
     table = check_claims(tidy, claims, args.baseline, study)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)

@@ -64,13 +64,14 @@ rule claims:
         baseline=RUNS.get("baseline", "vanilla"),
         study=[f"{STUDY['pair']}={path}" for path in study_results()],
         skip_pairs=STUDY_PAIRS,
+        skip=SWEEP_ONLY,
     log:
         "logs/analysis/claims.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
         "specrepro claims --tidy {input.tidy} --claims {input.claims} --baseline {params.baseline} "
-        "--study {params.study} --skip-pairs {params.skip_pairs} "
+        "--study {params.study} --skip-pairs {params.skip_pairs} --skip {params.skip} "
         "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
 
 
