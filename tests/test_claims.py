@@ -226,6 +226,7 @@ def test_energy_and_quality_claims(tmp_path: Path, energy: bool) -> None:
     assert table.loc["q", "status"] in ("not supported", "inconclusive")
     assert table.loc["ll", "measured"] == pytest.approx(-0.5)
     assert table.loc["ll", "status"] == "not supported"
+    assert "| 1.50-1.90 |" in claims_markdown(table.reset_index())  # a published range
     if energy:
         assert table.loc["e", "measured"] == pytest.approx(2.0)
     else:

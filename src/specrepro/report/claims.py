@@ -571,6 +571,7 @@ def check_claims(
                 "text": claim.text,
                 **verdict,
                 "published": published,
+                "published_high": claim.published_high,
                 "threshold": claim.threshold(),
                 "runs": runs,
                 **result,
@@ -619,6 +620,9 @@ def claims_markdown(table: pd.DataFrame) -> str:
             status += f" ({other})"
         pairs = ", ".join(row["pairs"]) if row["pairs"] else "-"
         published = _fmt(row["published"])
+        high = row.get("published_high")
+        if high is not None and not pd.isna(high):
+            published += f"-{_fmt(high)}"
         if row.get("threshold") is not None and not pd.isna(row.get("threshold")):
             published += f" (bound {_fmt(row['threshold'])})"
         lines.append(
