@@ -290,13 +290,27 @@ def run_group(
     energy_cfg = config.get("energy", {})
     meter = open_energy_meter(device, energy_cfg.get("sample_hz", 20.0))
     group = [m.key for m in members]
-    metas = [
-        _meta(config, loaded[m.pair], m, group, temperature, seed, dtype, device, max_new_tokens)
-        for m in members
-    ]
-    for meta in metas:
-        meta["hardware"] = hardware_info(meter)
-        meta["prompts_sha256"] = records_fingerprint(prompts)
+    # What every run of the group shares, computed once (the code hash reads every source file).
+    shared = {
+        "temperature": temperature,
+        "seed": seed,
+        "dtype": dtype,
+        "device": str(device),
+        "batch_size": 1,
+        "max_new_tokens": max_new_tokens,
+        "timing_group": group,
+        "timing_order": "interleaved per question, order rotated by one per question",
+        "depth_convention": "depth = number of draft levels",
+        "tau_definition": "tokens committed by verification forwards / verification forwards "
+        "(prefill forward and its token excluded)",
+        "hardware": hardware_info(meter),
+        "git_commit": git_commit(),
+        "code_sha256": code_fingerprint(),
+        "prompts_sha256": records_fingerprint(prompts),
+        "command": sys.argv,
+        "config": config,
+    }
+    metas = [_meta(loaded[m.pair], m, shared) for m in members]
     try:
         writer = ResultWriter(out, metas, RUN_IDENTITY)
     except BaseException:
@@ -328,17 +342,7 @@ def run_group(
         meter.close()
 
 
-def _meta(
-    config: dict,
-    loaded: LoadedPair,
-    member: Member,
-    group: list[str],
-    temperature: float,
-    seed: int,
-    dtype: str,
-    device: torch.device,
-    max_new_tokens: int,
-) -> dict:
+def _meta(loaded: LoadedPair, member: Member, shared: dict) -> dict:
     method = member.method
     return {
         "record": "meta",
@@ -346,23 +350,9 @@ def _meta(
         "method": method.name,
         "algorithm": method.algorithm,
         "params": params_dict(method.params),
-        "temperature": temperature,
-        "seed": seed,
-        "dtype": dtype,
-        "device": str(device),
-        "batch_size": 1,
-        "max_new_tokens": max_new_tokens,
         "questions": member.questions,
-        "timing_group": group,
-        "timing_order": "interleaved per question, order rotated by one per question",
-        "depth_convention": "depth = number of draft levels",
-        "tau_definition": "tokens committed by verification forwards / verification forwards "
-        "(prefill forward and its token excluded)",
-        "git_commit": git_commit(),
-        "code_sha256": code_fingerprint(),
         "model_fingerprints": loaded.fingerprints,
-        "command": sys.argv,
-        "config": config,
+        **shared,
     }
 
 
