@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from specrepro.data import (
+    DATASET_NAMES,
+    MANIFESTS,
     DataError,
     DatasetManifest,
     DataWarning,
@@ -27,13 +28,17 @@ from specrepro.data import (
     read_prompts_jsonl,
     sha256_file,
     spider_coverage,
+    spider_db_path,
     subsample,
     verify_dataset,
     write_jsonl,
 )
+from specrepro.data.fetch import RECORD_NAME
+from specrepro.data.spider import spider_db_available
+from tests.conftest import real_mirror_path, write_tiny_config
+from tests.tiny_data import add_official_only_databases, build_tiny_mirror, spider_db_file
 
 SPIDER_ZIP_URL = "https://example.invalid/spider_data.zip"  # always overridden by a local zip
-REAL_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 RECORD_KEYS = [
     "question_id",
     "dataset",
@@ -44,122 +49,17 @@ RECORD_KEYS = [
     "reference",
     "conversation",
 ]
-
-MTBENCH_QUESTIONS = [
-    {"question_id": 1, "category": "writing", "turns": ["Write a haiku.", "Now a limerick."]},
-    {
-        "question_id": 2,
-        "category": "math",
-        "turns": ["What is 2+2?", "And 3+3?"],
-        "reference": ["4", "6"],
-    },
-    {"question_id": 3, "category": "coding", "turns": ["Reverse a list.", "In C."]},
+# The Spider questions of the committed figures (default config: n 12, subsample_seed 0), as
+# results/tidy.csv of the committed run lists them.
+COMMITTED_SPIDER_SAMPLE = [
+    f"spider-{i}" for i in (104, 306, 422, 497, 510, 571, 595, 822, 846, 901, 944, 970)
 ]
-
-SQUAD = {
-    "version": "1.1",
-    "data": [
-        {
-            "title": "Pebbles",
-            "paragraphs": [
-                {
-                    "context": "Pebbles are small round stones found on the beach at Orwin.",
-                    "qas": [
-                        {
-                            "id": "q1",
-                            "question": "Where are pebbles found?",
-                            "answers": [
-                                {"answer_start": 40, "text": "on the beach at Orwin"},
-                                {"answer_start": 47, "text": "beach at Orwin"},
-                            ],
-                        },
-                        {
-                            "id": "q2",
-                            "question": "What shape are pebbles?",
-                            "answers": [{"answer_start": 17, "text": "round"}],
-                        },
-                    ],
-                }
-            ],
-        },
-        {
-            "title": "Kites",
-            "paragraphs": [
-                {
-                    "context": "The red kite flew over the hill in 1999.",
-                    "qas": [
-                        {
-                            "id": "q3",
-                            "question": "When did the kite fly?",
-                            "answers": [{"answer_start": 35, "text": "1999"}],
-                        },
-                    ],
-                }
-            ],
-        },
-    ],
-}
-
-SPIDER_DEV = [
-    {
-        "db_id": "shop",
-        "question": "How many items are there?",
-        "query": "SELECT count(*) FROM item",
-    },
-    {"db_id": "zoo", "question": "List all animals.", "query": "SELECT name FROM animal"},
-    {
-        "db_id": "shop",
-        "question": "Names of items sold in orders?",
-        "query": "SELECT T1.name FROM item AS T1 JOIN orders AS T2 ON T1.id = T2.item_id",
-    },
-]
-
-SPIDER_TABLES = [
-    {
-        "db_id": "shop",
-        "table_names_original": ["item", "orders"],
-        "column_names_original": [
-            [-1, "*"],
-            [0, "id"],
-            [0, "name"],
-            [1, "order_id"],
-            [1, "item_id"],
-        ],
-        "foreign_keys": [[4, 1]],
-    },
-    {
-        "db_id": "zoo",
-        "table_names_original": ["animal"],
-        "column_names_original": [[-1, "*"], [0, "name"]],
-        "foreign_keys": [],
-    },
-]
-
-
-def _make_sqlite(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")
-    con.execute("CREATE TABLE orders (order_id INTEGER, item_id INTEGER)")
-    con.executemany("INSERT INTO item VALUES (?, ?)", [(1, "pen"), (2, "cup")])
-    con.commit()
-    con.close()
 
 
 @pytest.fixture
 def mirror(tmp_path: Path) -> Path:
-    root = tmp_path / "mirror"
-    (root / "mtbench").mkdir(parents=True)
-    (root / "mtbench" / "question.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in MTBENCH_QUESTIONS), encoding="utf-8"
-    )
-    (root / "squad").mkdir()
-    (root / "squad" / "dev-v1.1.json").write_text(json.dumps(SQUAD), encoding="utf-8")
-    (root / "spider").mkdir()
-    (root / "spider" / "dev.json").write_text(json.dumps(SPIDER_DEV), encoding="utf-8")
-    (root / "spider" / "tables.json").write_text(json.dumps(SPIDER_TABLES), encoding="utf-8")
-    _make_sqlite(root / "spider" / "database" / "shop" / "shop.sqlite")
-    return root
+    """A tiny mirror of the test's own, free to change."""
+    return build_tiny_mirror(tmp_path / "mirror")
 
 
 def _manifest(root: Path, name: str, **kw: object) -> DatasetManifest:
@@ -191,7 +91,7 @@ def test_fetch_copies_from_mirror_and_is_idempotent(mirror: Path, tmp_path: Path
     # The mirror itself is a valid data folder; using it in place writes nothing there.
     spider = DatasetManifest(
         "spider",
-        (*_manifest(mirror, "spider").files, FileEntry("spider/database/zoo/zoo.sqlite", None)),
+        (*_manifest(mirror, "spider").files, FileEntry("spider/database/wta_1/wta_1.sqlite", None)),
     )
     fetch_dataset("spider", mirror, mirror, manifest=spider)
     assert not (mirror / "spider" / "fetch_record.json").exists()
@@ -247,31 +147,38 @@ def test_verify_reports_missing_and_corrupt(mirror: Path, tmp_path: Path) -> Non
 
 
 def test_spider_from_archive_warns_on_sqlite_difference(mirror: Path, tmp_path: Path) -> None:
-    shop = "spider/database/shop/shop.sqlite"
-    zoo = "spider/database/zoo/zoo.sqlite"
+    singer = "spider/database/concert_singer/concert_singer.sqlite"
+    wta = "spider/database/wta_1/wta_1.sqlite"
     man = DatasetManifest(
         "spider",
         (
             FileEntry("spider/dev.json", sha256_file(mirror / "spider/dev.json")),
             FileEntry("spider/tables.json", sha256_file(mirror / "spider/tables.json")),
             # The mirror's copy differs from the archive's, as for the recovered databases.
-            FileEntry(shop, "f" * 64, mirror_hash_only=True),
-            FileEntry(zoo, None),
+            FileEntry(singer, "f" * 64, mirror_hash_only=True),
+            FileEntry(wta, None),
         ),
         archive_url=SPIDER_ZIP_URL,
     )
     zip_path = tmp_path / "spider_data.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:
-        for rel in ("spider/dev.json", "spider/tables.json", shop):
+        for rel in ("spider/dev.json", "spider/tables.json", singer):
             zf.write(mirror / rel, "spider_data/" + rel.removeprefix("spider/"))
-        zf.writestr("spider_data/database/zoo/zoo.sqlite", b"zoo bytes")
+        zf.writestr("spider_data/database/wta_1/wta_1.sqlite", b"wta bytes")
         zf.writestr("__MACOSX/spider_data/dev.json", b"junk")
     dest = tmp_path / "data"
-    with pytest.warns(DataWarning, match="shop.sqlite"):
+    with pytest.warns(DataWarning, match="concert_singer.sqlite"):
         fetch_dataset("spider", dest, None, url_overrides={"spider": str(zip_path)}, manifest=man)
-    assert (dest / shop).read_bytes() == (mirror / shop).read_bytes()
-    assert (dest / zoo).read_bytes() == b"zoo bytes"
+    assert (dest / singer).read_bytes() == (mirror / singer).read_bytes()
+    assert (dest / wta).read_bytes() == b"wta bytes"
     verify_dataset("spider", dest, manifest=man)
+    files = json.loads((dest / "spider" / RECORD_NAME).read_text())["files"]
+    assert files[singer] == {
+        "sha256": sha256_file(mirror / singer),
+        "source": f"{zip_path.as_uri()}#spider_data/database/concert_singer/concert_singer.sqlite",
+        "archive_sha256": sha256_file(zip_path),
+        "status": "fetched",
+    }
     zip_path.unlink()  # a second fetch must not download again
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -297,15 +204,24 @@ def test_archive_is_checked_against_its_pinned_hash(mirror: Path, tmp_path: Path
         zf.write(mirror / "spider/dev.json", "spider_data/dev.json")
     dev = FileEntry("spider/dev.json", sha256_file(mirror / "spider/dev.json"))
 
-    def fetch(archive_sha256: str) -> Path:
-        man = DatasetManifest("spider", (dev,), SPIDER_ZIP_URL, archive_sha256)
+    def fetch(archive_sha256: str, verified: bool = True) -> Path:
+        man = DatasetManifest("spider", (dev,), SPIDER_ZIP_URL, archive_sha256, verified)
         return fetch_dataset(
             "spider", tmp_path / archive_sha256[:4], None,
             url_overrides={"spider": str(zip_path)}, manifest=man,
         )  # fmt: skip
 
-    with pytest.raises(DataError, match="sha256 mismatch for the archive"):
+    with pytest.raises(DataError, match="sha256 mismatch for the archive") as err:
         fetch("0" * 64)
+    size = f"({zip_path.stat().st_size:,} bytes)"
+    assert size in str(err.value) and "never checked" not in str(err.value)
+    # A pin never checked against a real download says so, and what to do instead.
+    with pytest.raises(DataError, match="sha256 mismatch for the archive") as err:
+        fetch("1" * 64, verified=False)
+    msg = str(err.value)
+    assert size in msg and "never checked against a real download" in msg
+    assert "data mirror" in msg and sha256_file(zip_path) in msg
+    assert not (tmp_path / "1111" / "spider" / "dev.json").exists()
     assert (fetch(sha256_file(zip_path)) / "dev.json").is_file()
 
 
@@ -348,13 +264,13 @@ def test_missing_mirror_folder_is_named(mirror: Path, tmp_path: Path) -> None:
 
 
 def test_manifest_pins_every_download() -> None:
-    from specrepro.data.manifest import MANIFESTS
-
     for man in MANIFESTS.values():
         for entry in man.files:
             assert entry.url is None or "/main/" not in entry.url, entry.url
         if man.archive_url is not None:
             assert man.archive_sha256 is not None, man.name
+    # Never downloaded here (no network): the Spider archive's pin must not pass as checked.
+    assert not MANIFESTS["spider"].archive_sha256_verified
 
 
 def test_spider_archive_not_a_zip(tmp_path: Path) -> None:
@@ -368,6 +284,152 @@ def test_spider_archive_not_a_zip(tmp_path: Path) -> None:
             "spider", tmp_path / "d", None, url_overrides={"spider": str(page)}, manifest=man
         )
     assert not list((tmp_path / "d").rglob("*.part"))
+
+
+# --- the fetch record (the fetch_data rule's output) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mirror_manifests(data_mirror: Path) -> dict[str, DatasetManifest]:
+    """The built-in manifests for the real mirror, manifests of its own files for a tiny one."""
+    if data_mirror == real_mirror_path():
+        return dict(MANIFESTS)
+    return {name: _manifest(data_mirror, name) for name in DATASET_NAMES}
+
+
+def _files_state(root: Path) -> dict[str, tuple[int, int, str]]:
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns, sha256_file(p))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != RECORD_NAME
+    }
+
+
+@pytest.mark.parametrize("name", DATASET_NAMES)
+def test_rerun_over_present_data_always_writes_the_record(
+    name: str, data_mirror: Path, mirror_manifests: dict[str, DatasetManifest], tmp_path: Path
+) -> None:
+    man = mirror_manifests[name]
+    dest = tmp_path / "data"
+    record_path = dest / name / RECORD_NAME
+    fetch_dataset(name, dest, data_mirror, manifest=man)
+    first = json.loads(record_path.read_text())["files"]
+    assert list(first) == sorted(e.path for e in man.files)
+    for path, entry in first.items():
+        assert entry == {
+            "sha256": sha256_file(data_mirror / path),
+            "source": str(data_mirror / path),
+            "status": "fetched",
+        }
+    files = _files_state(dest / name)
+
+    # A plain rerun fetches nothing, and still says what is there and where it came from.
+    fetch_dataset(name, dest, data_mirror, manifest=man)
+    second = json.loads(record_path.read_text())["files"]
+    assert second == {p: {**e, "status": "present"} for p, e in first.items()}
+
+    # A forced rerun: Snakemake deletes the job's output (the record) before running it.
+    record_path.unlink()
+    fetch_dataset(name, dest, data_mirror, manifest=man)
+    third = json.loads(record_path.read_text())["files"]
+    assert {p: e["sha256"] for p, e in third.items()} == {p: e["sha256"] for p, e in first.items()}
+    assert {e["status"] for e in third.values()} == {"present"}
+    assert all(e["source"].startswith("unknown") for e in third.values())
+    assert _files_state(dest / name) == files  # nothing copied again
+    verify_dataset(name, dest, manifest=man)
+
+
+def test_fetch_data_command_rerun_after_snakemake_deleted_the_record(
+    data_mirror: Path,
+    mirror_manifests: dict[str, DatasetManifest],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from specrepro import cli
+
+    # The command reads the built-in manifests; a tiny mirror's files need their own.
+    monkeypatch.setitem(MANIFESTS, "mtbench", mirror_manifests["mtbench"])
+    dest = tmp_path / "resources" / "data"
+    config = write_tiny_config(
+        tmp_path, tmp_path / "no-model", data={"mirror": str(data_mirror), "dir": str(dest)}
+    )
+    command = ["fetch-data", "--config", str(config), "--dataset", "mtbench"]
+    record_path = dest / "mtbench" / RECORD_NAME
+    assert cli.main(command) == 0
+    files = _files_state(dest / "mtbench")
+    record_path.unlink()
+    assert cli.main(command) == 0
+    assert json.loads(record_path.read_text())["files"]["mtbench/question.jsonl"] == {
+        "sha256": sha256_file(data_mirror / "mtbench" / "question.jsonl"),
+        "source": "unknown (already present, no earlier record)",
+        "status": "present",
+    }
+    assert _files_state(dest / "mtbench") == files
+
+
+def test_record_drops_a_lost_optional_file_and_keeps_sources(mirror: Path, tmp_path: Path) -> None:
+    optional = FileEntry("spider/database/wta_1/wta_1.sqlite", None)
+    man = DatasetManifest("spider", (*_manifest(mirror, "spider").files, optional))
+    add_official_only_databases(mirror)
+    dest = tmp_path / "data"
+    fetch_dataset("spider", dest, mirror, manifest=man)
+    record_path = dest / "spider" / RECORD_NAME
+    assert json.loads(record_path.read_text())["files"][optional.path]["status"] == "fetched"
+    (dest / optional.path).unlink()
+    spider_db_file(mirror, "wta_1").unlink()
+    fetch_dataset("spider", dest, mirror, manifest=man)
+    files = json.loads(record_path.read_text())["files"]
+    assert optional.path not in files  # only what is there is listed
+    dev = files["spider/dev.json"]
+    assert dev["source"] == str(mirror / "spider" / "dev.json") and dev["status"] == "present"
+
+
+# --- one Spider sample whatever the source ---------------------------------------------------
+
+
+def _official_layout(mirror: Path, root: Path) -> Path:
+    """The mirror's Spider files plus the database only the official archive has (wta_1)."""
+    (root / "spider" / "database").mkdir(parents=True)
+    for name in ("dev.json", "tables.json"):
+        (root / "spider" / name).symlink_to(mirror / "spider" / name)
+    for db in (mirror / "spider" / "database").iterdir():
+        (root / "spider" / "database" / db.name).symlink_to(db)
+    add_official_only_databases(root)
+    return root
+
+
+def _ids(records: list) -> list[str]:
+    return [r["question_id"] for r in records]
+
+
+def test_spider_sample_same_from_mirror_and_official_archive(
+    data_mirror: Path, tmp_path: Path
+) -> None:
+    official = _official_layout(data_mirror, tmp_path / "official")
+    assert spider_db_available(official, "wta_1")
+    assert not spider_db_available(data_mirror, "wta_1")
+    dev = json.loads((data_mirror / "spider" / "dev.json").read_text())
+    wta = {f"spider-{i}" for i, ex in enumerate(dev) if ex["db_id"] == "wta_1"}
+    assert wta  # the two layouts really differ in what could be drawn
+
+    assert spider_coverage(official) == spider_coverage(data_mirror)
+    assert load_records("spider", official) == load_records("spider", data_mirror)
+    for n, seed in ((2, 0), (3, 1), (5, 2), (8, 3), (12, 0)):
+        sample = _ids(load_prompts("spider", data_mirror, n, seed))
+        assert _ids(load_prompts("spider", official, n, seed)) == sample, (n, seed)
+        assert not wta & set(sample)
+    n_eval = {"spider": 3}
+    assert load_training_prompts(["spider"], official, n_eval, 0, 4, 5) == (
+        load_training_prompts(["spider"], data_mirror, n_eval, 0, 4, 5)
+    )
+
+
+def test_committed_spider_sample_from_mirror_and_official_archive(
+    real_data_mirror: Path, tmp_path: Path
+) -> None:
+    official = _official_layout(real_data_mirror, tmp_path / "official")
+    for root in (real_data_mirror, official):
+        assert _ids(load_prompts("spider", root, 12, 0)) == COMMITTED_SPIDER_SAMPLE
 
 
 # --- subsampling ----------------------------------------------------------------------------
@@ -405,7 +467,12 @@ def test_training_prompts_exclude_evaluated(mirror: Path) -> None:
     evaluated = {
         (d, r["question_id"]) for d, n in n_eval.items() for r in load_prompts(d, mirror, n, 0)
     }
-    assert len(train) == 2 + 1 + 1  # everything not evaluated, spider only from shop
+    # Everything not evaluated; Spider only from the pinned databases present (not wta_1).
+    assert len(train) == 2 + 1 + (9 - 1)
+    assert {r["reference"]["db_id"] for r in train if r["dataset"] == "spider"} == {
+        "concert_singer",
+        "pets_1",
+    }
     assert not evaluated & {(r["dataset"], r["question_id"]) for r in train}
     assert train == load_training_prompts(["spider", "squad", "mtbench"], mirror, n_eval, 0, 100, 5)
     small = load_training_prompts(["mtbench", "squad"], mirror, n_eval, 0, 2, 5)
@@ -459,23 +526,28 @@ def test_squad_loader(mirror: Path) -> None:
 
 
 def test_spider_loader_skips_missing_databases(mirror: Path) -> None:
-    assert spider_coverage(mirror) == {"n_total": 3, "n_available": 2, "skipped": {"zoo": 1}}
+    # 12 questions: 5 on concert_singer, 4 on pets_1, 3 on wta_1 (no database, as in the mirror).
+    assert spider_coverage(mirror) == {"n_total": 12, "n_available": 9, "skipped": {"wta_1": 3}}
     records = load_spider(mirror)
-    assert [r["question_id"] for r in records] == ["spider-0", "spider-2"]
-    assert not (mirror / "spider" / "database" / "zoo").exists()  # never created
+    assert [r["question_id"] for r in records] == [
+        f"spider-{i}" for i in (0, 2, 3, 5, 6, 8, 9, 10, 11)
+    ]
+    assert not (mirror / "spider" / "database" / "wta_1").exists()  # never created
     r = records[0]
     _check_shape(r, "spider")
     assert r["answer_format"] == "sql" and r["few_shot"] == []
-    assert r["reference"] == {"db_id": "shop", "gold_sql": "SELECT count(*) FROM item"}
+    assert r["reference"] == {"db_id": "concert_singer", "gold_sql": "SELECT count(*) FROM singer"}
     lines = r["turns"][0].splitlines()
-    assert "item(id, name)" in lines and "orders(order_id, item_id)" in lines
-    assert "orders.item_id = item.id" in lines
-    assert "Question: How many items are there?" in lines
+    assert "singer(singer_id, name, age)" in lines
+    assert "singer_in_concert(concert_id, singer_id)" in lines
+    assert "singer_in_concert.singer_id = singer.singer_id" in lines
+    assert "Question: How many singers do we have?" in lines
     assert lines[-1] == "Write one SQLite query on one line that answers the question."
     # An empty file left behind by sqlite3.connect is not a database.
-    (mirror / "spider" / "database" / "zoo").mkdir(parents=True)
-    (mirror / "spider" / "database" / "zoo" / "zoo.sqlite").touch()
-    assert spider_coverage(mirror)["skipped"] == {"zoo": 1}
+    pets = spider_db_path(mirror, "pets_1")
+    pets.write_bytes(b"")
+    assert spider_coverage(mirror)["skipped"] == {"pets_1": 4, "wta_1": 3}
+    assert {r["reference"]["db_id"] for r in load_spider(mirror)} == {"concert_singer"}
 
 
 def test_loader_missing_file(tmp_path: Path) -> None:
@@ -513,15 +585,14 @@ def test_read_prompts_jsonl_errors(tmp_path: Path) -> None:
 # --- the real mirror ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not REAL_MIRROR.is_dir(), reason="shared data mirror not present")
-def test_real_mirror(tmp_path: Path) -> None:
+def test_real_mirror(real_data_mirror: Path, tmp_path: Path) -> None:
     for name in ("mtbench", "squad", "spider"):
-        verify_dataset(name, REAL_MIRROR)
-        fetch_dataset(name, tmp_path, REAL_MIRROR)
+        verify_dataset(name, real_data_mirror)
+        fetch_dataset(name, tmp_path, real_data_mirror)
         verify_dataset(name, tmp_path)
-    mt = load_records("mtbench", REAL_MIRROR)
+    mt = load_records("mtbench", real_data_mirror)
     assert len(mt) == 80 and all(len(r["turns"]) == 2 for r in mt)
-    assert len(load_records("squad", REAL_MIRROR)) == 10570
-    cov = spider_coverage(REAL_MIRROR)
+    assert len(load_records("squad", real_data_mirror)) == 10570
+    cov = spider_coverage(real_data_mirror)
     assert cov == {"n_total": 1034, "n_available": 972, "skipped": {"wta_1": 62}}
-    assert len(load_records("spider", REAL_MIRROR)) == 972
+    assert len(load_records("spider", real_data_mirror)) == 972

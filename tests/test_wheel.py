@@ -11,7 +11,9 @@ from pathlib import Path
 from tests.conftest import REPO, write_tiny_config
 
 
-def test_wheel_runs_help_and_check(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_wheel_runs_help_and_check(
+    tmp_path: Path, tiny_model_dir: Path, real_data_mirror: Path
+) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
@@ -44,7 +46,7 @@ def test_wheel_runs_help_and_check(tmp_path: Path, tiny_model_dir: Path) -> None
     config = write_tiny_config(
         work, tiny_model_dir, datasets={"mtbench": {"n": 2, "max_new_tokens": 4}}
     )
-    mirror = Path(os.environ.get("SPECREPRO_TEST_MIRROR", REPO.parent / "shared" / "data"))
+    mirror = real_data_mirror  # fetch-data checks the official hashes
     fetched = cli(
         "fetch-data", "--config", str(config), "--dataset", "mtbench", "--mirror", str(mirror)
     )

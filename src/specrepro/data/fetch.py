@@ -18,9 +18,14 @@ from tqdm import tqdm
 
 from specrepro.data.manifest import DATASET_NAMES, MANIFESTS, DatasetManifest, FileEntry
 
-# Per-dataset record of what was fetched from where; it lets verify_dataset accept Spider
-# databases from the official zip, whose hashes differ from the mirror's recovered copies.
+# Per-dataset record of every file: its sha256, where it came from, and whether this fetch
+# fetched it or found it already there. It lets verify_dataset accept Spider databases from the
+# official zip, whose hashes differ from the mirror's recovered copies, and it is the output
+# the workflow's fetch_data rule declares, so every fetch writes it (Snakemake deletes outputs
+# before rerunning a job, and a rerun over complete data fetches nothing).
 RECORD_NAME = "fetch_record.json"
+FETCHED = "fetched"
+PRESENT = "present"
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
 DOWNLOAD_ATTEMPTS = 3
@@ -76,13 +81,16 @@ def fetch_dataset(
     Files already present with the right hash are kept. Others are copied from mirror/<path>
     when the mirror has them, else downloaded. url_overrides maps a dataset name (its archive,
     or its only file) or a file path such as "squad/dev-v1.1.json" to a URL or a local path.
+    dest/<name>/fetch_record.json is (re)written every time, unless dest is the mirror itself
+    (read-only): each file's sha256, source, and status "fetched" or "present".
     """
     man = _resolve_manifest(name, manifest)
     overrides = dict(url_overrides or {})
     dest = Path(dest)
     root = dest / name
     record = _read_record(root)
-    before = {k: dict(v) for k, v in record.items()}
+    previous = {k: dict(v) for k, v in record.items()}
+    fetched: set[str] = set()
 
     pending = [
         e for e in man.files if not (dest / e.path).is_file() or _check(dest, e, record) is not None
@@ -93,6 +101,7 @@ def fetch_dataset(
         if src is not None and src.is_file():
             digest = _copy_from_mirror(name, src, dest / entry.path, entry)
             record[entry.path] = {"sha256": digest, "source": str(src)}
+            fetched.add(entry.path)
         elif entry.sha256 is not None:
             missing_in_mirror.append(entry)
 
@@ -111,6 +120,7 @@ def fetch_dataset(
             tmp, target, digest, entry.sha256, f"{name}: ", f"{entry.path} downloaded from {url}"
         )
         record[entry.path] = {"sha256": digest, "source": url}
+        fetched.add(entry.path)
 
     if from_archive:
         archive_url = _archive_url(man, overrides)
@@ -121,13 +131,48 @@ def fetch_dataset(
         optional_missing = [
             e for e in man.files if e.sha256 is None and not (dest / e.path).is_file()
         ]
-        _fetch_from_archive(man, dest, from_archive + optional_missing, archive_url, mirror, record)
+        fetched |= _fetch_from_archive(
+            man, dest, from_archive + optional_missing, archive_url, mirror, record
+        )
 
-    # Nothing is written when nothing was fetched, so dest may be a read-only mirror.
-    if record != before:
-        _write_record(root, record)
+    # The mirror used in place is read-only and needs no record: its files match the manifest.
+    if not _is_mirror_itself(root, mirror):
+        _write_record(root, _full_record(man, dest, record, previous, fetched))
     verify_dataset(name, dest, manifest=man)
     return root
+
+
+def _is_mirror_itself(root: Path, mirror: Path | None) -> bool:
+    return mirror is not None and root.resolve() == (Path(mirror) / root.name).resolve()
+
+
+def _full_record(
+    man: DatasetManifest,
+    dest: Path,
+    record: dict[str, dict[str, str]],
+    previous: dict[str, dict[str, str]],
+    fetched: set[str],
+) -> dict[str, dict[str, str]]:
+    """An entry for every manifest file now in dest, in manifest order.
+
+    A file kept from before keeps its recorded source; when the record was lost (a forced
+    rerun deletes it) the source is unknown, but the file passed the same checks as a fetch.
+    """
+    full: dict[str, dict[str, str]] = {}
+    for entry in man.files:
+        path = dest / entry.path
+        if entry.path in fetched:
+            full[entry.path] = {**record[entry.path], "status": FETCHED}
+        elif path.is_file():
+            digest = sha256_file(path)
+            old = previous.get(entry.path, {})
+            source = old["source"] if old.get("sha256") == digest and "source" in old else None
+            full[entry.path] = {
+                "sha256": digest,
+                "source": source or "unknown (already present, no earlier record)",
+                "status": PRESENT,
+            }
+    return full
 
 
 def _resolve_manifest(name: str, manifest: DatasetManifest | None) -> DatasetManifest:
@@ -267,7 +312,8 @@ def _fetch_from_archive(
     url: str,
     mirror: Path | None,
     record: dict[str, dict[str, str]],
-) -> None:
+) -> set[str]:
+    """Extract entries from the archive at url into dest; return the paths extracted."""
     name = man.name
     required = [e for e in entries if e.sha256 is not None]
     what = required[0].path + (f" and {len(required) - 1} more files" if len(required) > 1 else "")
@@ -277,12 +323,10 @@ def _fetch_from_archive(
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise DataError(f"{name}: {_not_in_mirror(what, mirror, url)}: {exc}") from exc
     differ: list[str] = []
+    extracted: set[str] = set()
     try:
         if man.archive_sha256 is not None and zip_digest != man.archive_sha256:
-            raise DataError(
-                f"{name}: sha256 mismatch for the archive from {url}, expected "
-                f"{man.archive_sha256}, got {zip_digest}"
-            )
+            raise DataError(_archive_mismatch(man, url, zip_digest, zip_tmp.stat().st_size))
         if not zipfile.is_zipfile(zip_tmp):
             raise DataError(
                 f"{name}: {url} did not return a zip archive (a web page instead?); "
@@ -309,7 +353,12 @@ def _fetch_from_archive(
                 )
                 if entry.mirror_hash_only and digest != entry.sha256:
                     differ.append(entry.path)
-                record[entry.path] = {"sha256": digest, "source": f"{url}#{member}"}
+                record[entry.path] = {
+                    "sha256": digest,
+                    "source": f"{url}#{member}",
+                    "archive_sha256": zip_digest,
+                }
+                extracted.add(entry.path)
     finally:
         zip_tmp.unlink(missing_ok=True)
     if differ:
@@ -321,12 +370,30 @@ def _fetch_from_archive(
             ),
             stacklevel=3,
         )
+    return extracted
+
+
+def _archive_mismatch(man: DatasetManifest, url: str, digest: str, size: int) -> str:
+    msg = (
+        f"{man.name}: sha256 mismatch for the archive from {url} ({size:,} bytes), expected "
+        f"{man.archive_sha256}, got {digest}; nothing was extracted"
+    )
+    if man.archive_sha256_verified:
+        return msg
+    return (
+        f"{msg}. The expected hash was never checked against a real download by this project "
+        f"(it is the one public records give for the official archive, see "
+        f"specrepro/data/manifest.py), so the upstream archive may have changed, the download "
+        f"may be a web page or cut short, or the pin may be wrong. Use a data mirror holding "
+        f"{man.name}/ (data.mirror) instead, and please report the hash you got"
+    )
 
 
 def _vouched(man: DatasetManifest) -> str:
     if man.archive_sha256 is None:
         return "the archive has no pinned sha256"
-    return f"the archive matched its pinned sha256 {man.archive_sha256[:12]}..."
+    unverified = "" if man.archive_sha256_verified else ", a pin this project never verified"
+    return f"the archive matched its pinned sha256 {man.archive_sha256[:12]}...{unverified}"
 
 
 def _read_record(root: Path) -> dict[str, dict[str, str]]:
@@ -344,6 +411,10 @@ def _write_record(root: Path, record: dict[str, dict[str, str]]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"files": dict(sorted(record.items()))}, indent=1) + "\n"
     fd, name = tempfile.mkstemp(dir=root, prefix=".fetch-", suffix=".part")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(name, root / RECORD_NAME)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(name, root / RECORD_NAME)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

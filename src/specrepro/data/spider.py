@@ -1,4 +1,4 @@
-"""Spider dev: text-to-SQL over the databases present in the data folder."""
+"""Spider dev: text-to-SQL over a pinned set of databases (manifest.SPIDER_SAMPLE_DBS)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from specrepro.data.fetch import DataError
-from specrepro.data.manifest import spider_sqlite_path
+from specrepro.data.manifest import SPIDER_SAMPLE_DBS, spider_sqlite_path
 from specrepro.data.prompts import PromptRecord, make_record
 
 SPIDER_DEV_FILE = "spider/dev.json"
@@ -60,11 +60,20 @@ def spider_user_message(schema: str, question: str) -> str:
     return f"SQLite database schema:\n{schema}\nQuestion: {question.strip()}\n{SPIDER_INSTRUCTION}"
 
 
+def _drawn(data_dir: Path, db_id: str) -> bool:
+    """Whether questions on db_id are in the universe the evaluated sample is drawn from."""
+    return db_id in SPIDER_SAMPLE_DBS and spider_db_available(data_dir, db_id)
+
+
 def spider_coverage(data_dir: Path) -> dict[str, Any]:
-    """How many dev questions have their database here: n_total, n_available, skipped."""
+    """How many dev questions can be drawn: n_total, n_available, skipped (per database).
+
+    Skipped are the databases missing here and those outside the pinned universe (wta_1, even
+    when the official archive supplied it), so the mirror and the archive report the same.
+    """
     dev = _read_json(data_dir, SPIDER_DEV_FILE)
     counts = Counter(ex["db_id"] for ex in dev)
-    skipped = {db: c for db, c in sorted(counts.items()) if not spider_db_available(data_dir, db)}
+    skipped = {db: c for db, c in sorted(counts.items()) if not _drawn(data_dir, db)}
     return {
         "n_total": len(dev),
         "n_available": len(dev) - sum(skipped.values()),
@@ -73,18 +82,20 @@ def spider_coverage(data_dir: Path) -> dict[str, Any]:
 
 
 def load_spider(data_dir: Path) -> list[PromptRecord]:
-    """Records for the dev questions whose database file exists, in dev.json order.
+    """Records for the dev questions on the pinned databases present here, in dev.json order.
 
-    question_id is "spider-<index in dev.json>", stable whichever databases are present.
+    question_id is "spider-<index in dev.json>"; dev.json is pinned by its sha256 and the same
+    file in the mirror and the official archive, so ids, and the seeded sample drawn from them,
+    do not depend on where the data came from.
     """
     dev = _read_json(data_dir, SPIDER_DEV_FILE)
     tables = {t["db_id"]: t for t in _read_json(data_dir, SPIDER_TABLES_FILE)}
-    available = {db: spider_db_available(data_dir, db) for db in {ex["db_id"] for ex in dev}}
+    drawn = {db: _drawn(data_dir, db) for db in {ex["db_id"] for ex in dev}}
     schemas: dict[str, str] = {}
     records: list[PromptRecord] = []
     for i, ex in enumerate(dev):
         db = ex["db_id"]
-        if not available[db]:
+        if not drawn[db]:
             continue
         if db not in schemas:
             if db not in tables:

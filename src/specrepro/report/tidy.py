@@ -155,6 +155,6 @@ def coverage_notes(datasets: list[str], data_dir: Path) -> dict[str, str]:
         skipped = ", ".join(f"{db} ({n})" for db, n in sorted(cov["skipped"].items())) or "none"
         notes["spider"] = (
             f"Questions drawn from the {cov['n_available']} of {cov['n_total']} Spider dev "
-            f"questions whose database exists; skipped for a missing database: {skipped}."
+            f"questions on the pinned databases the data mirror holds; left out: {skipped}."
         )
     return notes
