@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,16 @@ def write_prompts(path: Path, n: int = 4, turns: int = 2) -> Path:
             }
             f.write(json.dumps(record) + "\n")
     return path
+
+
+def copy_workflow(root: Path) -> Path:
+    """The workflow's files copied into root (the library linked), so a Snakemake run there sees
+    no results of earlier runs."""
+    for name in ("Snakefile", "workflow", "config", "notebooks", "envs"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, symlinks=True)
+        else:
+            shutil.copy(source, root / name)
+    (root / "src").symlink_to(REPO / "src")
+    return root
