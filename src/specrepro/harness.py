@@ -14,11 +14,17 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specrepro.config import MethodChoice, model_spec, resolve_pair
-from specrepro.decoding.base import DecodingContext, GenerationResult, get_method, needed_roles
+from specrepro.decoding.base import (
+    DecodingContext,
+    GenerationResult,
+    get_method,
+    lookahead,
+    needed_roles,
+)
 from specrepro.energy import EnergyMeter, git_commit, hardware_info
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
-from specrepro.engine.stopping import StopRule, eos_token_ids, token_texts
+from specrepro.engine.stopping import StopRule, eos_token_ids, token_budget, token_texts
 from specrepro.engine.timing import StepTimer, synchronize
 from specrepro.models.eagle_head import load_head_model
 from specrepro.models.loader import (
@@ -188,25 +194,37 @@ class Decoder:
             if role in roles and runner is not None
         ]
 
-    def stop_rule(self, max_new_tokens: int, answer_format: str) -> StopRule:
+    def stop_rule(
+        self, max_new_tokens: int, answer_format: str, budget_reason: str = "max_new_tokens"
+    ) -> StopRule:
         return StopRule(
             eos_ids=self.loaded.eos_ids,
             max_new_tokens=max_new_tokens,
             answer_format=answer_format,
             token_text=self.loaded.token_text,
+            budget_reason=budget_reason,
         )
+
+    def max_positions(self) -> int | None:
+        """The smallest position limit among the models this method runs (None: no limit)."""
+        limits = [r.max_positions for r in self.used_runners() if r.max_positions is not None]
+        return min(limits) if limits else None
 
     def generate(
         self, prompt_ids: list[int], max_new_tokens: int, seed: int, answer_format: str = "free"
     ) -> tuple[GenerationResult, StepTimer]:
-        capacity = len(prompt_ids) + max_new_tokens + CACHE_HEADROOM
+        budget, budget_reason = token_budget(
+            max_new_tokens, len(prompt_ids), self.max_positions(), lookahead(self.method.params)
+        )
+        capacity = len(prompt_ids) + budget + CACHE_HEADROOM
         runners = self.used_runners()
         for runner in runners:
             runner.reset(capacity)
         timer = StepTimer(self.target.device)
+        stop = self.stop_rule(budget, answer_format, budget_reason)
         ctx = DecodingContext(
             target=self.target,
-            stop=self.stop_rule(max_new_tokens, answer_format),
+            stop=stop,
             temperature=self.temperature,
             generator=make_generator(seed, self.target.device),
             timer=timer,
@@ -214,9 +232,15 @@ class Decoder:
             head=self.head if "head" in needed_roles(self.method.algorithm) else None,
         )
         timer.start()
-        result = self.module.generate(ctx, prompt_ids, self.method.params)
+        if budget > 0:
+            result = self.module.generate(ctx, prompt_ids, self.method.params)
+        else:
+            # The prompt alone fills the positions: even reading it would run past them. The
+            # record says so (stop_reason context_limit) and the run goes on.
+            result = GenerationResult(tokens=[], target_forwards=0)
         timer.stop()
         result.kv_bytes_peak = sum(runner.peak_cache_bytes for runner in runners)
+        result.stop_reason = stop.reason(result.tokens)
         return result, timer
 
     @torch.inference_mode()
@@ -416,6 +440,7 @@ def _run_question(
                 "time_other": split["other"],
                 "prompt_tokens": len(prompt_ids),
                 "kv_bytes_peak": result.kv_bytes_peak,
+                "stop_reason": result.stop_reason,
                 "target_loglik": loglik,
                 "peak_gpu_memory_bytes": peak,
                 "energy": energy.to_dict(),

@@ -44,6 +44,8 @@ class GenerationResult:
     prefill_forwards: int = 0
     # Peak bytes of every model's live KV cache (each model at its own peak), set by the harness.
     kv_bytes_peak: int | None = None
+    # Why generation stopped (engine/stopping.py STOP_REASONS), set by the harness.
+    stop_reason: str | None = None
 
     @property
     def new_tokens(self) -> int:
@@ -68,6 +70,21 @@ def commit(
     generated[:] = kept
     result.accept_lengths.append(len(kept) - before)
     return done
+
+
+def lookahead(params: object) -> int:
+    """The most positions past the committed sequence that one round may write (its drafts
+    under verification, or a draft model's own proposals), read from the method's parameters:
+    a static tree's depth (eagle), the most draft levels (ddd: max_levels, eagle2: depth), the
+    draft length (sps, dsbd: gamma); 0 for a method without drafts (vanilla, beam). Tree nodes
+    sit at position root + depth, so depth, not tree size, is what reaches further."""
+    if callable(getattr(params, "shape", None)):
+        return max(params.shape().depth)  # type: ignore[attr-defined]
+    for name in ("max_levels", "depth", "gamma"):
+        value = getattr(params, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def needed_roles(algorithm: str) -> tuple[str, ...]:

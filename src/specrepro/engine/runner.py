@@ -78,6 +78,12 @@ class ModelRunner:
     def cache_len(self) -> int:
         return self.cache.get_seq_length()
 
+    @property
+    def max_positions(self) -> int | None:
+        """The model's position limit (`max_position_embeddings`); None when it has none."""
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return int(limit) if limit is not None else None
+
     @torch.inference_mode()
     def forward(
         self,
@@ -130,7 +136,7 @@ class ModelRunner:
         out = self.model(
             input_ids=ids,
             position_ids=positions.to(self.device).expand(b, n),
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             output_hidden_states=want_hidden,
             logits_to_keep=max(keep, 1),

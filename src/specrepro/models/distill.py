@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specrepro.models.artifact import publish_model_dir
 from specrepro.models.family import Shape, equal_size_shape
+from specrepro.models.loader import add_legacy_rope_keys
 from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
 
@@ -242,6 +243,7 @@ def distill(
 
     def save(folder: Path) -> None:
         student.save_pretrained(folder)
+        add_legacy_rope_keys(folder)
         tokenizer.save_pretrained(folder)
 
     return publish_model_dir(out_dir, save, summary)

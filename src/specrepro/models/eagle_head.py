@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LlamaConfig, PreTrainedModel
+from transformers import Cache, LlamaConfig, PreTrainedModel
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
-from specrepro.models.loader import ModelError, ModelSpec, resolve
+from specrepro.models.loader import ModelError, ModelSpec, legacy_rope_keys, resolve
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OPTIONAL_KEYS = {"embed_tokens.weight"}
@@ -38,6 +39,30 @@ OPTIONAL_KEYS = {"embed_tokens.weight"}
 class HeadOutput:
     logits: torch.Tensor  # [1, n_kept, V]
     hidden_states: tuple[torch.Tensor, ...]  # (predicted features [1, n, H],)
+
+
+class Float32Rotary(LlamaRotaryEmbedding):
+    """RoPE whose frequencies stay float32 whatever dtype the head is cast to.
+
+    `head.to(bfloat16)` would round inv_freq (angle error ~0.24 rad at position 1,000); the
+    official EAGLE head computes cos/sin in float32, and so does the parent's forward as long
+    as inv_freq itself is float32. Casts and moves go through `_apply`, so the exact float32
+    frequencies are put back after each one, on whatever device they now live.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        # A plain attribute, not a buffer: `_apply` leaves it alone.
+        self._float32_freqs = self.inv_freq.detach().to("cpu", torch.float32).clone()
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> Float32Rotary:
+        super()._apply(fn, recurse)
+        device = self.inv_freq.device
+        self.inv_freq = self._float32_freqs.to(device)
+        self.original_inv_freq = self._float32_freqs.to(device)
+        return self
 
 
 class EagleHead(nn.Module):
@@ -54,7 +79,7 @@ class EagleHead(nn.Module):
         layer = LlamaDecoderLayer(config, layer_idx=0)
         layer.input_layernorm = nn.Identity()
         self.layers = nn.ModuleList([layer])
-        self.rotary = LlamaRotaryEmbedding(config)
+        self.rotary = Float32Rotary(config)
         # The target's modules, shared; excluded from the head's own weights (head_state_dict).
         self.embed_tokens = embed_tokens
         self.lm_head = lm_head
@@ -71,7 +96,7 @@ class EagleHead(nn.Module):
         input_ids: torch.Tensor,
         features: torch.Tensor,
         position_ids: torch.Tensor,
-        past_key_values,
+        cache: Cache | None,
         attention_mask: torch.Tensor | None = None,
         logits_to_keep: int = 1,
         **_: object,
@@ -81,7 +106,7 @@ class EagleHead(nn.Module):
         n = x.shape[1]
         if attention_mask is None:
             # sdpa's own causal flag aligns to the top-left, wrong once a cache precedes.
-            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            past = 0 if cache is None else cache.get_seq_length()
             allowed = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
             attention_mask = torch.zeros(n, past + n, dtype=self.dtype, device=x.device)
             attention_mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
@@ -90,8 +115,8 @@ class EagleHead(nn.Module):
             x,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
+            cache=cache,
+            use_cache=cache is not None,
             position_embeddings=self.rotary(x, position_ids),
         )
         logits = self.lm_head(x[:, n - logits_to_keep :])
@@ -224,6 +249,7 @@ def save_head(head: EagleHead, folder: Path) -> None:
     """Write config.json and model.safetensors in the published format."""
     folder.mkdir(parents=True, exist_ok=True)
     config = head.config.to_dict()
+    config.update(legacy_rope_keys(config))
     config["bias"] = head.fc.bias is not None
     config.pop("_attn_implementation", None)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))

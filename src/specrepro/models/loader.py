@@ -7,6 +7,7 @@ loads take about a second instead of a minute.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -109,11 +110,36 @@ def convert_gguf(spec: ModelSpec, cache_root: Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    add_legacy_rope_keys(tmp)
     tokenizer.save_pretrained(tmp)
     if out.exists():  # an incomplete earlier attempt, or a folder a workflow manager made
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def legacy_rope_keys(config: dict) -> dict:
+    """The top-level rope keys of a transformers 4.x config (`rope_theta`, `rope_scaling`), from
+    transformers 5's `rope_parameters`. Published EAGLE heads and the official EAGLE code read
+    `config.rope_theta` and silently fall back to 10,000 without it. Empty when the parameters
+    are per attention type (no single top-level form) or absent."""
+    params = config.get("rope_parameters")
+    if not isinstance(params, dict) or "rope_theta" not in params:
+        return {}
+    rest = {k: v for k, v in params.items() if k != "rope_theta"}
+    rope_type = rest.get("rope_type", "default")
+    # 4.x configs name the scaling type "type" (the EAGLE code reads that key), later ones
+    # "rope_type"; both are written.
+    scaling = None if rope_type == "default" else {"type": rope_type, **rest}
+    return {"rope_theta": params["rope_theta"], "rope_scaling": scaling}
+
+
+def add_legacy_rope_keys(folder: Path) -> None:
+    """Add `legacy_rope_keys` to the config.json that save_pretrained wrote in `folder`."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(legacy_rope_keys(config))
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def resolve(spec: ModelSpec, cache_root: Path) -> str:
@@ -143,13 +169,18 @@ def check_available(spec: ModelSpec) -> None:
 
 
 def fingerprint(spec: ModelSpec, model: PreTrainedModel, cache_root: Path) -> str:
-    """What identifies these weights: a folder's fingerprint, or a hub id at its commit."""
+    """What identifies these weights: a folder's fingerprint, or a hub id at its commit (the
+    snapshot of the local hub cache it loaded from; "unresolved" when none is found)."""
     if spec.source == "hub":
-        commit = getattr(model.config, "_commit_hash", None) or spec.revision or "unresolved"
+        from specrepro.models.hub import COMMIT, cached_commit
+
         local = Path(spec.id)  # type: ignore[arg-type]
         if local.is_dir():  # a hub-style id that is a folder on this machine
             return f"dir:{directory_fingerprint(local)}"
-        return f"hub:{spec.id}@{commit}"
+        commit = cached_commit(spec.id, spec.revision)  # type: ignore[arg-type]
+        if commit is None and spec.revision and COMMIT.fullmatch(spec.revision):
+            commit = spec.revision
+        return f"hub:{spec.id}@{commit or 'unresolved'}"
     folder = Path(resolve(spec, cache_root))
     return f"dir:{directory_fingerprint(folder)}"
 

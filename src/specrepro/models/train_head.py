@@ -70,7 +70,7 @@ def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Ten
     if noise > 0:
         inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
     positions = torch.arange(inputs.shape[1], device=inputs.device).expand(inputs.shape[0], -1)
-    out = head(batch.ids[:, 1:], inputs, positions, past_key_values=None, logits_to_keep=0)
+    out = head(batch.ids[:, 1:], inputs, positions, cache=None, logits_to_keep=0)
     predicted = out.hidden_states[-1].float()
     wanted = batch.features[:, 1:]
     feature_loss = F.smooth_l1_loss(predicted[batch.valid], wanted[batch.valid])
