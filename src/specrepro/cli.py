@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         action="append",
-        help=f"config YAML; repeat to merge several, later ones win (default: {DEFAULT_CONFIG})",
+        help="config YAML; repeat to merge several, later ones win (default: the files in "
+        f"$SPECREPRO_CONFIG, which the workflow sets for its jobs, else {DEFAULT_CONFIG})",
     )
     p.add_argument(
         "--set-json",
@@ -79,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(p)
     p.add_argument("--model", required=True)
+
+    p = sub.add_parser(
+        "download-model",
+        help="bring a hub model into the local hub cache (HF_* variables apply; offline with "
+        "HF_HUB_OFFLINE=1 when cached) and write a JSON marker naming its commit",
+    )
+    p.add_argument("--model", required=True, help="hub id, e.g. lmsys/vicuna-7b-v1.3")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--out", required=True, help="marker JSON: model, revision, commit, path")
 
     p = sub.add_parser("train-draft", help="distil a draft model from its teacher (drafts.NAME)")
     _config_arg(p)
@@ -179,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--out", required=True, help="CSV path")
     p.add_argument("--coverage-out", help="JSON with dataset coverage notes")
-    p.add_argument("results", nargs="+", help="result JSONL files")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="raw result files (.jsonl) to score, or tidy tables (.csv) to concatenate",
+    )
 
     p = sub.add_parser("report", help="tables and figures from the tidy table")
     p.add_argument("--tidy", required=True)
@@ -260,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "config") and not args.config:
-        args.config = [DEFAULT_CONFIG]
+        workflow_configs = os.environ.get("SPECREPRO_CONFIG", "")
+        args.config = workflow_configs.split(os.pathsep) if workflow_configs else [DEFAULT_CONFIG]
     from specrepro.errors import USER_ERRORS
 
     try:
@@ -354,6 +370,17 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     if args.model not in config["models"]["registry"]:
         raise ConfigError(f"unknown model {args.model!r}")
     print(resolve(model_spec(config, args.model), Path(config["models"]["cache_dir"])))
+    return 0
+
+
+def cmd_download_model(args: argparse.Namespace) -> int:
+    from specrepro.models.hub import download_model
+
+    marker = download_model(args.model, args.revision)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(marker, indent=2) + "\n")
+    print(f"{marker['model']}@{marker['commit']} -> {marker['path']}")
     return 0
 
 
@@ -519,12 +546,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_tidy(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from specrepro.config import load_config
     from specrepro.report.tidy import coverage_notes, tidy_table
 
     config = load_config(args.config, args.set_json)
     data_dir = Path(config["data"]["dir"])
-    table = tidy_table([Path(p) for p in args.results], data_dir)
+    paths = [Path(p) for p in args.results]
+    # Tables of one target each (what a paper's per-pair table needs) merge into the full one.
+    raw = [p for p in paths if p.suffix != ".csv"]
+    frames = [pd.read_csv(p) for p in paths if p.suffix == ".csv"]
+    table = pd.concat(frames + ([tidy_table(raw, data_dir)] if raw else []), ignore_index=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     if args.coverage_out:
@@ -748,6 +781,7 @@ COMMANDS = {
     "prompts": cmd_prompts,
     "train-prompts": cmd_train_prompts,
     "prepare-model": cmd_prepare_model,
+    "download-model": cmd_download_model,
     "teacher-corpus": cmd_teacher_corpus,
     "train-draft": cmd_train_draft,
     "train-head": cmd_train_head,

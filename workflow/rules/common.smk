@@ -1,6 +1,8 @@
 import itertools
 import json
 import re
+import os
+import sys
 
 RUNS = config["runs"]
 SWEEP = config.get("sweeps", {}).get("ddd")
@@ -124,9 +126,19 @@ def timing_groups():
 TIMING_GROUPS = timing_groups()
 
 
-def run_files():
-    """One raw result file per timing group."""
-    return [f"results/raw/{t}/{d}/T{temp}-s{s}.jsonl" for t, d, temp, s in TIMING_GROUPS]
+TARGETS = list(dict.fromkeys(target for target, *_ in TIMING_GROUPS))
+
+
+def target_run_files(target):
+    """One raw result file per timing group of the target."""
+    return [
+        f"results/raw/{t}/{d}/T{temp}-s{s}.jsonl" for t, d, temp, s in TIMING_GROUPS if t == target
+    ]
+
+
+def pair_tidy(wildcards):
+    """The tidy table of the pair's target: every run a pair's own table reads."""
+    return f"results/tidy/{config['pairs'][wildcards.pair]['target']}.csv"
 
 
 def group_key(wildcards):
@@ -201,13 +213,14 @@ def ddd_runs():
 
 
 def model_ready(name):
-    """The file that exists once a model is usable (converted, built, or a hub id)."""
+    """The file that exists once a model is usable: converted, built, or (a hub model) in the
+    local hub cache, downloaded before any job that computes with it."""
     entry = config["models"]["registry"][name]
     if entry["source"] == "pypi_gguf":
         return f"{config['models']['cache_dir']}/{name}/config.json"
     if entry["source"] in ("built", "local"):
         return f"{entry['path']}/config.json"
-    return []
+    return f"resources/hub/{name}.json"
 
 
 def max_new_tokens(wildcards):
@@ -247,8 +260,32 @@ def dsbd_outputs(pairs):
 
 
 FIGURES = ["speedup", "accepted_length", "time_split", "draft_depth"]
-# Every config file Snakemake merged, passed on so the library merges them the same way.
-CONFIG_FILES = " ".join(f"--config {path}" for path in workflow.configfiles)
+
+
+def job_environment():
+    """What every job inherits from Snakemake's environment (locally, and through --export=ALL
+    on a cluster): the interpreter running Snakemake first on PATH, so jobs run the `specrepro`
+    installed beside it without its venv activated (a conda job's own environment comes first
+    all the same); and the config files Snakemake merged, which the library merges the same way
+    when no --config is given. Neither is a param: a path says where things are, not what a job
+    reads (its entries say that), so naming the default config or moving the checkout reruns
+    nothing."""
+    interpreter = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[:1] != [interpreter]:
+        os.environ["PATH"] = os.pathsep.join([interpreter, *path])
+    os.environ["SPECREPRO_CONFIG"] = os.pathsep.join(
+        os.path.abspath(p) for p in workflow.configfiles
+    )
+
+
+job_environment()
+
+
+# Declared after they are set: Snakemake passes them on to jobs it runs elsewhere.
+envvars:
+    "PATH",
+    "SPECREPRO_CONFIG",
 
 
 # What each job reads from the config, as {dotted path: value}. These are the jobs' params, so
@@ -342,6 +379,14 @@ def train_head_entries(wildcards):
 
 def model_entries(wildcards):
     return models_entries(wildcards.model)
+
+
+def hub_revision(wildcards):
+    revision = config["models"]["registry"][wildcards.model].get("revision")
+    return f"--revision {revision}" if revision else ""
+
+
+HUB_MODELS = [n for n, e in config["models"]["registry"].items() if e["source"] == "hub"]
 
 
 def tidy_entries(wildcards):

@@ -2,14 +2,13 @@ rule fetch_data:
     output:
         f"{config['data']['dir']}/{{dataset}}/fetch_record.json",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(fetch_entries),
     log:
         "logs/data/fetch_{dataset}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro fetch-data {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} > {log} 2>&1"
+        "specrepro fetch-data --set-json {params.entries:q} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule prompts:
@@ -18,7 +17,6 @@ rule prompts:
     output:
         "results/prompts/{dataset}.jsonl",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(prompt_entries),
     wildcard_constraints:
         dataset="|".join(re.escape(d) for d in config["datasets"]),
@@ -27,4 +25,4 @@ rule prompts:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro prompts {params.config_files} --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "specrepro prompts --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

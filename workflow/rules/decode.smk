@@ -5,7 +5,6 @@ rule generate:
     output:
         "results/raw/{target}/{dataset}/T{temperature}-s{seed}.jsonl",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(generate_entries),
         members=member_args,
         max_new_tokens=max_new_tokens,
@@ -21,7 +20,7 @@ rule generate:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro generate {params.config_files} --set-json {params.entries:q} {params.members} "
+        "HF_HUB_OFFLINE=1 specrepro generate --set-json {params.entries:q} {params.members} "
         "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
         "--temperature {wildcards.temperature} --seed {wildcards.seed} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"

@@ -77,7 +77,7 @@ rule claims:
 
 rule ddd_table:
     input:
-        "results/tidy.csv",
+        pair_tidy,
     output:
         report("figures/tables/ddd_{pair}.md", category="Tables", caption="../report/ddd.rst"),
     params:
@@ -94,7 +94,7 @@ rule ddd_table:
 
 rule ddd_sweep:
     input:
-        "results/tidy.csv",
+        pair_tidy,
     output:
         table=report(
             "figures/tables/ddd_sweep_{pair}.md", category="Tables", caption="../report/ddd_sweep.rst"

@@ -2,7 +2,6 @@ rule prepare_model:
     output:
         f"{config['models']['cache_dir']}/{{model}}/config.json",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(model_entries),
     log:
         "logs/models/prepare_{model}.log",
@@ -14,7 +13,27 @@ rule prepare_model:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro prepare-model {params.config_files} --set-json {params.entries:q} --model {wildcards.model} > {log} 2>&1"
+        "specrepro prepare-model --set-json {params.entries:q} --model {wildcards.model} > {log} 2>&1"
+
+
+# Hub weights are downloaded once, on the submitting host (localrules: cluster nodes often have no
+# internet, and many jobs would fetch the same weights at once); jobs then read the local cache
+# offline. On a cluster the cache (HF_HOME) must sit on a filesystem the nodes share.
+rule download_model:
+    output:
+        "resources/hub/{model}.json",
+    params:
+        entries=as_json(model_entries),
+        id=lambda w: config["models"]["registry"][w.model]["id"],
+        revision=hub_revision,
+    log:
+        "logs/models/download_{model}.log",
+    wildcard_constraints:
+        model="|".join(re.escape(n) for n in HUB_MODELS) or "NONE",
+    conda:
+        "../../envs/specrepro.yaml"
+    shell:
+        "specrepro download-model --model {params.id} {params.revision} --out {output} > {log} 2>&1"
 
 
 rule train_prompts:
@@ -26,14 +45,13 @@ rule train_prompts:
     output:
         "results/teachers/{teacher}/train_prompts.jsonl",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(train_prompt_entries),
     log:
         "logs/models/train_prompts_{teacher}.log",
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-prompts {params.config_files} --set-json {params.entries:q} --teacher {wildcards.teacher} --out {output} > {log} 2>&1"
+        "specrepro train-prompts --set-json {params.entries:q} --teacher {wildcards.teacher} --out {output} > {log} 2>&1"
 
 
 rule teacher_corpus:
@@ -43,7 +61,6 @@ rule teacher_corpus:
     output:
         "resources/teachers/{teacher}/corpus.pt",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(teacher_entries),
     threads: ALL_CORES
     resources:
@@ -53,7 +70,7 @@ rule teacher_corpus:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro teacher-corpus {params.config_files} --set-json {params.entries:q} --teacher {wildcards.teacher} "
+        "HF_HUB_OFFLINE=1 specrepro teacher-corpus --set-json {params.entries:q} --teacher {wildcards.teacher} "
         "--prompts {input.prompts} --out {output} > {log} 2>&1"
 
 
@@ -69,7 +86,6 @@ rule train_draft:
             caption="../report/draft.rst",
         ),
     params:
-        config_files=CONFIG_FILES,
         draft=lambda w: BUILT_DRAFTS[w.draft_dir],
         entries=as_json(train_draft_entries),
     wildcard_constraints:
@@ -82,7 +98,7 @@ rule train_draft:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-draft {params.config_files} --set-json {params.entries:q} --draft {params.draft} "
+        "HF_HUB_OFFLINE=1 specrepro train-draft --set-json {params.entries:q} --draft {params.draft} "
         "--corpus {input.corpus} --out {wildcards.draft_dir} > {log} 2>&1"
 
 
@@ -98,7 +114,6 @@ rule train_head:
             caption="../report/head.rst",
         ),
     params:
-        config_files=CONFIG_FILES,
         head=lambda w: BUILT_HEADS[w.head_dir],
         entries=as_json(train_head_entries),
     wildcard_constraints:
@@ -111,5 +126,5 @@ rule train_head:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro train-head {params.config_files} --set-json {params.entries:q} --head {params.head} "
+        "HF_HUB_OFFLINE=1 specrepro train-head --set-json {params.entries:q} --head {params.head} "
         "--corpus {input.corpus} --out {wildcards.head_dir} > {log} 2>&1"

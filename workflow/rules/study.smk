@@ -8,7 +8,6 @@ rule latency_profile:
     output:
         "results/draft_design/{pair}/latency_{scale}.json",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(latency_entries),
         target=lambda w: config["pairs"][w.pair]["target"],
         members=lambda w: latency_members() if w.scale == "default" else "",
@@ -30,7 +29,7 @@ rule latency_profile:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro latency-profile {params.config_files} --set-json {params.entries:q} --scale {wildcards.scale} "
+        "HF_HUB_OFFLINE=1 specrepro latency-profile --set-json {params.entries:q} --scale {wildcards.scale} "
         "--target {params.target} --budget-layers {params.budget} {params.members} {params.settings} "
         "--out {output} > {log} 2>&1"
 
@@ -42,7 +41,6 @@ rule draft_quality:
     output:
         "results/draft_design/{pair}/quality_{draft}.json",
     params:
-        config_files=CONFIG_FILES,
         entries=as_json(quality_entries),
     threads: ALL_CORES
     log:
@@ -50,13 +48,13 @@ rule draft_quality:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro draft-quality {params.config_files} --set-json {params.entries:q} --draft {wildcards.draft} "
+        "HF_HUB_OFFLINE=1 specrepro draft-quality --set-json {params.entries:q} --draft {wildcards.draft} "
         "--corpus {input.corpus} --out {output} > {log} 2>&1"
 
 
 rule draft_design_report:
     input:
-        tidy="results/tidy.csv",
+        tidy=pair_tidy,
         quality=quality_files() if STUDY else [],
         latency=study_latency("default"),
         paper_latency=study_latency("paper"),
