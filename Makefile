@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: run test lint dry-run install
+.PHONY: run test lint dry-run install gpu-check
 
 install: $(VENV)/.installed
 
@@ -40,3 +40,9 @@ lint: install
 
 dry-run: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default -n
+
+# Checks that need a CUDA GPU (sync-free draft levels, ddd_async vs ddd under a delayed stream,
+# fp16 vs fp32 EAGLE head past 1,000 positions, NVML energy): one PASS/FAIL line each, exit 1 on a
+# failure, exit 2 without CUDA. Tiny random models; `--model PATH` takes a local target.
+gpu-check: install
+	$(BIN)/python -m specrepro.bench gpu-check

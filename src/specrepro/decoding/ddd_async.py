@@ -1,9 +1,14 @@
 """ddd_async: DDD's stopping rule without a host sync at the check levels (SPEC 4.5).
 
-The flag H < x of a check level is copied to the host without blocking and read one level
-later, after the next level's head forward has been queued. When it says stop, that extra level
-is dropped, so the trees (and, at T=0, the tokens) are exactly those of `ddd`; the price is one
-head forward per stopped round, against one sync per check.
+At a check level the pair (H, H < x) is copied to pinned host memory without blocking and an
+event is recorded after the copy. Between levels the drafter polls the oldest pending event
+(never reading a value whose copy has not landed) and drafts the next level while it has not
+fired; when a landed flag says stop, the levels drafted after its check are dropped, and when
+drafting reaches the last level the pending checks are waited for. So the tree is always the
+one ddd's rule gives (the same trees, H values and, at T=0, tokens as `ddd`); only the head
+forwards drafted and dropped depend on the copy's timing (recorded per round as "drafted"
+beside "levels"), against one sync per check in `ddd`. On the CPU a flag is a host value at
+once, and ddd_async drafts exactly what ddd drafts.
 """
 
 from __future__ import annotations

@@ -29,12 +29,14 @@ from specrepro.engine.beams import (
     BeamPool,
     accepted_count_distribution,
     draw,
+    draw_on_device,
     dynamic_width,
     extend,
     joint_distribution,
     verify_level,
 )
 from specrepro.engine.forest import keep_paths, keep_rows, rows_forward, shared_forward
+from specrepro.engine.tree import to_device
 
 NEEDS_DRAFT = True
 NEEDS_SAMPLING = True
@@ -139,14 +141,18 @@ def draft_forest(
         for node, path in zip(previous, paths[skip:], strict=True):
             node.path = path
         logq = torch.log_softmax(logits, dim=-1)
-        beam_scores = torch.tensor(
-            [float("-inf") if n.finished else n.score for n in previous], device=logq.device
+        beam_scores = to_device(
+            torch.tensor([float("-inf") if n.finished else n.score for n in previous]),
+            logq.device,
         )
         q = joint_distribution(
             beam_scores[:, None] + logq, ctx.temperature, params.top_k, params.top_p
         )
-        picks = draw(q, params.width, ctx.generator)
-        kept = q[torch.tensor(picks, device=q.device)].log().tolist()
+        drawn = draw_on_device(q, params.width, ctx.generator)
+        # The draws and their log joint probabilities reach the host in one read (float64
+        # holds both exactly).
+        flat, kept = torch.stack([drawn.double(), q[drawn].log().double()]).tolist()
+        picks = [int(x) for x in flat]
         vocab = logq.shape[-1]
         nodes = []
         for x, score in zip(picks, kept, strict=True):
@@ -199,13 +205,21 @@ def verify_round(
         )
 
     def candidates(p: torch.Tensor, picks: list[int]) -> list[tuple[Beam, int]]:
-        chosen = torch.tensor(picks, device=p.device)
-        kept = p[chosen].log().tolist()
+        if not picks:
+            return []
+        split = [divmod(x, vocab) for x in picks]
+        parent_rows = [rows_of_previous[index] for index, _ in split]
+        where = to_device(
+            torch.tensor([picks, parent_rows, [token for _, token in split]]), p.device
+        )
+        # Every candidate's joint and token log-probabilities in one host read, not one each.
+        kept, token_logps = torch.stack(
+            [p[where[0]].log().double(), logp[where[1], where[2]].double()]
+        ).tolist()
         out = []
-        for x, score in zip(picks, kept, strict=True):
-            index, token = divmod(x, vocab)
-            parent_row = rows_of_previous[index]
-            token_logp = float(logp[parent_row, token])
+        for (index, token), parent_row, score, token_logp in zip(
+            split, parent_rows, kept, token_logps, strict=True
+        ):
             out.append((extend(valid[index], token, score, token_logp), parent_row))
         return out
 

@@ -13,8 +13,13 @@ is its code's depth=5).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -26,8 +31,8 @@ from specrepro.engine.tree import (
     accept_greedy,
     accept_sampling,
     ancestor_mask,
-    positions,
     sample_without_replacement,
+    to_device,
 )
 
 # EAGLE-1's default tree (its choices.py, `mc_sim_7b_63`): 25 nodes below the root, depth 5.
@@ -43,8 +48,11 @@ EAGLE1_TREE: tuple[tuple[int, ...], ...] = (
 class RoundStats:
     """What a drafter reports about one round (recorded per round in the result's extra)."""
 
-    levels: int
-    checks: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (level, H) for DDD
+    levels: int  # draft levels in the tree
+    checks: list[tuple[int, float]] = field(default_factory=list)  # (level, H) for DDD
+    # Levels the head drafted, `levels` included: ddd_async may draft past the level where its
+    # rule stops while the flag is still on its way to the host, and drops those levels.
+    drafted: int | None = None
 
 
 @dataclass
@@ -65,7 +73,9 @@ def generate_with_trees(
     if head is None:
         raise MethodError(f"{method} needs an EAGLE head; the pair names none")
     result = GenerationResult(tokens=[], target_forwards=0)
-    rounds: dict[str, list] = {"levels": [], "tree_size": [], "accepted": [], "checks": []}
+    rounds: dict[str, list] = {
+        "levels": [], "drafted": [], "tree_size": [], "accepted": [], "checks": []
+    }  # fmt: skip
     generated: list[int] = []
     # The target reads the prompt and chooses the first token, as vanilla's first step does.
     with ctx.timer.section("verify"):
@@ -80,7 +90,7 @@ def generate_with_trees(
         committed = ctx.target.cache_len
         with ctx.timer.section("draft"):
             fed = head.forward(
-                head_tokens,
+                to_device(torch.tensor(head_tokens), head.device),
                 features=head_features,
                 logits_from=len(head_tokens) - 1,
                 want_hidden=True,
@@ -91,8 +101,8 @@ def generate_with_trees(
         with ctx.timer.section("verify"):
             verified = ctx.target.forward(
                 tree.tokens,
-                positions=positions(tree.parents, committed, ctx.target.device),
-                tree_mask=ancestor_mask(tree.parents, ctx.target.device),
+                positions=tree.device_positions(committed, ctx.target.device),
+                tree_mask=tree.device_mask(ctx.target.device),
                 want_hidden=True,
             )
             if ctx.temperature == 0:
@@ -105,14 +115,17 @@ def generate_with_trees(
         result.target_forwards += 1
         ctx.target.keep(list(range(committed + 1)) + [committed + node for node in path])
         head.crop(committed)
-        accepted = tree.tokens[path].tolist() if path else []
+        tokens = tree.host_tokens()  # read by the acceptance already
+        accepted = [tokens[node] for node in path]
         rounds["levels"].append(stats.levels)
+        rounds["drafted"].append(stats.levels if stats.drafted is None else stats.drafted)
         rounds["tree_size"].append(tree.size - 1)
         rounds["accepted"].append(len(accepted))
-        rounds["checks"].append([[level, float(h)] for level, h in stats.checks])
+        rounds["checks"].append([[level, h] for level, h in stats.checks])
         done = commit(ctx, generated, accepted + [bonus], result)
         head_tokens = accepted + [bonus]
-        head_features = verified.hidden[[0] + path]
+        rows = to_device(torch.tensor([0] + path), verified.hidden.device)
+        head_features = verified.hidden.index_select(0, rows)
         root = bonus
     result.tokens = generated
     result.draft_forwards = head.forwards
@@ -156,10 +169,97 @@ class StaticTree:
         return tree
 
     def children(self) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in self.parents]
-        for i in range(1, len(self.parents)):
-            out[self.parents[i]].append(i)
-        return out
+        return children_of(self.parents)
+
+
+def children_of(parents: list[int] | tuple[int, ...]) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in parents]
+    for i in range(1, len(parents)):
+        out[parents[i]].append(i)
+    return out
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """One level of a static tree whose nodes get children, as device index tensors.
+
+    `nodes` (depth d) are fed to the head together (expansion 0 is the root, whose logits come
+    from the round's first head forward); their children are written with
+    tokens[child_nodes] = picked[child_rows, child_ranks], where picked[row] is node row's top-k.
+    """
+
+    depth: int
+    node_list: tuple[int, ...]
+    nodes: torch.Tensor  # [n] long
+    feature_of: torch.Tensor  # [n] long: each node's parent, whose predicted feature it reads
+    k: int  # children of the widest node
+    child_nodes: torch.Tensor  # [c] long
+    child_rows: torch.Tensor  # [c] long
+    child_ranks: torch.Tensor  # [c] long
+    # [n, cached + n] bool: which of the head's entries of this round (earlier expansions, then
+    # these nodes) each node sees; the committed prefix, visible to all, is prepended per round.
+    span_tail: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StaticBuffers:
+    expansions: tuple[Expansion, ...]
+    mask: torch.Tensor  # [N, N] bool: the verification's ancestor mask
+    depth: torch.Tensor  # [N] long
+
+
+@functools.lru_cache(maxsize=32)
+def static_buffers(
+    parents: tuple[int, ...], ranks: tuple[int, ...], device: torch.device
+) -> StaticBuffers:
+    """Every index and mask a static tree's round needs, built once per shape and device: a
+    round then builds no tensor from a Python list (each such tensor is a blocking copy, a
+    sync, on a GPU)."""
+    kids = children_of(parents)
+    depth = [0] * len(parents)
+    for i in range(1, len(parents)):
+        depth[i] = depth[parents[i]] + 1
+    anc = ancestor_mask(list(parents))
+    expansions = []
+    cached: list[int] = []  # expanded nodes, in the order their entries sit in the head cache
+    for d in range(max(depth)):
+        nodes = [n for n in range(len(parents)) if depth[n] == d and kids[n]]
+        if not nodes:
+            break
+        child_nodes, rows, ranks_used = [], [], []
+        for row, node in enumerate(nodes):
+            for child in kids[node]:
+                child_nodes.append(child)
+                rows.append(row)
+                ranks_used.append(ranks[child])
+        seen = cached if d else []
+        span = torch.zeros(len(nodes), len(seen) + len(nodes), dtype=torch.bool)
+        for row, node in enumerate(nodes):
+            if seen:
+                span[row, : len(seen)] = anc[node, seen]
+            span[row, len(seen) + row] = True
+
+        def on_device(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long).to(device)
+
+        expansions.append(
+            Expansion(
+                depth=d,
+                node_list=tuple(nodes),
+                nodes=on_device(nodes),
+                feature_of=on_device([max(parents[n], 0) for n in nodes]),
+                k=max(len(kids[n]) for n in nodes),
+                child_nodes=on_device(child_nodes),
+                child_rows=on_device(rows),
+                child_ranks=on_device(ranks_used),
+                span_tail=span.to(device),
+            )
+        )
+        if d:
+            cached += nodes
+    return StaticBuffers(
+        tuple(expansions), anc.to(device), torch.tensor(depth, dtype=torch.long).to(device)
+    )
 
 
 def draft_static_tree(
@@ -167,54 +267,65 @@ def draft_static_tree(
 ) -> tuple[DraftTree, RoundStats]:
     """Grow `shape` level by level: each expanded node's children are its top-k draft tokens
     (T=0) or k tokens sampled without replacement from the head's distribution (T>0)."""
-    kids = shape.children()
     device = head.device
-    tokens = torch.empty(len(shape.parents), dtype=torch.long, device=device)
-    tokens[0] = start.root
+    bufs = static_buffers(tuple(shape.parents), tuple(shape.ranks), device)
+    size = len(shape.parents)
+    tokens = torch.full((size,), start.root, dtype=torch.long, device=device)
+    features = start.feature.new_empty(size, start.feature.shape[-1])
+    features[0] = start.feature
     sampled_from: dict[int, torch.Tensor] = {}
-    features = {0: start.feature}
-    cached: list[int] = []  # expanded nodes, in the order their entries sit in the head cache
 
-    def choose_children(nodes: list[int], logits: torch.Tensor) -> None:
-        k = max(len(kids[n]) for n in nodes)
+    def choose_children(expansion: Expansion, logits: torch.Tensor) -> None:
         if ctx.temperature == 0:
-            picked = torch.topk(logits, k, dim=-1).indices
+            picked = torch.topk(logits, expansion.k, dim=-1).indices
         else:
             q = probs_from_logits(logits, ctx.temperature)
-            picked = sample_without_replacement(q, k, ctx.generator)
-        for row, node in enumerate(nodes):
-            order = sorted(kids[node], key=lambda c: shape.ranks[c])
-            tokens[torch.tensor(order, device=device)] = picked[row, : len(order)]
-            if ctx.temperature > 0:
+            picked = sample_without_replacement(q, expansion.k, ctx.generator)
+            for row, node in enumerate(expansion.node_list):
                 sampled_from[node] = q[row]
+        chosen = picked[expansion.child_rows, expansion.child_ranks]
+        tokens.index_copy_(0, expansion.child_nodes, chosen)
 
-    choose_children([0], start.logits.view(1, -1))
-    levels = max(shape.depth)
-    for level in range(1, levels):
-        expand = [n for n, d in enumerate(shape.depth) if d == level and kids[n]]
-        if not expand:
-            break
-        anc = ancestor_mask(shape.parents)
-        span = torch.zeros(
-            len(expand), start.committed + len(cached) + len(expand), dtype=torch.bool
-        )
-        span[:, : start.committed] = True
-        for row, node in enumerate(expand):
-            for col, other in enumerate(cached):
-                span[row, start.committed + col] = bool(anc[node, other])
-            span[row, start.committed + len(cached) + row] = True
-        out = head.forward(
-            tokens[expand],
-            features=torch.stack([features[shape.parents[n]] for n in expand]),
-            positions=torch.full((len(expand),), start.committed + level - 1, device=device),
-            span_mask=span.to(device),
-            want_hidden=True,
-        )
-        for row, node in enumerate(expand):
-            features[node] = out.hidden[row]
-        cached += expand
-        choose_children(expand, out.logits)
-    return DraftTree(tokens, list(shape.parents), sampled_from), RoundStats(levels=levels)
+    choose_children(bufs.expansions[0], start.logits.view(1, -1))
+    for expansion in bufs.expansions[1:]:
+        n = len(expansion.node_list)
+        with level_region():
+            visible = torch.ones(n, start.committed, dtype=torch.bool, device=device)
+            out = head.forward(
+                tokens[expansion.nodes],
+                features=features[expansion.feature_of],
+                positions=torch.full((n,), start.committed + expansion.depth - 1, device=device),
+                span_mask=torch.cat([visible, expansion.span_tail], dim=1),
+                want_hidden=True,
+            )
+            features.index_copy_(0, expansion.nodes, out.hidden)
+            choose_children(expansion, out.logits)
+    tree = DraftTree(tokens, list(shape.parents), sampled_from, mask=bufs.mask, depth=bufs.depth)
+    return tree, RoundStats(levels=max(shape.depth))
+
+
+# -- where a draft level must not sync -----------------------------------------------------------
+
+_level_region: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+
+
+def level_region() -> AbstractContextManager[object]:
+    """The context one draft level's device work (head forward, top-k, beam update) runs in:
+    nothing, unless a check swaps one in. ddd's reads and ddd_async's polls sit outside it."""
+    return _level_region()
+
+
+@contextlib.contextmanager
+def checked_levels(region: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
+    """Run every draft level inside `region()` meanwhile (bench gpu-check: CUDA sync debug
+    mode "error", which turns any host sync inside a level into an exception)."""
+    global _level_region
+    before = _level_region
+    _level_region = region
+    try:
+        yield
+    finally:
+        _level_region = before
 
 
 # -- the dynamic EAGLE-2 / DDD tree ------------------------------------------------------------
@@ -223,12 +334,124 @@ def draft_static_tree(
 @dataclass
 class DepthRule:
     """DDD's stopping rule: after level s in `check_levels`, stop when
-    H = logsumexp(beam cumulative log-probs) < threshold. `late` reads the flag one level later
-    (no host sync at the check; the extra level is drafted and then dropped)."""
+    H = logsumexp(beam cumulative log-probs) < threshold, so the tree has s levels.
+
+    `late` (ddd_async) reads each check's flag without a host sync: the pair (H, flag) is copied
+    to the host without blocking, and the head drafts further levels until the copy has landed
+    (polled between levels, never read before); then, when the flag says stop, the levels
+    drafted after s are dropped. Whatever the copy's timing, the tree is the one the rule gives
+    (that of `ddd`); only the levels drafted and dropped vary.
+    """
 
     check_levels: tuple[int, ...]
     threshold: float
     late: bool = False
+
+
+class FlagReader(Protocol):
+    """A check's (H, flag) on its way to the host."""
+
+    def ready(self) -> bool:
+        """Whether value() can return without waiting for the device."""
+        ...
+
+    def value(self) -> tuple[float, bool]:
+        """(H, stop), waiting for the copy if it has not landed."""
+        ...
+
+
+class HostRead:
+    """Reads the pair when asked: on a GPU that read is a sync (ddd's, at each check)."""
+
+    def __init__(self, record: torch.Tensor) -> None:
+        self.record = record
+
+    def ready(self) -> bool:
+        return True
+
+    def value(self) -> tuple[float, bool]:
+        h, flag = self.record.tolist()
+        return h, flag != 0.0
+
+
+class EventLike(Protocol):
+    def query(self) -> bool: ...
+
+    def synchronize(self) -> None: ...
+
+
+class CopiedRead:
+    """A check's pair in host memory that a copy still queued on the device fills in, and an
+    event recorded after that copy: ready() polls the event, value() waits on it, so the host
+    never reads the buffer before the copy has filled it (earlier, it can hold a stale or
+    half-written value)."""
+
+    def __init__(self, host: torch.Tensor, event: EventLike) -> None:
+        self.host = host
+        self.event = event
+
+    @classmethod
+    def start(cls, record: torch.Tensor) -> CopiedRead:
+        """Queue a non-blocking copy of `record` (on a CUDA device) into pinned memory."""
+        host = torch.empty(record.shape, dtype=record.dtype, pin_memory=True)
+        host.copy_(record, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(record.device))
+        return cls(host, event)
+
+    def ready(self) -> bool:
+        return self.event.query()
+
+    def value(self) -> tuple[float, bool]:
+        self.event.synchronize()
+        h, flag = self.host.tolist()
+        return h, flag != 0.0
+
+
+def late_reader(record: torch.Tensor) -> FlagReader:
+    """ddd_async's reader: a pinned copy on a GPU; on the CPU the value is there already.
+    (Looked up at each check, so a test can put a copy that stays in flight in its place.)"""
+    return CopiedRead.start(record) if record.is_cuda else HostRead(record)
+
+
+class DepthWatch:
+    """The DDD checks of one round, in level order: the ones still on their way to the host,
+    and the level where the rule stopped the tree (None while it has not)."""
+
+    def __init__(self, rule: DepthRule | None, stats: RoundStats) -> None:
+        self.rule = rule
+        self.stats = stats
+        self.pending: deque[tuple[int, FlagReader]] = deque()
+        self.stop_at: int | None = None
+
+    def check(self, level: int, beam_scores: torch.Tensor) -> None:
+        rule = self.rule
+        if rule is None or level not in rule.check_levels or self.stop_at is not None:
+            return
+        h = torch.logsumexp(beam_scores, dim=0)
+        # H and the flag travel together: one read (or copy) per check, and the flag is the
+        # device's own comparison, so ddd and ddd_async decide on identical bits.
+        record = torch.stack([h, (h < rule.threshold).to(h.dtype)])
+        if not rule.late:
+            self._apply(level, HostRead(record))
+            return
+        self.pending.append((level, late_reader(record)))
+
+    def poll(self, wait: bool = False) -> None:
+        """Act on the checks whose values have landed, oldest first (all of them, waiting,
+        when `wait`); a check whose value has not landed is never read."""
+        while self.pending and self.stop_at is None and (wait or self.pending[0][1].ready()):
+            level, reader = self.pending.popleft()
+            self._apply(level, reader)
+        if self.stop_at is not None:
+            # Checks of levels past the stop are not part of this round (ddd never makes them).
+            self.pending.clear()
+
+    def _apply(self, level: int, reader: FlagReader) -> None:
+        h, stop = reader.value()
+        self.stats.checks.append((level, h))
+        if stop:
+            self.stop_at = level
 
 
 def draft_dynamic_tree(
@@ -246,78 +469,61 @@ def draft_dynamic_tree(
     committed = start.committed
     logp = torch.log_softmax(start.logits.float(), dim=-1)
     scores, tok = torch.topk(logp, top_k)
-    # Candidates in creation order; a candidate's parent is an earlier one (index 0 = the root).
+    # Candidates in creation order, one entry per level; a candidate's parent is an earlier one
+    # (index 0 = the root).
     cand_tokens, cand_scores = [tok], [scores]
     cand_parents = [torch.zeros(top_k, dtype=torch.long, device=device)]
     beam_index = torch.arange(1, top_k + 1, device=device)  # global ids of the beam's nodes
     beam_tokens, beam_scores = tok, scores
     beam_features = start.feature.expand(top_k, -1)
     beam_ancestors = torch.zeros(top_k, 0, dtype=torch.bool, device=device)
+    eye = torch.eye(top_k, dtype=torch.bool, device=device)
     stats = RoundStats(levels=1)
-    pending: torch.Tensor | None = None  # a late DDD flag, read after the next level
+    watch = DepthWatch(rule, stats)
     n_cand = 1 + top_k
     level = 1
-    if rule is not None and level in rule.check_levels:
-        pending = _check(rule, beam_scores, level, stats)
-        if pending is not None and not rule.late and bool(pending):
-            return _rerank(start, cand_tokens, cand_scores, cand_parents, total_tokens), stats
-    while level < max_levels:
-        span = torch.cat(
-            [
-                torch.ones(top_k, committed, dtype=torch.bool, device=device),
-                beam_ancestors,
-                torch.eye(top_k, dtype=torch.bool, device=device),
-            ],
-            dim=1,
-        )
-        out = head.forward(
-            beam_tokens,
-            features=beam_features,
-            positions=torch.full((top_k,), committed + level - 1, device=device),
-            span_mask=span,
-            want_hidden=True,
-        )
-        child_logp, child_tok = torch.topk(torch.log_softmax(out.logits, dim=-1), top_k, dim=-1)
-        child_scores = (beam_scores[:, None] + child_logp).flatten()
-        if pending is not None and rule is not None and rule.late:
-            # The check of the level before, read now that its copy has landed.
-            stop = bool(pending)
-            pending = None
-            if stop:
-                break
-        cand_tokens.append(child_tok.flatten())
-        cand_scores.append(child_scores)
-        cand_parents.append(beam_index.repeat_interleave(top_k))
-        chosen = torch.topk(child_scores, top_k).indices
-        slot = chosen // top_k  # which beam node each new beam node descends from
-        beam_index = n_cand + chosen
-        n_cand += top_k * top_k
-        beam_tokens = child_tok.flatten()[chosen]
-        beam_scores = child_scores[chosen]
-        beam_features = out.hidden[slot]
-        beam_ancestors = torch.cat(
-            [beam_ancestors[slot], torch.eye(top_k, dtype=torch.bool, device=device)[slot]], dim=1
-        )
+    watch.check(level, beam_scores)
+    while level < max_levels and watch.stop_at is None:
+        watch.poll()
+        if watch.stop_at is not None:
+            break
+        with level_region():
+            span = torch.cat(
+                [
+                    torch.ones(top_k, committed, dtype=torch.bool, device=device),
+                    beam_ancestors,
+                    eye,
+                ],
+                dim=1,
+            )
+            out = head.forward(
+                beam_tokens,
+                features=beam_features,
+                positions=torch.full((top_k,), committed + level - 1, device=device),
+                span_mask=span,
+                want_hidden=True,
+            )
+            child_logp, child_tok = torch.topk(torch.log_softmax(out.logits, dim=-1), top_k, dim=-1)
+            child_scores = (beam_scores[:, None] + child_logp).flatten()
+            cand_tokens.append(child_tok.flatten())
+            cand_scores.append(child_scores)
+            cand_parents.append(beam_index[:, None].expand(top_k, top_k).reshape(-1))
+            chosen = torch.topk(child_scores, top_k).indices
+            slot = chosen // top_k  # which beam node each new beam node descends from
+            beam_index = n_cand + chosen
+            n_cand += top_k * top_k
+            beam_tokens = child_tok.flatten()[chosen]
+            beam_scores = child_scores[chosen]
+            beam_features = out.hidden[slot]
+            beam_ancestors = torch.cat([beam_ancestors[slot], eye[slot]], dim=1)
         level += 1
-        stats.levels = level
-        if rule is not None and level in rule.check_levels:
-            pending = _check(rule, beam_scores, level, stats)
-            if not rule.late and bool(pending):
-                break
-    return _rerank(start, cand_tokens, cand_scores, cand_parents, total_tokens), stats
-
-
-def _check(
-    rule: DepthRule, beam_scores: torch.Tensor, level: int, stats: RoundStats
-) -> torch.Tensor:
-    h = torch.logsumexp(beam_scores, dim=0)
-    stats.checks.append((level, h))
-    flag = h < rule.threshold
-    if rule.late and flag.device.type == "cuda":
-        host = torch.empty((), dtype=torch.bool, pin_memory=True)
-        host.copy_(flag, non_blocking=True)
-        return host
-    return flag
+        watch.check(level, beam_scores)
+    watch.poll(wait=True)
+    stats.levels = level if watch.stop_at is None else watch.stop_at
+    stats.drafted = level
+    kept = slice(0, stats.levels)
+    tree = _rerank(start, cand_tokens[kept], cand_scores[kept], cand_parents[kept], total_tokens)
+    return tree, stats
 
 
 def _rerank(
@@ -334,8 +540,11 @@ def _rerank(
     parents = torch.cat(cand_parents)
     best = torch.sort(scores, descending=True, stable=True).indices[:total_tokens]
     kept = torch.sort(best).values
-    kept_list = kept.tolist()
+    # The tree's shape and tokens reach the host in one read (one sync on a GPU).
+    kept_list, parent_list, token_list = torch.stack([kept, parents[kept], tokens[kept]]).tolist()
     node_of = {0: 0} | {cand + 1: i + 1 for i, cand in enumerate(kept_list)}
-    tree_parents = [-1] + [node_of[p] for p in parents[kept].tolist()]
+    tree_parents = [-1] + [node_of[p] for p in parent_list]
     root = torch.tensor([start.root], dtype=torch.long, device=tokens.device)
-    return DraftTree(torch.cat([root, tokens[kept]]), tree_parents)
+    return DraftTree(
+        torch.cat([root, tokens[kept]]), tree_parents, token_list=[start.root] + token_list
+    )

@@ -46,30 +46,43 @@ def joint_distribution(
         # member: duplicate beams give exactly tied candidates, and keeping one of a tie by
         # sort order would make the draft's and the target's filters differ.
         inside = torch.cumsum(ordered, dim=-1) - ordered < top_p
-        cutoff = ordered[int(inside.sum()) - 1]
+        # The last member's probability, picked on the device (an index read on the host would
+        # be a sync per call on a GPU); the remainder wraps an empty set (NaN probabilities) to
+        # the last entry, as the host index -1 did.
+        last = torch.remainder(inside.sum() - 1, ordered.numel()).view(1)
+        cutoff = ordered.gather(0, last)
         logits = logits.masked_fill(probs < cutoff, float("-inf"))
     return torch.softmax(logits, dim=-1)
 
 
-def draw(probs: torch.Tensor, count: int, generator: torch.Generator) -> list[int]:
-    """`count` independent draws (with replacement) from a flat distribution; exact multinomial
-    sampling, with no cut-off that turns unlikely draws into the argmax."""
-    if count == 0:
-        return []
+def draw_on_device(probs: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` independent draws (with replacement) from a flat distribution, left on the
+    device; exact multinomial sampling, with no cut-off that turns unlikely draws into the
+    argmax."""
     finite = torch.isfinite(probs).all()
     safe = torch.where(finite, probs, torch.ones_like(probs))
-    return torch.multinomial(safe, count, replacement=True, generator=generator).tolist()
+    return torch.multinomial(safe, count, replacement=True, generator=generator)
+
+
+def draw(probs: torch.Tensor, count: int, generator: torch.Generator) -> list[int]:
+    """`draw_on_device`, read to the host."""
+    if count == 0:
+        return []
+    return draw_on_device(probs, count, generator).tolist()
 
 
 def acceptance_chain(p: torch.Tensor, q: torch.Tensor, tries: int) -> list[float]:
     """alpha_i: the probability that the i-th consecutive try on one slot is accepted, i.e.
     sum(min(p_{i-1}, q)) with p_0 = p and p_i = norm(max(p_{i-1} - q, 0))."""
+    if tries == 0:
+        return []
     alphas = []
     current = p
     for _ in range(tries):
-        alphas.append(float(torch.minimum(current, q).sum().clamp(0.0, 1.0)))
+        alphas.append(torch.minimum(current, q).sum().clamp(0.0, 1.0))
         current = residual(current, q)
-    return alphas
+    # One host read for the whole chain, not one per try.
+    return torch.stack(alphas).tolist()
 
 
 def accepted_count_distribution(p: torch.Tensor, q: torch.Tensor, drafts: int) -> list[float]:

@@ -12,7 +12,8 @@ chain on top of a cached beam, its base. Two cache layouts hold the beams:
   paths.
 
 Both return, per node, the logits of the target at that node and the node's path (the cached
-positions it sees, ending with itself), and give the same logits up to float rounding.
+positions it sees, ending with itself), and give the same logits up to float rounding. Their
+inputs are built on the host and copied from pinned memory, so a forward queues no sync.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from specrepro.engine.runner import ModelRunner
+from specrepro.engine.tree import to_device
 
 
 def chains(parents: list[int]) -> list[list[int]]:
@@ -50,7 +52,13 @@ def shared_forward(
     for i, path in enumerate(paths):
         mask[i, path] = True
     positions = torch.tensor([len(path) - 1 for path in paths])
-    out = runner.forward(tokens, positions=positions, span_mask=mask, logits_from=logits_from)
+    device = runner.device
+    out = runner.forward(
+        to_device(torch.tensor(tokens, dtype=torch.long), device),
+        positions=to_device(positions, device),
+        span_mask=to_device(mask, device),
+        logits_from=logits_from,
+    )
     return out.logits, paths
 
 
@@ -102,10 +110,16 @@ def rows_forward(
     first = min(column[logits_from:], default=width)
     if any(col >= first for col in column[:logits_from]):
         raise ValueError("nodes without logits must come before every node with logits in a row")
-    out = runner.forward(ids, positions=positions, span_mask=mask, logits_from=first)
+    device = runner.device
+    out = runner.forward(
+        to_device(ids, device),
+        positions=to_device(positions, device),
+        span_mask=to_device(mask, device),
+        logits_from=first,
+    )
     wanted = slice(logits_from, None)
-    cols = torch.tensor(column[wanted], dtype=torch.long) - first
-    logits = out.logits[torch.tensor(bases[wanted], dtype=torch.long), cols]
+    where = to_device(torch.tensor([bases[wanted], column[wanted]], dtype=torch.long), device)
+    logits = out.logits[where[0], where[1] - first]
     return logits, paths
 
 

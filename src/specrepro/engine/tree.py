@@ -32,6 +32,12 @@ class DraftTree:
     # parent index -> the distribution its children were sampled from (without replacement, in
     # child order). Parents absent here chose their children deterministically.
     sampled_from: dict[int, torch.Tensor] = field(default_factory=dict)
+    # `tokens` on the host, when a drafter has read them anyway (acceptance then needs no read).
+    token_list: list[int] | None = None
+    # The verification's [N, N] ancestor mask and [N] depths on the device, when a drafter keeps
+    # them per tree shape (a static tree); otherwise built from `parents` per round.
+    mask: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.parents or self.parents[0] != -1:
@@ -50,6 +56,36 @@ class DraftTree:
 
     def children(self) -> list[list[int]]:
         return children(self.parents)
+
+    def host_tokens(self) -> list[int]:
+        """The tokens as a list (one host read, the first time only)."""
+        if self.token_list is None:
+            self.token_list = self.tokens.tolist()
+        return self.token_list
+
+    def device_mask(self, device: torch.device) -> torch.Tensor:
+        if self.mask is not None:
+            return self.mask
+        return to_device(ancestor_mask(self.parents), device)
+
+    def device_positions(self, offset: int, device: torch.device) -> torch.Tensor:
+        """Position ids of the nodes (offset + depth), on the device."""
+        if self.depth is not None:
+            return self.depth + offset
+        return to_device(positions(self.parents, offset), device)
+
+
+def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Move a tensor built on the host to `device` without a host sync.
+
+    A copy from pageable memory to a GPU blocks until the copy is done (a sync point);
+    one from pinned memory, non-blocking, is only queued on the stream. The pinned block comes
+    from torch's caching host allocator, which keeps it until the queued copy has completed.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def depths(parents: list[int]) -> list[int]:
@@ -95,8 +131,14 @@ def paths(parents: list[int]) -> list[list[int]]:
 def accept_greedy(tree: DraftTree, logits: torch.Tensor) -> tuple[list[int], int]:
     """Longest path whose every token is the target's argmax; returns (nodes after the root on
     that path, bonus token). logits: [N, V], row i = the target's next-token logits at node i."""
-    choice = torch.argmax(logits, dim=-1).tolist()
-    tokens = tree.tokens.tolist()
+    choice_t = torch.argmax(logits, dim=-1)
+    if tree.token_list is None:
+        # Both in one host read (one sync on a GPU) rather than two.
+        both = torch.cat([choice_t, tree.tokens.to(choice_t.device)]).tolist()
+        choice, tree.token_list = both[: tree.size], both[tree.size :]
+    else:
+        choice = choice_t.tolist()
+    tokens = tree.token_list
     kids = tree.children()
     node, path = 0, []
     while True:
@@ -111,8 +153,12 @@ def accept_sampling(
     tree: DraftTree, probs: torch.Tensor, generator: torch.Generator
 ) -> tuple[list[int], int]:
     """Multi-draft rejection sampling down the tree (see module doc); returns (accepted nodes
-    after the root, the corrected or bonus token). probs: [N, V] target probabilities."""
-    tokens = tree.tokens.tolist()
+    after the root, the corrected or bonus token). probs: [N, V] target probabilities.
+
+    Each tried child is one host read: a child's uniform draw happens only when its sibling
+    before it was rejected, so the generator's stream (and the output at a given seed) depends
+    on reading every test before the next draw."""
+    tokens = tree.host_tokens()
     kids = tree.children()
     node, path = 0, []
     while True:
@@ -130,9 +176,11 @@ def accept_sampling(
                 p = _without(p, x)
             else:
                 q_now = q / q.sum()
-                if q_now[x] <= 0:  # drawn only because fewer tokens than children had mass
+                # Both tests in one host read; the draw u above is made either way.
+                skip, take = torch.stack([q_now[x] <= 0, u * q_now[x] <= p[x]]).tolist()
+                if skip:  # drawn only because fewer tokens than children had mass
                     continue
-                if u * q_now[x] <= p[x]:
+                if take:
                     accepted = child
                     break
                 p = residual(p, q_now)
