@@ -53,6 +53,9 @@ def _rows(path: Path) -> list[dict]:
                     "question_id": rec["question_id"],
                     "turn": turn,
                     "new_tokens": t["new_tokens"],
+                    # eos / stop_string / max_new_tokens / context_limit (absent before it was
+                    # recorded)
+                    "stop_reason": t.get("stop_reason"),
                     "wall_time_s": t["wall_time"],
                     "target_forwards": t["target_forwards"],
                     "verify_forwards": t["verify_forwards"],
