@@ -226,18 +226,40 @@ def _validate_sweep(config: dict, source: str) -> None:
             _check_method_entry(entry, f"{source}: sweeps.ddd point x={threshold} S={levels}")
 
 
+# Keys of a method entry that the harness reads; every other key is the algorithm's parameter.
+HARNESS_KEYS = ("algorithm", "stop_at_answer")
+
+
 def _check_method_entry(entry: dict, where: str) -> None:
     try:
-        make_params(entry["algorithm"], {k: v for k, v in entry.items() if k != "algorithm"})
+        _stop_at_answer(entry)
+        make_params(entry["algorithm"], _algorithm_values(entry))
     except (MethodError, TypeError) as err:
         raise ConfigError(f"{where}: {err}") from err
 
 
+def _algorithm_values(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in HARNESS_KEYS}
+
+
+def _stop_at_answer(entry: dict) -> bool:
+    value = entry.get("stop_at_answer", True)
+    if not isinstance(value, bool):
+        raise MethodError(f"stop_at_answer must be true or false, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class MethodChoice:
+    """A configured method. stop_at_answer: end a generation at the token that ends the task's
+    answer (SQuAD's first line, Spider's statement); false generates to EOS or max_new_tokens
+    and counts every token, as the DSBD paper's evaluation does (scoring extracts the answer
+    either way)."""
+
     name: str
     algorithm: str
     params: object
+    stop_at_answer: bool = True
 
 
 def resolve_method(config: dict, name: str) -> MethodChoice:
@@ -250,9 +272,15 @@ def resolve_method(config: dict, name: str) -> MethodChoice:
             configured = ", ".join(sorted(config["methods"]))
             raise ConfigError(f"{err}; configured method entries: {configured}") from err
         return MethodChoice(name=name, algorithm=name, params=params)
-    values = {k: v for k, v in entry.items() if k != "algorithm"}
+    try:
+        stop_at_answer = _stop_at_answer(entry)
+    except MethodError as err:
+        raise ConfigError(f"methods.{name}: {err}") from err
     return MethodChoice(
-        name=name, algorithm=entry["algorithm"], params=make_params(entry["algorithm"], values)
+        name=name,
+        algorithm=entry["algorithm"],
+        params=make_params(entry["algorithm"], _algorithm_values(entry)),
+        stop_at_answer=stop_at_answer,
     )
 
 

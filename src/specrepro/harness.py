@@ -373,7 +373,8 @@ def _meta(loaded: LoadedPair, member: Member, shared: dict) -> dict:
         "pair": loaded.name,
         "method": method.name,
         "algorithm": method.algorithm,
-        "params": params_dict(method.params),
+        # stop_at_answer beside the algorithm's parameters, so a claim can ask for either.
+        "params": {**params_dict(method.params), "stop_at_answer": method.stop_at_answer},
         "questions": member.questions,
         "model_fingerprints": loaded.fingerprints,
         **shared,
@@ -410,7 +411,10 @@ def _run_question(
     turns: list[dict] = []
     for t in range(len(prompt["turns"])):
         prompt_ids = encode_turn(loaded.tokenizer, prompt, t, answers, loaded.conversation)
-        answer_format = prompt.get("answer_format", "free")
+        # Full-length methods still have their answer extracted when scored (report/tidy.py).
+        answer_format = "free"
+        if engine.method.stop_at_answer:
+            answer_format = prompt.get("answer_format", "free")
         if engine.target.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(engine.target.device)
         with meter.window() as energy:

@@ -89,6 +89,9 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
                 "kv_peak_mib": stats["kv_peak_mib"],
                 "peak_device_mib": stats["peak_device_mib"],
                 "forwards_per_token": _forwards_per_token(group),
+                # New tokens per question, every turn: the length the speed was measured at.
+                "new_tokens": float(group.groupby("question_id")["new_tokens"].sum().mean()),
+                "length": "full" if params.get("stop_at_answer") is False else "answer",
                 "questions": stats["n_questions"],
             }
         )
@@ -106,7 +109,8 @@ def _header(dataset: str) -> list[str]:
     return [
         "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", "J/token",
         "energy ratio vs beam", *scores, "target log-lik/token", "mean width",
-        "KV peak (MiB)", "peak device MiB", "target forwards / token", "questions",
+        "KV peak (MiB)", "peak device MiB", "target forwards / token", "generated to",
+        "new tokens / question", "questions",
     ]  # fmt: skip
 
 
@@ -119,7 +123,7 @@ def _cells(r: Any, reference: str, speed: str, energy: str, dataset: str) -> lis
         _num(r.j_per_token, "{:.3f}"), energy, *scores, _num(r.target_loglik, "{:.2f}"),
         _num(r.mean_width, "{:.2f}"), _num(r.kv_peak_mib, "{:.1f}"),
         _num(r.peak_device_mib, "{:.1f}"), _num(r.forwards_per_token, "{:.2f}"),
-        str(r.questions),
+        r.length, _num(r.new_tokens, "{:.1f}"), str(r.questions),
     ]  # fmt: skip
 
 
@@ -140,6 +144,11 @@ def _notes(pair: str, dataset: str) -> list[str]:
         MEMORY_NOTE,
         LOGLIK_NOTE,
         f"Target forwards / token = 1 / tau, with {TAU_NOTE}",
+        "Generated to: full = to EOS or the dataset's max_new_tokens, every token counted, as "
+        "the DSBD paper's evaluation runs (the answer is cut only for scoring); answer = "
+        "stopped at the token that ends the task's answer. Speeds compare only at equal "
+        "lengths: a run stopped at the answer is a few tokens long, where the prefill "
+        "dominates.",
     ]
 
 

@@ -43,6 +43,8 @@ def _rows(path: Path) -> list[dict]:
                     "method": meta["method"],
                     "algorithm": meta["algorithm"],
                     "params": json.dumps(meta.get("params", {}), sort_keys=True),
+                    # False: generated to EOS or max_new_tokens, the answer cut out to score.
+                    "stop_at_answer": (meta.get("params") or {}).get("stop_at_answer", True),
                     "dataset": rec.get("dataset"),
                     "temperature": meta["temperature"],
                     "seed": meta["seed"],
@@ -123,10 +125,10 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
 
 
 def _lossless(frame: pd.DataFrame) -> pd.Series:
-    """1/0 where a T=0 run's tokens equal vanilla's (same target weights, dataset, seed, dtype):
-    a pair that only swaps the draft (the draft-design study) is checked against the vanilla
-    run of the pair it came from."""
-    keys = ["target_model", "dataset", "seed", "dtype", "question_id", "turn"]
+    """1/0 where a T=0 run's tokens equal vanilla's (same target weights, dataset, seed, dtype,
+    stop rule): a pair that only swaps the draft (the draft-design study) is checked against the
+    vanilla run of the pair it came from."""
+    keys = ["target_model", "dataset", "seed", "dtype", "stop_at_answer", "question_id", "turn"]
     greedy = frame[frame["temperature"] == 0]
     base = (
         greedy[greedy["algorithm"] == "vanilla"].drop_duplicates(keys).set_index(keys)["_token_ids"]
