@@ -25,6 +25,7 @@ from specrepro.data import (
     load_spider,
     load_squad,
     load_training_prompts,
+    load_tuning_prompts,
     read_prompts_jsonl,
     sha256_file,
     spider_coverage,
@@ -479,6 +480,25 @@ def test_training_prompts_exclude_evaluated(mirror: Path) -> None:
     assert sorted(r["dataset"] for r in small) == ["mtbench", "squad"]  # split evenly
     with pytest.raises(DataError, match="n_eval"):
         load_training_prompts(["squad"], mirror, {}, 0, 2, 5)
+
+
+def test_tuning_questions_are_neither_evaluated_nor_trained_on(mirror: Path) -> None:
+    n_eval = {"mtbench": 1, "squad": 2, "spider": 1}
+    n_tune = {"mtbench": 1, "squad": 1, "spider": 2}
+    datasets = ["mtbench", "squad", "spider"]
+    train = load_training_prompts(datasets, mirror, n_eval, 0, 100, 5, n_tune)
+    every_train = load_training_prompts(datasets, mirror, n_eval, 0, 100, 5)
+    keys = {(r["dataset"], r["question_id"]) for r in train}
+    for d in datasets:
+        tuning = load_tuning_prompts(d, mirror, n_eval[d], 0, n_tune[d])
+        assert len(tuning) == n_tune[d]
+        assert tuning == load_tuning_prompts(d, mirror, n_eval[d], 0, n_tune[d])  # seeded
+        tuned = {(d, r["question_id"]) for r in tuning}
+        evaluated = {(d, r["question_id"]) for r in load_prompts(d, mirror, n_eval[d], 0)}
+        assert not tuned & evaluated and not tuned & keys
+    # Only the tuning questions left the training prompts.
+    assert len(every_train) - len(train) == sum(n_tune.values())
+    assert load_tuning_prompts("squad", mirror, 2, 0, 0) == []
 
 
 # --- loaders --------------------------------------------------------------------------------

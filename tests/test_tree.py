@@ -196,8 +196,41 @@ def test_ddd_with_a_very_high_threshold_stops_at_the_first_check(tiny_target, ti
     rounds = got.extra["rounds"]
     assert set(rounds["levels"]) == {2}
     assert all(len(checks) == 1 and checks[0][0] == 2 for checks in rounds["checks"])
-    # Two levels of width 3: at most 3 + 9 candidates, all of them kept (total_tokens 12).
-    assert max(rounds["tree_size"]) <= 12
+    # Two levels of width 3 draft 3 + 9 candidates; total_tokens 12 counts the root, so 11 of
+    # them are kept and the target verifies 12 tokens every round.
+    assert set(rounds["tree_size"]) == {12}
+
+
+@pytest.mark.parametrize("total_tokens", [2, 7, 12])
+def test_total_tokens_counts_the_root_as_the_reference_does(
+    tiny_target, tiny_head, total_tokens: int, monkeypatch
+) -> None:
+    """The reference's total_tokens = 60 verifies 60 tokens, the root among them."""
+    verified: list[int] = []
+    gen = decoder_for(
+        tiny_target, None, "eagle2", 0.0, head=tiny_head, top_k=3, depth=4,
+        total_tokens=total_tokens,
+    )  # fmt: skip
+    forward = gen.target.forward
+
+    def counting(tokens, *args, **kwargs):
+        if kwargs.get("tree_mask") is not None:
+            verified.append(len(tokens))
+        return forward(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(gen.target, "forward", counting)
+    got, _ = gen.generate(PROMPT, 12, seed=0)
+    # Depth 4 at top-k 3 drafts 3 + 3 * 9 candidates: always enough to fill the tree.
+    assert verified and set(verified) == {total_tokens}
+    assert got.extra["rounds"]["tree_size"] == verified
+
+
+def test_a_tree_of_one_token_is_refused() -> None:
+    from specrepro.decoding.base import MethodError, make_params
+
+    for algorithm in ("eagle2", "ddd", "ddd_async"):
+        with pytest.raises(MethodError, match="total_tokens counts the root"):
+            make_params(algorithm, {"total_tokens": 1})
 
 
 def test_ddd_async_gives_the_tokens_and_trees_of_ddd(tiny_target, tiny_head) -> None:

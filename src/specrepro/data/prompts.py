@@ -90,6 +90,24 @@ def load_prompts(dataset: str, data_dir: Path, n: int | None, seed: int) -> list
     return subsample(load_records(dataset, data_dir), n, seed)
 
 
+# The tuning questions' draw has its own seed, apart from the evaluated subsample's.
+TUNING_SEED_OFFSET = 7919
+
+
+def _tuning(records: list[PromptRecord], n_eval: int | None, seed: int, n_tune: int) -> list:
+    rest = complement(records, subsample(records, n_eval, seed))
+    return subsample(rest, n_tune, seed + TUNING_SEED_OFFSET) if n_tune else []
+
+
+def load_tuning_prompts(
+    dataset: str, data_dir: Path, n_eval: int | None, seed: int, n_tune: int
+) -> list[PromptRecord]:
+    """Questions to choose settings on (tree sizes, thresholds, a draft's lookahead): n_tune
+    records that are never evaluated (outside load_prompts' subsample of n_eval) and that no
+    student trains on (load_training_prompts leaves them out), in file order."""
+    return _tuning(load_records(dataset, data_dir), n_eval, seed, n_tune)
+
+
 def _quotas(sizes: dict[str, int], n: int) -> dict[str, int]:
     """Split n as evenly as possible over datasets, capped by each pool's size."""
     quotas = dict.fromkeys(sizes, 0)
@@ -111,12 +129,14 @@ def load_training_prompts(
     seed: int,
     n_train: int,
     train_seed: int,
+    n_tune: dict[str, int] | None = None,
 ) -> list[PromptRecord]:
-    """Up to n_train prompts for training drafts, none of them an evaluated question.
+    """Up to n_train prompts for training drafts, none of them an evaluated or a tuning question.
 
     For each dataset the evaluated subsample is load_prompts(dataset, data_dir, n_eval[d],
-    seed); training prompts come from the rest. n_train is split evenly over the datasets
-    (a small pool gives its share to the others), then the mix is shuffled by train_seed.
+    seed) and the tuning questions load_tuning_prompts(..., n_tune[d]); training prompts come
+    from the rest. n_train is split evenly over the datasets (a small pool gives its share to
+    the others), then the mix is shuffled by train_seed.
     """
     if n_train < 0:
         raise ValueError(f"n_train must be >= 0, got {n_train}")
@@ -125,7 +145,9 @@ def load_training_prompts(
         if d not in n_eval:
             raise DataError(f"n_eval has no entry for dataset {d!r} (use None for all)")
         records = load_records(d, data_dir)
-        pools[d] = complement(records, subsample(records, n_eval[d], seed))
+        held_out = subsample(records, n_eval[d], seed)
+        held_out += _tuning(records, n_eval[d], seed, (n_tune or {}).get(d, 0))
+        pools[d] = complement(records, held_out)
     quotas = _quotas({d: len(p) for d, p in pools.items()}, n_train)
     chosen = [r for d, p in pools.items() for r in subsample(p, quotas[d], train_seed)]
     chosen.sort(key=record_key)

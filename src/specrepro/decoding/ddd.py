@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
-from specrepro.decoding.eagle2 import check_positive
+from specrepro.decoding.eagle2 import check_positive, check_tree_size
 from specrepro.decoding.tree_rounds import DepthRule, draft_dynamic_tree, generate_with_trees
 
 NEEDS_DRAFT = False
@@ -30,6 +30,7 @@ class Params:
         check_positive(
             "ddd", top_k=self.top_k, total_tokens=self.total_tokens, max_levels=self.max_levels
         )
+        check_tree_size("ddd", self.total_tokens)
         if not self.check_levels or any(
             not isinstance(s, int) or not 1 <= s <= self.max_levels for s in self.check_levels
         ):

@@ -22,6 +22,15 @@ class Params:
 
     def validate(self) -> None:
         check_positive("eagle2", top_k=self.top_k, depth=self.depth, total_tokens=self.total_tokens)
+        check_tree_size("eagle2", self.total_tokens)
+
+
+def check_tree_size(method: str, total_tokens: int) -> None:
+    """total_tokens counts the root (the reference's convention): a tree needs a draft too."""
+    if total_tokens < 2:
+        raise MethodError(
+            f"{method}: total_tokens counts the root, so it must be at least 2, got {total_tokens}"
+        )
 
 
 def check_positive(method: str, **values: object) -> None:

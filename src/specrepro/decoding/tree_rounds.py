@@ -119,7 +119,7 @@ def generate_with_trees(
         accepted = [tokens[node] for node in path]
         rounds["levels"].append(stats.levels)
         rounds["drafted"].append(stats.levels if stats.drafted is None else stats.drafted)
-        rounds["tree_size"].append(tree.size - 1)
+        rounds["tree_size"].append(tree.size)  # tokens verified, the root included
         rounds["accepted"].append(len(accepted))
         rounds["checks"].append([[level, h] for level, h in stats.checks])
         done = commit(ctx, generated, accepted + [bonus], result)
@@ -464,7 +464,9 @@ def draft_dynamic_tree(
     rule: DepthRule | None = None,
 ) -> tuple[DraftTree, RoundStats]:
     """EAGLE-2: a width-top_k beam over cumulative draft log-probs, `max_levels` levels (fewer
-    when `rule` stops it), then the best `total_tokens` candidates form the tree."""
+    when `rule` stops it), then the root and the best `total_tokens - 1` candidates form the
+    tree: `total_tokens` counts the root, as the reference code's does, so the target verifies
+    exactly `total_tokens` tokens when the beam drafted enough."""
     device = head.device
     committed = start.committed
     logp = torch.log_softmax(start.logits.float(), dim=-1)
@@ -522,7 +524,9 @@ def draft_dynamic_tree(
     stats.levels = level if watch.stop_at is None else watch.stop_at
     stats.drafted = level
     kept = slice(0, stats.levels)
-    tree = _rerank(start, cand_tokens[kept], cand_scores[kept], cand_parents[kept], total_tokens)
+    tree = _rerank(
+        start, cand_tokens[kept], cand_scores[kept], cand_parents[kept], total_tokens - 1
+    )
     return tree, stats
 
 
@@ -531,14 +535,14 @@ def _rerank(
     cand_tokens: list[torch.Tensor],
     cand_scores: list[torch.Tensor],
     cand_parents: list[torch.Tensor],
-    total_tokens: int,
+    candidates: int,
 ) -> DraftTree:
-    """Keep the best `total_tokens` candidates. A child never scores above its parent and comes
+    """Keep the best `candidates` candidates. A child never scores above its parent and comes
     after it, so a stable descending sort keeps every kept node's parent: a connected tree."""
     tokens = torch.cat(cand_tokens)
     scores = torch.cat(cand_scores)
     parents = torch.cat(cand_parents)
-    best = torch.sort(scores, descending=True, stable=True).indices[:total_tokens]
+    best = torch.sort(scores, descending=True, stable=True).indices[:candidates]
     kept = torch.sort(best).values
     # The tree's shape and tokens reach the host in one read (one sync on a GPU).
     kept_list, parent_list, token_list = torch.stack([kept, parents[kept], tokens[kept]]).tolist()
