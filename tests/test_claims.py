@@ -187,7 +187,10 @@ def beam_frame(energy: bool, n: int = 40) -> pd.DataFrame:
             rows.append(
                 {
                     "pair": "p", "dataset": "squad", "method": method, "algorithm": method,
-                    "params": json.dumps({"width": 3, "w_thres": 0.7 if method == "dsbd" else 0}),
+                    "params": json.dumps(
+                        {"width": 3, "w_thres": 0.7 if method == "dsbd" else 0,
+                         "stop_at_answer": False}
+                    ),
                     "temperature": 1.0, "dtype": "float16", "seed": 0, "question_id": f"q{q}",
                     "turn": 0, "new_tokens": 10, "wall_time_s": 10 / speed, "target_forwards": 5,
                     "verify_forwards": 5, "verified_tokens": 10,
@@ -388,11 +391,13 @@ def test_dsbd_table_on_hand_made_numbers(tmp_path) -> None:
     dsbd_row = next(line for line in text.splitlines() if line.startswith("| dsbd (vs beam) |"))
     assert beam_row == (
         "| beam | 3 | 10.00 | 1.00 | 4.000 | 1.00 | 50.0 | n/a | -1.03 | 3.00 | 1.0 | n/a | 0.50 "
-        "| 40 |"
+        "| full | 10.0 | 40 |"
     )
     # dsbd: 2x the tokens/s, 2 J/token (2x less), EM 45%, widths 3, 2, 1 -> mean 2.
     assert "| 20.00 | 2.00 [" in dsbd_row
-    assert "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 1.0 | n/a | 0.50 | 40 |" in dsbd_row
+    assert "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 1.0 | n/a | 0.50 | full | 10.0 | 40 |" in (
+        dsbd_row
+    )
     points = threshold_points(beam_frame(energy=False), "p")
     assert points[["w_thres", "quality", "beam_quality"]].iloc[0].tolist() == [0.7, 45.0, 50.0]
     assert "J/token n/a: run on device cpu" in dsbd_table(beam_frame(energy=False), "p", "squad")
