@@ -12,9 +12,11 @@ from specrepro.models.family import (
     WIDE_SHEARED_LLAMA_1_3B,
     Shape,
     equal_size_family,
+    family_budget,
     paper_equal_size_pairs,
     paper_shapes,
     size_spread,
+    widened,
 )
 
 # SmolLM2-135M's shape (the default target), written out so this test needs no model files.
@@ -56,3 +58,43 @@ def test_the_paper_scale_shapes_are_of_equal_size_within_ten_percent() -> None:
     paper_family = equal_size_family(SHEARED_LLAMA_1_3B, [6, 12, 24], budget_layers=24)
     assert size_spread(paper_family) < 0.10
     assert paper_family[-1] == SHEARED_LLAMA_1_3B  # its own depth gives back its own shape
+
+
+@pytest.mark.parametrize(("hidden", "depths"), [(768, [1, 2, 4]), (960, [1, 2])])
+def test_the_wide_family_widens_the_model_at_the_same_counted_size(hidden, depths) -> None:
+    budget = family_budget(SMOLLM2, 2)
+    depth_family = equal_size_family(SMOLLM2, depths, budget_layers=2)
+    wide = equal_size_family(SMOLLM2, depths, budget_layers=2, hidden_size=hidden)
+    # The same count for both families (non-embedding), each within 10% of the budget.
+    for shape in (*depth_family, *wide):
+        assert abs(shape.counted_parameters() / budget - 1) < 0.10
+        assert shape.counted_parameters() == _real_count(shape)
+    assert size_spread([*depth_family, *wide]) < 0.15
+    for shape in wide:
+        assert shape.hidden_size == hidden > SMOLLM2.hidden_size
+        assert shape.vocab_size == SMOLLM2.vocab_size  # the target's logits width
+        assert shape.head_dim == SMOLLM2.head_dim
+        assert shape.num_attention_heads % shape.num_key_value_heads == 0
+        # its own embedding is wider than the shared one, and is not counted
+        assert shape.embedding_parameters() > SMOLLM2.embedding_parameters()
+
+
+def test_widening_scales_heads_and_feed_forward_with_the_hidden_size() -> None:
+    with pytest.raises(ValueError, match="multiple of 3"):
+        widened(SMOLLM2, 640)  # 3 query heads per key/value head cannot divide 640
+    wide = widened(SMOLLM2, 768)
+    assert (wide.num_attention_heads, wide.num_key_value_heads) == (12, 4)
+    assert wide.intermediate_size == 2048
+    assert widened(SMOLLM2, 576) == SMOLLM2
+    # The paper's wide 1.3B widens Sheared-LLaMA-1.3B's 2048 to 2560 with 20 heads.
+    assert widened(SHEARED_LLAMA_1_3B, 2560).num_attention_heads == 20
+
+
+def test_kv_bytes_count_keys_and_values_of_every_layer() -> None:
+    shape = replace(SMOLLM2, num_layers=2)
+    assert shape.kv_bytes_per_token(4) == 2 * 2 * 3 * 64 * 4
+    deep, shallow = equal_size_family(SMOLLM2, [8, 1], budget_layers=2)
+    assert shallow.kv_bytes_per_token() != deep.kv_bytes_per_token()
+    # The paper's wide 1.3B halves the depth: its KV cache per token is 37.5% smaller.
+    ratio = WIDE_SHEARED_LLAMA_1_3B.kv_bytes_per_token() / SHEARED_LLAMA_1_3B.kv_bytes_per_token()
+    assert ratio == pytest.approx(12 * 20 / (24 * 16))

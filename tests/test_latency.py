@@ -79,3 +79,24 @@ def test_a_real_random_model_is_profiled() -> None:
     rows = profile_shapes(shapes, LatencySettings(4, 1, 3, 1))
     assert [r["num_layers"] for r in rows] == [1, 2]
     assert all(r["ms_per_token"] > 0 for r in rows)
+
+
+def test_the_spread_of_the_timed_forwards_is_reported() -> None:
+    from specrepro.models.latency import spread, time_decode_tokens
+
+    clock = FakeClock()
+    settings = LatencySettings(prompt_tokens=8, warmup=2, tokens=4, repeats=2)
+    repeats = time_decode_tokens(FakeDecoder(clock, warmup=2), settings, clock)
+    assert repeats == [[1.0] * 4, [1.0] * 4]
+    out = spread([[0.001, 0.002, 0.003, 0.010], [0.002, 0.002, 0.002, 0.002]])
+    assert out["ms_per_token_min"] == 2.0 and out["ms_per_token_max"] == 4.0
+    assert out["ms_per_token"] == 3.0  # the median of the repeats' means
+    assert out["ms_token_p10"] < out["ms_token_p50"] == 2.0 < out["ms_token_p90"]
+
+
+def test_rows_carry_the_kv_bytes() -> None:
+    base = LlamaConfig(vocab_size=64, max_position_embeddings=128)
+    shape = Shape(2, 32, 4, 2, 8, 64, 64)
+    (row,) = profile_shapes({"d": (shape, base)}, LatencySettings(4, 1, 3, 2))
+    assert row["kv_bytes_per_token"] == 2 * 2 * 2 * 8 * 4  # float32
+    assert row["ms_token_p10"] <= row["ms_token_p90"] and len(row["ms_per_token_repeats"]) == 2

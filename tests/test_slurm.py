@@ -23,7 +23,9 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
 CONFIGS = [DEFAULT_CONFIG, *PAPER_CONFIGS]
 # The rules that compute with a model, on a GPU; the timed ones among them get a node alone.
-GPU_RULES = {"generate", "teacher_corpus", "train_draft", "train_head", "latency_profile"}
+GPU_RULES = {
+    "generate", "teacher_corpus", "train_draft", "train_head", "latency_profile", "draft_quality"
+}  # fmt: skip
 TIMED_RULES = {"generate", "latency_profile"}
 MAX_CPUS = 64
 

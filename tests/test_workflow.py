@@ -165,6 +165,7 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
                 "methods": {"sps": [0.0]},
                 "datasets": ["mtbench", "squad", "spider"],
                 "questions": {"squad": 1},
+                "accuracy": ["squad"],
                 "latency": {"tokens": 2, "warmup": 1, "repeats": 1, "prompt_tokens": 4},
             }
         },
@@ -298,8 +299,8 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert (greedy.loc[greedy["pair"] == "tiny-d2", "lossless_match"] == 1).all()
     assert "tiny-d2" not in (workdir / "figures" / "tables" / "table_squad.md").read_text()
     design = (workdir / "figures" / "tables" / "draft_design_tiny.md").read_text()
-    assert "| tiny-draft | 1 |" in design and "| tiny-draft-d2 | 2 |" in design
-    for kind in ("latency", "tar", "throughput"):
+    assert "| tiny-draft | existing | 1 |" in design and "| tiny-draft-d2 | depth | 2 |" in design
+    for kind in ("latency", "tar", "throughput", "gamma", "training"):
         assert (workdir / "figures" / f"draft_{kind}_tiny.png").is_file()
     quality = json.loads(
         (workdir / "results" / "draft_design" / "tiny" / "quality_tiny-draft-d2.json").read_text()
@@ -310,7 +311,9 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert quality["shape"]["num_layers"] == 2 and quality["holdout_perplexity"] > 1
     assert abs(quality["counted_parameters"] / base["counted_parameters"] - 1) < 0.25
     assert claims.loc["wide-draft-throughput-squad", "status"] != "not run"
-    assert claims.loc["weak-tar-perplexity-correlation", "status"] == "not measured"
+    assert claims.loc["weak-tar-accuracy-correlation-squad", "status"] == (
+        "undecided: needs 16 drafts, has 2"
+    )
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 
 

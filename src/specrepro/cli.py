@@ -99,11 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "draft-quality",
-        help="a draft's held-out perplexity and agreement on its target's corpus, with its size",
+        help="a draft's held-out perplexity and agreement on its target's corpus, its size, "
+        "and its own task accuracy (the draft alone, vanilla decoding at T=0)",
     )
     _config_arg(p)
     p.add_argument("--draft", required=True, help="a models.registry entry")
     p.add_argument("--corpus", required=True, help="the target's teacher corpus")
+    p.add_argument(
+        "--accuracy",
+        nargs="*",
+        default=[],
+        metavar="DATASET=PROMPTS",
+        help="datasets on which the draft alone answers the evaluated prompts (scored as the "
+        "tidy table scores: SQuAD EM/F1, Spider execution accuracy)",
+    )
+    p.add_argument("--pair", help="the pair whose conversation format the draft answers in")
     p.add_argument("--out", required=True, help="JSON")
 
     p = sub.add_parser("train-head", help="train an EAGLE head for its target (heads.NAME)")
@@ -223,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--family",
         nargs="*",
         default=[],
-        metavar="NAME:DEPTH",
-        help="built family members: equal-size shapes solved from the target's",
+        metavar="NAME:DEPTH[:HIDDEN]",
+        help="built family members: equal-size shapes solved from the target's (at HIDDEN, "
+        "the wide family's own model width, when given)",
     )
     p.add_argument("--budget-layers", type=int, default=2, help="family size, in target layers")
     p.add_argument(
@@ -255,6 +266,33 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PAIR=QUALITY_JSON",
         help="each draft's pair and its draft-quality JSON",
+    )
+    p.add_argument(
+        "--roles",
+        nargs="*",
+        default=[],
+        metavar="DRAFT=ROLE",
+        help="each draft's role: existing (the pair's own), a family (depth, wide) or other",
+    )
+    p.add_argument(
+        "--sweep",
+        nargs="*",
+        default=[],
+        metavar="METHOD=ENTRY,ENTRY",
+        help="each study method's lookahead entries (the method itself among them)",
+    )
+    p.add_argument(
+        "--tune",
+        nargs="*",
+        default=[],
+        metavar="DATASET=N",
+        help="the first N study questions of a dataset choose each draft's gamma",
+    )
+    p.add_argument(
+        "--prompts", nargs="*", default=[], metavar="DATASET=JSONL", help="question order"
+    )
+    p.add_argument(
+        "--training-logs", nargs="*", default=[], metavar="DRAFT=JSON", help="loss curves"
     )
     p.add_argument("--latency", required=True, help="latency-profile JSON, default scale")
     p.add_argument("--paper-latency", help="latency-profile JSON, paper scale")
@@ -356,6 +394,7 @@ def cmd_train_prompts(args: argparse.Namespace) -> int:
         config["runs"].get("subsample_seed", 0),
         entry.get("train_prompts", 128),
         entry.get("seed", 0),
+        {d: config["datasets"][d].get("tuning", 0) for d in datasets},
     )
     write_jsonl(records, Path(args.out))
     print(f"{len(records)} training prompts -> {args.out}")
@@ -452,10 +491,94 @@ def cmd_draft_quality(args: argparse.Namespace) -> int:
         draft, samples, pad, entry.get("seed", 0), entry.get("holdout_fraction", 0.1)
     )
     quality.update(draft=args.draft, corpus=summary, training_steps=entry.get("steps"))
+    log = _training_log(config, args.draft)
+    if log:
+        quality.update(
+            training_steps=log.get("steps_run", quality["training_steps"]),
+            training_stop=log.get("stop", "cap"),
+            training_seconds=log.get("training_seconds"),
+        )
+    if args.accuracy:
+        quality["accuracy"] = _draft_accuracy(config, args, draft, tokenizer)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(quality, indent=1))
     print(json.dumps({k: v for k, v in quality.items() if k.startswith("holdout")}))
     return 0
+
+
+def _training_log(config: dict, name: str) -> dict | None:
+    """A DAG-built draft's training_log.json (steps run, why it stopped), if it has one."""
+    entry = config["models"]["registry"].get(name, {})
+    path = Path(entry.get("path", "")) / "training_log.json"
+    if entry.get("source") != "built" or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _draft_accuracy(config: dict, args: argparse.Namespace, draft, tokenizer) -> dict:
+    """The draft alone (its own pair, vanilla decoding at T=0, the harness and stop rules of
+    every run) on each dataset's evaluated prompts, scored as the tidy table scores them:
+    {dataset: {n, em, f1, exec_match, per_question}}."""
+    import tempfile
+
+    import pandas as pd
+
+    from specrepro.config import MethodChoice
+    from specrepro.data import read_prompts_jsonl
+    from specrepro.decoding.base import make_params
+    from specrepro.engine.stopping import eos_token_ids, token_texts
+    from specrepro.harness import LoadedPair, Member, run_group
+    from specrepro.prompting import default_conversation
+    from specrepro.report.tidy import tidy_table
+
+    solo = f"{args.draft}-alone"
+    base = config["pairs"].get(args.pair or "", {})
+    conversation = base.get("conversation") or default_conversation(tokenizer)
+    config["pairs"][solo] = {"target": args.draft, "conversation": conversation}
+    loaded = LoadedPair(
+        name=solo,
+        target=draft,
+        tokenizer=tokenizer,
+        draft=None,
+        conversation=conversation,
+        eos_ids=eos_token_ids(tokenizer, draft.generation_config.eos_token_id),
+        token_text=token_texts(tokenizer),
+    )
+    method = MethodChoice(name="vanilla", algorithm="vanilla", params=make_params("vanilla", {}))
+    device = config["runs"].get("device", "cpu")
+    if device != "cpu":
+        draft.to(device)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.accuracy:
+            dataset, _, path = item.partition("=")
+            prompts = read_prompts_jsonl(Path(path))
+            raw = Path(tmp) / dataset / "T0.0-s0.jsonl"
+            raw.parent.mkdir(parents=True)
+            budget = config["datasets"][dataset]["max_new_tokens"]
+            run_group(config, {solo: loaded}, [Member(solo, method)], prompts, raw, budget,
+                      0.0, 0, "float32", warmup=0, progress=False)  # fmt: skip
+            frame: pd.DataFrame = tidy_table([raw], Path(config["data"]["dir"]))
+            scores = frame.groupby("question_id")[["em", "f1", "exec_match"]].mean()
+            out[dataset] = {
+                "n": int(len(scores)),
+                **{k: _mean_or_none(scores[k]) for k in ("em", "f1", "exec_match")},
+                "per_question": {
+                    str(q): {k: _or_none(v) for k, v in row.items()}
+                    for q, row in scores.to_dict("index").items()
+                },
+            }
+            print(dataset, {k: out[dataset][k] for k in ("n", "em", "f1", "exec_match")})
+    return out
+
+
+def _mean_or_none(series) -> float | None:
+    values = series.dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def _or_none(value) -> float | None:
+    return None if value is None or value != value else float(value)
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
@@ -702,10 +825,10 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
         if not args.target:
             raise ConfigError("latency-profile --family needs --target (the family's model)")
         target = model_config(args.target)
-        members = [item.rpartition(":") for item in args.family]
-        depths = [int(depth) for _, _, depth in members]
-        family = equal_size_family(Shape.of(target), depths, args.budget_layers)
-        for (name, _, _), shape in zip(members, family, strict=True):
+        for item in args.family:
+            name, depth, *hidden = item.split(":")
+            width = int(hidden[0]) if hidden else None
+            (shape,) = equal_size_family(Shape.of(target), [int(depth)], args.budget_layers, width)
             shapes[name] = (shape, target)
     for name in args.drafts:
         draft = model_config(name)
@@ -725,41 +848,58 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs_arg(items: list[str]) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in items)
+
+
 def cmd_draft_design_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from specrepro.config import ConfigError
-    from specrepro.report.draft_design import Member, draft_markdown, draft_table, study_results
-    from specrepro.report.figures import (
-        draft_latency_figure,
-        draft_tar_figure,
-        draft_throughput_figure,
-    )
+    from specrepro.data import read_prompts_jsonl
+    from specrepro.report import draft_design as dd
 
+    roles = _pairs_arg(args.roles)
     members = []
     for item in args.members:
         pair, _, path = item.partition("=")
         if not Path(path).exists():
             raise ConfigError(f"draft-design-report: {path} is missing (run draft-quality first)")
         quality = json.loads(Path(path).read_text())
-        members.append(Member(pair, quality["draft"], quality))
+        role = roles.get(quality["draft"], "existing" if pair == args.pair else "other")
+        members.append(dd.Member(pair, quality["draft"], quality, role))
     tidy = pd.read_csv(args.tidy)
     latency = json.loads(Path(args.latency).read_text())
     paper = json.loads(Path(args.paper_latency).read_text()) if args.paper_latency else None
-    table = draft_table(tidy, args.pair, members, latency, args.baseline)
-    results = study_results(tidy, table, members)
-    title = f"Draft design (depth against width at equal size): {args.pair}"
+    inputs = dd.StudyInputs(
+        tidy=tidy,
+        base_pair=args.pair,
+        members=members,
+        latency=latency,
+        baseline=args.baseline,
+        sweep={m: names.split(",") for m, names in _pairs_arg(args.sweep).items()},
+        tune={d: int(n) for d, n in _pairs_arg(args.tune).items()},
+        order={
+            d: [str(p["question_id"]) for p in read_prompts_jsonl(Path(path))]
+            for d, path in _pairs_arg(args.prompts).items()
+        },
+    )
+    table, sweep, results = dd.study(inputs)
+    title = f"Draft design (depth and width at equal counted size): {args.pair}"
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_md).write_text(draft_markdown(table, results, title))
+    Path(args.out_md).write_text(dd.draft_markdown(table, sweep, results, title))
     Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out_json).write_text(json.dumps(results, indent=1))
+    table.to_csv(Path(args.out_json).with_name("table.csv"), index=False)
+    sweep.to_csv(Path(args.out_json).with_name("gamma_sweep.csv"), index=False)
     figures = Path(args.figures_dir)
-    scales = {f"{args.pair} family": latency}
-    if paper is not None:
-        scales["paper scale (LLaMA shapes)"] = paper
-    paths = draft_latency_figure(scales, figures / f"draft_latency_{args.pair}", title)
-    paths += draft_tar_figure(table, results, figures / f"draft_tar_{args.pair}", title)
-    paths += draft_throughput_figure(table, figures / f"draft_throughput_{args.pair}", title)
+    logs = {d: json.loads(Path(p).read_text()) for d, p in _pairs_arg(args.training_logs).items()}
+    roles = {m.draft: m.role for m in members}
+    paths = dd.latency_figure(latency, roles, figures / f"draft_latency_{args.pair}", title, paper)
+    paths += dd.tar_figure(table, results, figures / f"draft_tar_{args.pair}", title)
+    paths += dd.throughput_figure(table, figures / f"draft_throughput_{args.pair}", title)
+    paths += dd.gamma_figure(sweep, figures / f"draft_gamma_{args.pair}", title)
+    paths += dd.training_figure(logs, figures / f"draft_training_{args.pair}", title)
     print(Path(args.out_md).read_text())
     for path in paths:
         print(path)

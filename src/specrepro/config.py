@@ -173,8 +173,16 @@ def _validate_study(config: dict, source: str) -> None:
             raise ConfigError(
                 f"{where}.pairs names {other!r}, not a pair with a draft for {pair['target']!r}"
             )
+    for other in study.get("roles", {}):
+        if other not in study.get("pairs", []):
+            raise ConfigError(f"{where}.roles names {other!r}, not one of its pairs")
+    families = dict(study.get("families", {}))
     if study.get("depths"):
-        _validate_study_family(config, study, pair["draft"], where)
+        if "depth" in families:
+            raise ConfigError(f"{where}: give the depth family as `depths` or families.depth")
+        families["depth"] = {"depths": study["depths"]}
+    if families:
+        _validate_study_family(config, study, pair["draft"], families, where)
     for method, temperatures in study["methods"].items():
         if method not in config["methods"]:
             raise ConfigError(f"{where}.methods names {method!r}, not defined in methods")
@@ -183,17 +191,39 @@ def _validate_study(config: dict, source: str) -> None:
             raise ConfigError(f"{where}.methods: {method!r} does not use a draft")
         if getattr(get_method(algorithm), "NEEDS_SAMPLING", False) and min(temperatures) <= 0:
             raise ConfigError(f"{where}.methods.{method}: {algorithm} needs T > 0")
-    for dataset in [*study["datasets"], *study.get("questions", {})]:
+        entry = config["methods"][method]
+        if study.get("gammas") and "gamma" not in entry:
+            raise ConfigError(f"{where}.gammas: {method!r} has no gamma to sweep")
+        if study.get("gammas") and entry["gamma"] not in study["gammas"]:
+            raise ConfigError(
+                f"{where}.gammas {study['gammas']} leaves out {method!r}'s own gamma "
+                f"{entry['gamma']} (the fixed lookahead every draft is also reported at)"
+            )
+    for dataset in [
+        *study["datasets"], *study.get("questions", {}), *study.get("tune_questions", {}),
+        *study.get("accuracy", []),
+    ]:  # fmt: skip
         if dataset not in config["datasets"]:
             raise ConfigError(f"{where} names dataset {dataset!r}, not in datasets")
+    for dataset, tune in study.get("tune_questions", {}).items():
+        if not study.get("gammas"):
+            raise ConfigError(f"{where}.tune_questions: there is no `gammas` sweep to tune")
+        ran = study.get("questions", {}).get(dataset, config["datasets"][dataset]["n"])
+        if tune >= ran:
+            raise ConfigError(
+                f"{where}.tune_questions.{dataset} = {tune} leaves none of the {ran} study "
+                "questions to report on (the best gamma is reported on the others)"
+            )
 
 
-def _validate_study_family(config: dict, study: dict, draft: str, where: str) -> None:
+def _validate_study_family(
+    config: dict, study: dict, draft: str, families: dict, where: str
+) -> None:
     base = config.get("drafts", {}).get(draft)
     if base is None:
         raise ConfigError(
-            f"{where}: the pair's draft {draft!r} is not built by the DAG (drafts entry), so "
-            "drafts of other depths cannot be trained the way it was"
+            f"{where}: the pair's draft {draft!r} is not built by the DAG (drafts entry): the "
+            "families' counted size is its depth in teacher layers, their teacher its teacher"
         )
     widths = [k for k in ("hidden_size", "intermediate_size", "num_attention_heads") if k in base]
     if widths or "budget_layers" in base:
@@ -201,11 +231,16 @@ def _validate_study_family(config: dict, study: dict, draft: str, where: str) ->
             f"{where}: the pair's draft sets {widths or ['budget_layers']}; the family's size is "
             "counted in teacher layers, so it must keep the teacher's layer shape"
         )
-    if base["num_layers"] in study["depths"]:
-        raise ConfigError(
-            f"{where}.depths has {base['num_layers']}, the depth of the pair's own draft "
-            "(a member already)"
-        )
+    target = config["pairs"][study["pair"]]["target"]
+    for name, family in families.items():
+        # A member at the pair's draft's own depth is no duplicate: it starts from random
+        # layers (the pair's draft from the teacher's) and trains by the study's rule.
+        hidden = family.get("hidden_size")
+        if hidden is not None and study.get("training", {}).get("init_from_teacher"):
+            raise ConfigError(
+                f"{where}.families.{name}: a family of hidden size {hidden} cannot start from "
+                f"the layers of {target!r} (init_from_teacher)"
+            )
 
 
 def _validate_sweep(config: dict, source: str) -> None:

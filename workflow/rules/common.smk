@@ -30,47 +30,99 @@ def sweep_methods(sweep):
 SWEEP_METHODS = sweep_methods(SWEEP)
 STUDY = config.get("studies", {}).get("draft_design")
 
+# The study-built drafts' training entry: the pair's draft entry's optimiser settings, every
+# member from the same random start (SPEC 4.8: no member begins as a cut of the teacher), then
+# the study's `training` block (stopping rule, step cap, cost settings).
+STUDY_TRAINING_KEYS = ("teacher", "batch_size", "lr", "seed", "holdout_fraction", "steps")
+
+
+def study_families(study):
+    """{family: {"depths": [...], "hidden_size": H or None, ...}}: `families`, and the older
+    `depths` as the depth family."""
+    families = dict(study.get("families", {}))
+    if study.get("depths"):
+        families.setdefault("depth", {"depths": study["depths"]})
+    return families
+
+
+def family_member_names(pair, family, depth, hidden):
+    """(pair, draft) names of a built member: the depth family keeps the target's width
+    (`{pair}-d{depth}`), the wide family says its width (`{pair}-w{hidden}-d{depth}`)."""
+    tag = f"w{hidden}-d{depth}" if hidden else f"d{depth}"
+    return f"{pair}-{tag}", f"{pair}-draft-{tag}"
+
 
 def study_members(study):
-    """The draft-design study's drafts as {pair: draft}: the base pair's own draft first; with
-    `depths`, one draft per other depth of the same counted size, trained as the base draft is
-    (its entry with another depth and budget_layers), each in a pair of its own; then the
-    pairs listed under `pairs` (drafts of their own, e.g. from the hub). Added to config so
-    every job and the CLI see the same entries."""
+    """The draft-design study's drafts as {pair: draft}: the base pair's own draft first (the
+    existing draft every member is compared with); one draft per family and depth, of the
+    same counted size as the base draft (its depth in teacher layers), trained from the same
+    random start by the study's `training` settings, each in a pair of its own; then the pairs
+    listed under `pairs` (drafts of their own, e.g. from the hub). Added to config so every job
+    and the CLI see the same entries."""
     if not study:
         return {}
     base = config["pairs"][study["pair"]]
     members = {study["pair"]: base["draft"]}
-    if study.get("depths"):
-        STUDY_FAMILY[base["draft"]] = config["drafts"][base["draft"]]["num_layers"]
-    for depth in study.get("depths", []):
+    STUDY_ROLES[base["draft"]] = "existing"
+    for family, spec in study_families(study).items():
         base_draft = config["drafts"][base["draft"]]
-        name = f"{study['pair']}-draft-d{depth}"
-        config["models"]["registry"][name] = {
-            "source": "built",
-            "path": f"{config['models']['cache_dir']}/{name}",
-            "description": f"draft-design study: {depth} layers, as large as {base['draft']}",
-        }
-        config["drafts"][name] = {
-            **base_draft,
-            "num_layers": depth,
-            "budget_layers": base_draft["num_layers"],
-        }
-        config["pairs"][f"{study['pair']}-d{depth}"] = {**base, "draft": name}
-        STUDY_FAMILY[name] = depth
-        members[f"{study['pair']}-d{depth}"] = name
+        hidden = spec.get("hidden_size")
+        for depth in spec["depths"]:
+            pair, name = family_member_names(study["pair"], family, depth, hidden)
+            config["models"]["registry"][name] = {
+                "source": "built",
+                "path": f"{config['models']['cache_dir']}/{name}",
+                "description": f"draft-design study, {family} family: {depth} layers"
+                + (f" of width {hidden}" if hidden else "")
+                + f", as large as {base['draft']}",
+            }
+            entry = {k: base_draft[k] for k in STUDY_TRAINING_KEYS if k in base_draft}
+            entry.update({"init_from_teacher": False, **study.get("training", {})})
+            entry.update(num_layers=depth, budget_layers=base_draft["num_layers"])
+            if hidden:
+                entry.update(hidden_size=hidden, train_embeddings=spec.get("train_embeddings", False))
+            config["drafts"][name] = entry
+            config["pairs"][pair] = {**base, "draft": name}
+            STUDY_FAMILY[name] = f"{depth}:{hidden}" if hidden else str(depth)
+            STUDY_ROLES[name] = family
+            members[pair] = name
     for pair in study.get("pairs", []):
         members[pair] = config["pairs"][pair]["draft"]
+        STUDY_ROLES.setdefault(members[pair], study.get("roles", {}).get(pair, "other"))
     return members
 
 
-# The built family, {draft: depth} (the base draft first), filled by study_members.
+def study_gamma_methods(study):
+    """The lookahead sweep: for each study method with a gamma, one entry per `gammas` value
+    (`{method}-g{gamma}`; the method's own gamma keeps its name), added to config["methods"].
+    {method: [names]}."""
+    out = {}
+    for method in (study or {}).get("methods", {}):
+        entry = config["methods"][method]
+        names = []
+        for gamma in (study or {}).get("gammas", []):
+            if "gamma" not in entry:
+                break
+            name = method if gamma == entry["gamma"] else f"{method}-g{gamma}"
+            if name != method:
+                config["methods"][name] = {**entry, "gamma": gamma}
+            names.append(name)
+        out[method] = names or [method]
+    return out
+
+
+# The built members {draft: "DEPTH" or "DEPTH:HIDDEN"} and every member's role (existing, a
+# family's name, other), filled by study_members.
 STUDY_FAMILY = {}
+STUDY_ROLES = {}
 STUDY_MEMBERS = study_members(STUDY)
+STUDY_GAMMAS = study_gamma_methods(STUDY)
+# The sweep's entries that are not the methods themselves: left out of general tables and claims.
+STUDY_SWEEP_ONLY = [n for m, names in STUDY_GAMMAS.items() for n in names if n != m]
 # The study's own pairs (not the base pair): left out of the general tables, figures, claims.
 STUDY_PAIRS = [p for p in STUDY_MEMBERS if p != STUDY["pair"]] if STUDY else []
 # Sweep points that are not also configured runs: left out of the general figures and tables.
-SWEEP_ONLY = [m for m in SWEEP_METHODS if m not in RUNS["methods"]]
+SWEEP_ONLY = [m for m in SWEEP_METHODS if m not in RUNS["methods"]] + STUDY_SWEEP_ONLY
 
 
 def sweep_pairs():
@@ -100,7 +152,7 @@ def run_list():
         baseline = RUNS.get("baseline", "vanilla")
         for method, temperatures in STUDY["methods"].items():
             runs += itertools.product(
-                STUDY_MEMBERS, [method], STUDY["datasets"], temperatures, RUNS["seeds"]
+                STUDY_MEMBERS, STUDY_GAMMAS[method], STUDY["datasets"], temperatures, RUNS["seeds"]
             )
             runs += itertools.product(
                 [STUDY["pair"]], [baseline], STUDY["datasets"], temperatures, RUNS["seeds"]
@@ -112,11 +164,14 @@ def timing_groups():
     """The runs timed together, {(target, dataset, temperature, seed): ["pair/method[@N]"]}.
     One job runs a group question by question, every run of it in turn (README "Timing"):
     the runs on one target's weights share a group, so every speedup, ratio and the A/A
-    control compares runs timed under the same conditions. A study pair runs only the first
-    `questions` prompts (@N)."""
+    control compares runs timed under the same conditions. A study pair, and the base pair's
+    lookahead-sweep points, run only the first `questions` prompts (@N)."""
     groups = {}
     for pair, method, dataset, temperature, seed in run_list():
-        first = (STUDY or {}).get("questions", {}).get(dataset) if pair in STUDY_PAIRS else None
+        study_run = pair in STUDY_PAIRS or (
+            STUDY and pair == STUDY["pair"] and method in STUDY_SWEEP_ONLY
+        )
+        first = (STUDY or {}).get("questions", {}).get(dataset) if study_run else None
         spec = f"{pair}/{method}" + (f"@{first}" if first else "")
         target = config["pairs"][pair]["target"]
         groups.setdefault((target, dataset, temperature, seed), []).append(spec)
@@ -156,9 +211,9 @@ def member_args(wildcards):
 
 
 def latency_members():
-    """latency-profile's arguments: the built family (solved shapes, the base draft's depth
-    first) and the other drafts (profiled at their own shapes)."""
-    family = [f"{draft}:{depth}" for draft, depth in STUDY_FAMILY.items()]
+    """latency-profile's arguments: the built families (solved shapes: depth, and width for
+    the wide family) and the other drafts, the pair's own first (profiled at their own shapes)."""
+    family = [f"{draft}:{shape}" for draft, shape in STUDY_FAMILY.items()]
     drafts = [d for d in STUDY_MEMBERS.values() if d not in STUDY_FAMILY]
     args = f"--family {' '.join(family)} " if family else ""
     return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
@@ -167,6 +222,34 @@ def latency_members():
 def quality_files():
     pair = STUDY["pair"]
     return [f"results/draft_design/{pair}/quality_{draft}.json" for draft in STUDY_MEMBERS.values()]
+
+
+def accuracy_datasets():
+    return (STUDY or {}).get("accuracy", [])
+
+
+def quality_prompts(wildcards):
+    return [f"results/prompts/{d}.jsonl" for d in accuracy_datasets()]
+
+
+def training_logs():
+    """The built study drafts' training logs (the pair's own draft first): the loss curves."""
+    drafts = [d for d in STUDY_MEMBERS.values() if d in config.get("drafts", {})]
+    return {d: f"{config['models']['registry'][d]['path']}/training_log.json" for d in drafts}
+
+
+def study_report_args(wildcards, input):
+    """draft-design-report's member arguments: PAIR=QUALITY, each draft's role, its training
+    log, the lookahead sweep and its tuning split."""
+    members = " ".join(f"{p}={path}" for p, path in zip(STUDY_MEMBERS, input.quality))
+    roles = " ".join(f"{d}={STUDY_ROLES[d]}" for d in STUDY_MEMBERS.values())
+    logs = " ".join(f"{d}={path}" for d, path in training_logs().items())
+    gammas = " ".join(f"{m}={','.join(names)}" for m, names in STUDY_GAMMAS.items())
+    tune = " ".join(f"{d}={n}" for d, n in STUDY.get("tune_questions", {}).items())
+    prompts = " ".join(f"{d}=results/prompts/{d}.jsonl" for d in STUDY["datasets"])
+    args = f"--members {members} --roles {roles} --sweep {gammas} --prompts {prompts}"
+    args += f" --training-logs {logs}" if logs else ""
+    return args + (f" --tune {tune}" if tune else "")
 
 
 def latency_entries(wildcards):
@@ -181,6 +264,13 @@ def quality_entries(wildcards):
     entries = models_entries(wildcards.draft)
     if wildcards.draft in config.get("drafts", {}):
         entries[f"drafts.{wildcards.draft}"] = config["drafts"][wildcards.draft]
+    if accuracy_datasets():
+        # The draft alone answers the evaluated prompts: its budget, format and scoring data.
+        entries["data"] = config["data"]
+        entries[f"pairs.{wildcards.pair}"] = config["pairs"][wildcards.pair]
+        entries["runs.device"] = RUNS.get("device", "cpu")
+        for d in accuracy_datasets():
+            entries[f"datasets.{d}.max_new_tokens"] = config["datasets"][d]["max_new_tokens"]
     return entries
 
 
@@ -189,11 +279,13 @@ def study_outputs():
         return []
     pair = STUDY["pair"]
     return [f"figures/tables/draft_design_{pair}.md"] + expand(
-        "figures/draft_{kind}_{pair}.{ext}",
-        kind=["latency", "tar", "throughput"],
-        pair=pair,
-        ext=["png", "pdf"],
+        "figures/draft_{kind}_{pair}.{ext}", kind=STUDY_FIGURES, pair=pair, ext=["png", "pdf"]
     )
+
+
+# The study's figures: latency (with its spread), TAR against task accuracy and perplexity,
+# throughput at the fixed and the tuned lookahead, the lookahead sweep, the loss curves.
+STUDY_FIGURES = ["latency", "tar", "throughput", "gamma", "training"]
 
 
 def study_results():
@@ -342,7 +434,7 @@ def generate_entries(wildcards):
 
 
 def train_prompt_entries(wildcards):
-    # Training prompts exclude every configured dataset's evaluated subset.
+    # Training prompts exclude every configured dataset's evaluated and tuning questions.
     teacher = config["teachers"][wildcards.teacher]
     return {
         "data": config["data"],
@@ -352,6 +444,11 @@ def train_prompt_entries(wildcards):
             if k in teacher
         },
         **{f"datasets.{name}.n": entry["n"] for name, entry in config["datasets"].items()},
+        **{
+            f"datasets.{name}.tuning": entry["tuning"]
+            for name, entry in config["datasets"].items()
+            if "tuning" in entry
+        },
         "runs.subsample_seed": RUNS.get("subsample_seed", 0),
     }
 

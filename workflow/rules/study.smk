@@ -1,5 +1,6 @@
 # The draft-design study (SPEC 4.8): latency profiles of the drafts' shapes, each draft's
-# quality on its target's corpus, then the study's table, figures and results.
+# quality on its target's corpus and its own task accuracy, then the study's table, figures and
+# results. The drafts' sps runs (every lookahead of the sweep) run in the timing groups.
 
 
 rule latency_profile:
@@ -38,10 +39,16 @@ rule draft_quality:
     input:
         corpus=lambda w: teacher_corpus(config["pairs"][w.pair]["target"]),
         draft=lambda w: model_ready(w.draft),
+        prompts=quality_prompts,
     output:
         "results/draft_design/{pair}/quality_{draft}.json",
     params:
         entries=as_json(quality_entries),
+        accuracy=lambda w, input: (
+            "--accuracy " + " ".join(f"{d}={p}" for d, p in zip(accuracy_datasets(), input.prompts))
+            if input.prompts
+            else ""
+        ),
     threads: ALL_CORES
     log:
         "logs/draft_design/quality_{pair}_{draft}.log",
@@ -49,7 +56,7 @@ rule draft_quality:
         "../../envs/specrepro.yaml"
     shell:
         "HF_HUB_OFFLINE=1 specrepro draft-quality --set-json {params.entries:q} --draft {wildcards.draft} "
-        "--corpus {input.corpus} --out {output} > {log} 2>&1"
+        "--pair {wildcards.pair} --corpus {input.corpus} {params.accuracy} --out {output} > {log} 2>&1"
 
 
 rule draft_design_report:
@@ -58,6 +65,8 @@ rule draft_design_report:
         quality=quality_files() if STUDY else [],
         latency=study_latency("default"),
         paper_latency=study_latency("paper"),
+        logs=lambda w: list(training_logs().values()) if STUDY else [],
+        prompts=lambda w: [f"results/prompts/{d}.jsonl" for d in STUDY["datasets"]] if STUDY else [],
     output:
         table=report(
             "figures/tables/draft_design_{pair}.md",
@@ -71,13 +80,11 @@ rule draft_design_report:
                 category="Figures",
                 caption="../report/draft_design.rst",
             )
-            for kind in ("latency", "tar", "throughput")
+            for kind in STUDY_FIGURES
             for ext in ("png", "pdf")
         ],
     params:
-        members=lambda w, input: " ".join(
-            f"{pair}={path}" for pair, path in zip(STUDY_MEMBERS, input.quality)
-        ),
+        members=study_report_args,
         paper=lambda w, input: f"--paper-latency {input.paper_latency}" if input.paper_latency else "",
         baseline=RUNS.get("baseline", "vanilla"),
     log:
@@ -85,6 +92,6 @@ rule draft_design_report:
     conda:
         "../../envs/specrepro.yaml"
     shell:
-        "specrepro draft-design-report --tidy {input.tidy} --pair {wildcards.pair} --members {params.members} "
+        "specrepro draft-design-report --tidy {input.tidy} --pair {wildcards.pair} {params.members} "
         "--latency {input.latency} {params.paper} --baseline {params.baseline} --out-md {output.table} "
         "--out-json {output.results} --figures-dir figures > {log} 2>&1"

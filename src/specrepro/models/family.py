@@ -1,10 +1,18 @@
 """Draft shapes of equal size and different depth (SPEC 4.8, "Decoding Speculative Decoding").
 
-"Size" counts the non-embedding parameters: the decoder layers and the final norm. Every draft
-the DAG builds shares its target's frozen embedding and lm_head (the same tensors in every
-member), so it keeps the target's model width (hidden size) and trades depth for the widths of
-each layer: attention heads and feed-forward size, scaled together. At the paper scale the
-published shapes change the hidden size as well; the count is the same (non-embedding).
+"Size" counts the non-embedding parameters: the decoder layers and the final norm, for every
+family alike; the embedding and LM head (vocabulary x hidden size, tied or not) are reported
+beside it, never counted in it. Two families are built:
+- the depth family keeps the target's hidden size and shares its frozen embedding and lm_head
+  (the same tensors in every member); it trades depth for the widths of each layer (attention
+  heads and feed-forward size, scaled together);
+- the wide family widens the hidden size itself (as the paper's wide drafts do, 2048 -> 2560):
+  each member has its own embedding and LM head at that width over the target's vocabulary
+  (speculative sampling needs equal logits widths), its heads and feed-forward size scaled from
+  the target's layer to the wider model and then solved for the same counted size.
+At our vocabulary (49152) the embedding is several times the counted size, so counting it would
+leave a wider draft no layers at all; the paper's drafts (32000 x 2048-2560) are over 85%
+layers, where both counts agree within a few percent.
 """
 
 from __future__ import annotations
@@ -59,6 +67,10 @@ class Shape:
     def embedding_parameters(self) -> int:
         return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
 
+    def kv_bytes_per_token(self, dtype_bytes: int = 4) -> int:
+        """KV-cache bytes one context token costs: keys and values of every layer."""
+        return 2 * self.num_layers * self.num_key_value_heads * self.head_dim * dtype_bytes
+
     def config_overrides(self) -> dict:
         """The fields to set on a copy of the target's config to build this shape."""
         return {
@@ -74,6 +86,18 @@ class Shape:
         return asdict(self)
 
 
+def head_groups(hidden_size: int, group: int, wanted: float) -> int:
+    """The key/value head count nearest `wanted` (at least 1) whose query heads (x `group`)
+    divide the hidden size, as transformers' configs require."""
+    valid = [g for g in range(1, hidden_size // group + 1) if hidden_size % (g * group) == 0]
+    if not valid:
+        raise ValueError(
+            f"no head count of {group} query heads per key/value head divides the hidden size "
+            f"{hidden_size}: pick a multiple of {group}"
+        )
+    return min(valid, key=lambda g: (abs(g - wanted), g))
+
+
 def equal_size_shape(base: Shape, depth: int, budget: int) -> Shape:
     """`depth` layers of the base's hidden size whose counted parameters come closest to
     `budget`: attention heads and feed-forward size scale together by the budget per layer over
@@ -83,7 +107,7 @@ def equal_size_shape(base: Shape, depth: int, budget: int) -> Shape:
     per_layer = (budget - base.hidden_size) / depth
     scale = per_layer / base.layer_parameters()
     group = base.num_attention_heads // base.num_key_value_heads
-    groups = max(1, round(base.num_key_value_heads * scale))
+    groups = head_groups(base.hidden_size, group, max(1, round(base.num_key_value_heads * scale)))
     shape = replace(
         base, num_layers=depth, num_attention_heads=groups * group, num_key_value_heads=groups
     )
@@ -93,10 +117,38 @@ def equal_size_shape(base: Shape, depth: int, budget: int) -> Shape:
     return replace(shape, intermediate_size=max(1, units) * multiple)
 
 
-def equal_size_family(base: Shape, depths: list[int], budget_layers: int) -> list[Shape]:
-    """One shape per depth, each about as large as `budget_layers` of the base's layers."""
-    budget = replace(base, num_layers=budget_layers).counted_parameters()
-    return [equal_size_shape(base, depth, budget) for depth in depths]
+def widened(base: Shape, hidden_size: int) -> Shape:
+    """The base's layer at another hidden size: heads (head size kept, the query-to-key/value
+    grouping kept) and feed-forward size scaled with the hidden size; the vocabulary stays."""
+    if hidden_size == base.hidden_size:
+        return base
+    ratio = hidden_size / base.hidden_size
+    group = base.num_attention_heads // base.num_key_value_heads
+    groups = head_groups(hidden_size, group, base.num_key_value_heads * ratio)
+    multiple = max(1, min(FFN_MULTIPLE, base.intermediate_size // 16))
+    ffn = max(1, round(base.intermediate_size * ratio / multiple)) * multiple
+    return replace(
+        base,
+        hidden_size=hidden_size,
+        num_attention_heads=groups * group,
+        num_key_value_heads=groups,
+        intermediate_size=ffn,
+    )
+
+
+def family_budget(base: Shape, budget_layers: int) -> int:
+    """The counted size of `budget_layers` of the base's layers (and its final norm)."""
+    return replace(base, num_layers=budget_layers).counted_parameters()
+
+
+def equal_size_family(
+    base: Shape, depths: list[int], budget_layers: int, hidden_size: int | None = None
+) -> list[Shape]:
+    """One shape per depth, each about as large as `budget_layers` of the base's layers; with
+    `hidden_size`, at that model width (the wide family: its own embedding and LM head)."""
+    budget = family_budget(base, budget_layers)
+    start = widened(base, hidden_size or base.hidden_size)
+    return [equal_size_shape(start, depth, budget) for depth in depths]
 
 
 def size_spread(shapes: list[Shape]) -> float:

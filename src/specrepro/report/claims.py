@@ -18,8 +18,16 @@ entry). Kinds:
 - `difference`: the method's score minus the reference's on the questions both ran: `quality`
   (task score, percentage points) or `loglik` (the target's mean log-probability per token).
   `at_least` reads "no lower than" (>=); `higher_than` reads "higher than" (strictly >).
-- `study`: a figure of the draft-design study (report/draft_design.py): `throughput_ratio`
-  (fastest draft over the deepest, judged as a ratio) or `tar_perplexity_r` with `at_most`.
+- `study`: a figure of the draft-design study (report/draft_design.py), never a maximum picked
+  after the fact. `throughput_ratio`: a member's mean tokens/s over the pair's existing draft,
+  judged as a ratio, with `member:` a draft named in advance (its 95% interval) or `all` (the
+  largest ratio over every member, judged by the simultaneous Bonferroni interval
+  [max low_i, max high_i]); `lookahead: tuned` (each draft at its best gamma, chosen on tuning
+  questions and reported on the others, the default) or `fixed`. `tar_accuracy_r` (TAR against
+  the drafts' own task accuracy, as the paper plots it) or `tar_perplexity_r`, with `at_most`
+  (|r| bound) and `min_drafts`, the drafts a Fisher-z interval needs to be able to lie within
+  the bound at r = 0 (`decidable_n`; a file may state more, never fewer): with fewer drafts
+  the status is "undecided: needs N drafts, has k".
 - `control`: the A/A control, a run over an identical run (`{name: vanilla-aa}` over
   `{name: vanilla}`): it passes when its interval contains 1 with a half-width of at most
   `tolerance` (default 5%); when a control fails, every speed verdict is withheld.
@@ -35,6 +43,7 @@ never as "not run".
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,7 +63,7 @@ METRICS = {
     "ratio": ("speedup", "energy"),
     "value": ("speedup", "tau"),
     "difference": ("quality", "loglik"),
-    "study": ("throughput_ratio", "tar_perplexity_r"),
+    "study": ("throughput_ratio", "tar_accuracy_r", "tar_perplexity_r"),
     "control": ("speedup",),
 }
 # Quantities the hardware does not change: checked two-sided against the published value.
@@ -63,6 +72,20 @@ HARDWARE_INDEPENDENT = ("tau", "quality", "loglik")
 TIMED = ("speedup", "throughput_ratio")
 QUALITY_COLUMNS = {"squad": "em", "spider": "exec_match"}
 ESTIMATORS = ("mean_tps", "totals")
+CORRELATIONS = ("tar_accuracy_r", "tar_perplexity_r")
+LOOKAHEADS = ("tuned", "fixed")
+Z95 = 1.959963984540054
+
+
+def decidable_n(bound: float, z: float = Z95) -> int:
+    """The fewest points at which a Fisher-z interval around r = 0 lies strictly within
+    (-bound, bound): tanh(z / sqrt(n - 3)) < bound. 16 for |r| <= 0.5 at 95%."""
+    if not 0 < bound < 1:
+        raise ValueError(f"a correlation bound must lie in (0, 1), not {bound}")
+    n = 4
+    while math.tanh(z / math.sqrt(n - 3)) >= bound:
+        n += 1
+    return n
 
 
 class ClaimError(ValueError):
@@ -133,6 +156,9 @@ class Claim:
     at_least: float | None = None
     higher_than: float | None = None
     at_most: float | None = None  # study correlation: |r| at most this
+    min_drafts: int | None = None  # study correlation: drafts needed for a decidable interval
+    member: str | None = None  # study ratio: a draft named in advance, or "all" (Bonferroni)
+    lookahead: str = "tuned"  # study ratio: each draft's best gamma (tuned) or the fixed one
     tolerance: float = 0.1
     estimator: str = "mean_tps"
     min_questions: int = MIN_QUESTIONS
@@ -221,10 +247,27 @@ def _claim(path: Path, paper: str, defaults: dict, entry: dict) -> Claim:
             raise ClaimError(f"{where}: give one of `at_least` (no lower) or `higher_than`")
     elif kind == "value" and claim.published is None:
         raise ClaimError(f"{where}: a value claim needs `published`")
-    if (claim.metric == "tar_perplexity_r") != (claim.at_most is not None):
-        raise ClaimError(
-            f"{where}: `at_most` belongs to (and is needed by) tar_perplexity_r claims"
-        )
+    if (claim.metric in CORRELATIONS) != (claim.at_most is not None):
+        raise ClaimError(f"{where}: `at_most` belongs to (and is needed by) {CORRELATIONS} claims")
+    if claim.metric in CORRELATIONS:
+        needed = decidable_n(claim.at_most)
+        if claim.min_drafts is None or claim.min_drafts < needed:
+            raise ClaimError(
+                f"{where}: state `min_drafts` (at least {needed}: a Fisher-z 95% interval around "
+                f"r = 0 lies within |r| < {claim.at_most} only from {needed} drafts)"
+            )
+    elif claim.min_drafts is not None:
+        raise ClaimError(f"{where}: `min_drafts` belongs to correlation claims")
+    if claim.metric == "throughput_ratio":
+        if not claim.member:
+            raise ClaimError(
+                f"{where}: name the `member` compared with the existing draft (fixed in advance), "
+                "or `all` (every member, Bonferroni-corrected)"
+            )
+        if claim.lookahead not in LOOKAHEADS:
+            raise ClaimError(f"{where}: lookahead must be one of {LOOKAHEADS}")
+    elif claim.member is not None:
+        raise ClaimError(f"{where}: `member` belongs to throughput_ratio claims")
     return claim
 
 
@@ -373,8 +416,8 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
 
 
 def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
-    """A study claim's figure from the study results ({base pair: draft_design.study_results});
-    for a correlation, `questions` counts the drafts."""
+    """A study claim's figure from the study results ({base pair: draft_design results}); for
+    a correlation, `questions` counts the drafts."""
     label = claim.method.label
     entries = [
         (pair, entry)
@@ -386,22 +429,44 @@ def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
     if not entries:
         return _empty()
     pair, entry = entries[0]
+    values = entry.get("datasets", {}).get(claim.dataset)
     if claim.metric == "throughput_ratio":
-        ratio = entry["throughput_ratio"].get(claim.dataset) or {}
-        if ratio.get("measured") is None:
+        if not values:
+            return _empty()
+        if claim.member == "all":
+            ratio = values["max"][claim.lookahead]
+            note = f"largest of {ratio['comparisons']} drafts, Bonferroni" if ratio else None
+        else:
+            found = values["comparisons"].get(str(claim.member))
+            ratio = found[claim.lookahead] if found else None
+            note = None
+        if not ratio or ratio.get("measured") is None:
             return _empty()
         return {
             "measured": ratio["measured"], "low": ratio["low"], "high": ratio["high"],
             "pairs": [pair], "questions": ratio["questions"], "reason": None, "floor": False,
+            "note": note,
         }  # fmt: skip
-    corr = entry["tar_perplexity_r"]
-    if not np.isfinite(corr["low"]):
-        reason = f"an interval needs 4 drafts or more, {corr['n']} ran"
-        return _empty(reason, pairs=[pair], questions=int(corr["n"]))
-    return {
-        "measured": corr["r"], "low": corr["low"], "high": corr["high"], "pairs": [pair],
-        "questions": int(corr["n"]), "reason": None, "floor": False,
+    key = "accuracy" if claim.metric == "tar_accuracy_r" else "perplexity"
+    corr = ((entry.get("correlations") or {}).get(claim.dataset) or {}).get(key)
+    if not corr:
+        return _empty()
+    n = int(corr["n"])
+    if n == 0:
+        return _empty(f"no draft's {key} measured on {claim.dataset}", pairs=[pair])
+    result = {
+        "measured": corr["r"] if np.isfinite(corr["r"]) else None,
+        "low": corr["low"] if np.isfinite(corr["low"]) else None,
+        "high": corr["high"] if np.isfinite(corr["high"]) else None,
+        "pairs": [pair], "questions": n, "reason": corr.get("reason"), "floor": False,
     }  # fmt: skip
+    assert claim.min_drafts is not None
+    if n < claim.min_drafts:
+        result["undecided"] = f"undecided: needs {claim.min_drafts} drafts, has {n}"
+    elif result["low"] is None:
+        result["measured"] = None
+        result["reason"] = corr.get("reason") or f"no interval from {n} drafts"
+    return result
 
 
 def _runs(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
@@ -474,9 +539,8 @@ def _magnitude(claim: Claim, low: float, high: float) -> str:
 def _withheld(claim: Claim, result: dict, noisy: bool) -> str | None:
     """Why no verdict may be given, if one is withheld."""
     n = result["questions"]
-    if n < claim.min_questions:
-        unit = "drafts" if claim.metric == "tar_perplexity_r" else "questions"
-        return f"inconclusive (n = {n} {unit} < {claim.min_questions})"
+    if n < claim.min_questions and claim.metric not in CORRELATIONS:
+        return f"inconclusive (n = {n} questions < {claim.min_questions})"
     if result.get("floor"):
         return "inconclusive (at floor)"
     if not result["high"] > result["low"]:
@@ -490,6 +554,8 @@ def verdicts(claim: Claim, result: dict, noisy: bool = False) -> dict[str, str]:
     """{status, direction, magnitude} of a measured claim (direction and magnitude for ratios,
     '-' elsewhere)."""
     none = {"direction": "-", "magnitude": "-"}
+    if result.get("undecided"):
+        return {"status": result["undecided"], **none}
     if result["measured"] is None:
         return {"status": "not measured" if result["reason"] else "not run", **none}
     if result.get("other_parameters"):
@@ -596,7 +662,7 @@ def _measured_cell(row: dict) -> str:
     reason = row.get("reason")
     if row["measured"] is None or pd.isna(row["measured"]):
         return reason if isinstance(reason, str) and reason else "-"
-    return f"{row['measured']:.2f} [{row['low']:.2f}, {row['high']:.2f}] (n={row['questions']})"
+    return f"{row['measured']:.2f} [{_fmt(row['low'])}, {_fmt(row['high'])}] (n={row['questions']})"
 
 
 def claims_markdown(table: pd.DataFrame) -> str:
@@ -649,5 +715,10 @@ FOOTER = (
     "without recording the quantity. Speed estimators: EAGLE-2 and DDD claims use the mean over "
     "questions of tokens/s (EAGLE's and Spec-Bench's); DSBD claims use total tokens over total "
     "time (DSBD's evaluation). The A/A control passes when its interval contains 1 with a "
-    "half-width of at most 5%."
+    "half-width of at most 5%. Draft-design claims: a draft's throughput over the pair's "
+    "existing draft, for a draft named in advance (95% interval) or the largest over all drafts "
+    "(simultaneous Bonferroni interval, never the best picked after the fact), at each draft's "
+    "lookahead chosen on separate tuning questions; a correlation over n drafts is decided only "
+    "from the number of drafts at which its interval can exclude the bound ('undecided: needs "
+    "N drafts, has k' below it)."
 )
