@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, copy_workflow
+from tests.test_slurm import GPU_RULES
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
-MODEL_RULES = {"generate", "teacher_corpus", "train_draft", "train_head", "latency_profile"}
 
 
 def path_without_venv() -> str:
@@ -84,9 +84,9 @@ def test_slurm_profile_passes_the_plugins_own_validation() -> None:
     for rule, job in profile_jobs().items():
         validate_slurm_extra(job)
         wants_gpu = bool(getattr(job.resources, "gpu", 0))
-        assert wants_gpu == (rule in MODEL_RULES), rule
+        assert wants_gpu == (rule in GPU_RULES), rule
         partition = job.resources.slurm_partition
-        assert (partition == "gpu") == (rule in MODEL_RULES), rule
+        assert (partition == "gpu") == (rule in GPU_RULES), rule
     # What the profile used to say is what the plugin refuses since 1.9.
     old = SimpleNamespace(resources=SimpleNamespace(slurm_extra="'--gres=gpu:1'"))
     with pytest.raises(WorkflowError, match="not allowed in the 'slurm_extra'"):
@@ -351,11 +351,17 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
                 # every timing group runs a model trained on the new corpus
                 "generate": 4,
                 "draft_quality": 2,
+                # the pair's own draft is profiled at its built shape
+                "latency_profile": 1,
             },
         ),
         # A draft's training setting: the draft, the study's draft trained like it, every
         # timing group with a run that uses one (sps, dsbd), and their quality.
-        ("drafts.tiny-draft.steps", 3, {"train_draft": 2, "generate": 4, "draft_quality": 2}),
+        (
+            "drafts.tiny-draft.steps",
+            3,
+            {"train_draft": 2, "generate": 4, "draft_quality": 2, "latency_profile": 1},
+        ),
         # A head's training setting: the head and the groups that use it (ddd on MT-bench and
         # Spider), not the draft.
         ("heads.tiny-head.steps", 3, {"train_head": 1, "generate": 2}),
@@ -369,6 +375,7 @@ def edit_config(path: Path, dotted: str, value: object) -> str:
                 "train_head": 1,
                 "generate": 4,
                 "draft_quality": 2,
+                "latency_profile": 1,
             },
         ),
         # Token budget of one dataset: only its generations.

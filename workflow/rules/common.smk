@@ -214,9 +214,14 @@ def latency_members():
     """latency-profile's arguments: the built families (solved shapes: depth, and width for
     the wide family) and the other drafts, the pair's own first (profiled at their own shapes)."""
     family = [f"{draft}:{shape}" for draft, shape in STUDY_FAMILY.items()]
-    drafts = [d for d in STUDY_MEMBERS.values() if d not in STUDY_FAMILY]
+    drafts = latency_drafts()
     args = f"--family {' '.join(family)} " if family else ""
     return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
+
+
+def latency_drafts():
+    """The drafts profiled at their own shapes, read from their configs: they must exist."""
+    return [d for d in STUDY_MEMBERS.values() if d not in STUDY_FAMILY]
 
 
 def quality_files():

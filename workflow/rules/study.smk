@@ -5,7 +5,8 @@
 
 rule latency_profile:
     input:
-        lambda w: model_ready(config["pairs"][w.pair]["target"]),
+        target=lambda w: model_ready(config["pairs"][w.pair]["target"]),
+        drafts=lambda w: [model_ready(d) for d in latency_drafts()],
     output:
         "results/draft_design/{pair}/latency_{scale}.json",
     params:
