@@ -9,24 +9,33 @@ import numpy as np
 import pytest
 import torch
 
-from specrepro.decoding import dsbd as dsbd_module
 from specrepro.decoding.base import MethodError
 from specrepro.engine.beams import (
-    accepted_count_distribution,
+    Beam,
+    BeamPool,
     draw,
     dynamic_width,
     joint_distribution,
-    verify_level,
 )
 from specrepro.engine.forest import keep_paths, keep_rows, rows_forward, shared_forward
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
+from specrepro.engine.stopping import StopRule
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
 from tests.test_sps import chi_square_p
 
 VOCAB = 8
 PROMPT = [1, 2, 3]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models: one intra-op thread is ~10x faster than several contending for the CPUs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def reference_joint(scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
@@ -76,23 +85,6 @@ def test_beam_method_step_scores_are_log_joint_probabilities() -> None:
     assert result.extra["widths"] == [3] * 6
     with pytest.raises(MethodError, match="needs T > 0"):
         decoder_for(target, None, "beam", 0.0).generate(PROMPT, 4, seed=0)
-
-
-def test_accepted_count_law_matches_monte_carlo() -> None:
-    rng = np.random.default_rng(0)
-    generator = make_generator(1, torch.device("cpu"))
-    for drafts in (2, 4):
-        p = torch.tensor(rng.dirichlet(np.full(6, 0.6)), dtype=torch.float32)
-        q = torch.tensor(rng.dirichlet(np.full(6, 0.6)), dtype=torch.float32)
-        law = accepted_count_distribution(p, q, drafts)
-        assert abs(sum(law) - 1) < 1e-6
-        runs = 20000
-        counts = np.zeros(drafts + 1)
-        picks = torch.multinomial(q.expand(runs, -1), drafts, replacement=True, generator=generator)
-        for row in picks.tolist():
-            counts[len(verify_level(p, q, row, drafts, generator).accepted)] += 1
-        np.testing.assert_allclose(counts / runs, law, atol=0.015)
-        assert chi_square_p(counts, np.array(law)) > 1e-3
 
 
 def test_dynamic_width_rule() -> None:
@@ -172,7 +164,8 @@ def _trie_mask() -> torch.Tensor:
 def exact_beam_output(target: torch.nn.Module, width: int = 2) -> np.ndarray:
     """P(output = (x1, x2)) for beam sampling (T=1, no filters, no EOS, 2 new tokens): level 1
     draws `width` tokens, level 2 draws `width` (beam, token) pairs from the joint, and the
-    output is the level-2 beam with the higher log-likelihood. By enumeration."""
+    output is the level-2 beam with the higher beam score (its joint probability; both have
+    length 2; a tie goes to the first drawn). By enumeration."""
     assert width == 2
     with torch.no_grad():
         p1 = torch.softmax(target(torch.tensor([PROMPT])).logits[0, -1], -1).double().numpy()
@@ -185,9 +178,8 @@ def exact_beam_output(target: torch.nn.Module, width: int = 2) -> np.ndarray:
         joint /= joint.sum()
         first = np.repeat([rows[0], rows[1]], VOCAB)
         second = np.tile(np.arange(VOCAB), 2)
-        loglik = np.log(p1[first]) + np.log(p2[first, second])
         i, j = np.meshgrid(np.arange(2 * VOCAB), np.arange(2 * VOCAB), indexing="ij")
-        pick = np.where(loglik[i] >= loglik[j], i, j)
+        pick = np.where(joint[i] >= joint[j], i, j)
         np.add.at(out, (first[pick], second[pick]), p1[a] * p1[b] * joint[i] * joint[j])
     return out
 
@@ -202,7 +194,7 @@ def output_counts(gen, n: int) -> tuple[np.ndarray, list[int]]:
     return counts, rounds
 
 
-N_SAMPLES = 1000
+N_SAMPLES = 600
 
 
 @pytest.fixture(scope="module")
@@ -211,36 +203,47 @@ def tiny_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     return tiny_llama(vocab_size=VOCAB, seed=0), tiny_llama(vocab_size=VOCAB, seed=1)
 
 
-def test_beam_output_matches_enumeration(tiny_pair) -> None:
-    target, _ = tiny_pair
-    counts, forwards = output_counts(
-        decoder_for(target, None, "beam", 1.0, width=2, top_k=0, top_p=1.0), N_SAMPLES
-    )
-    assert set(forwards) == {2}
-    assert chi_square_p(counts, exact_beam_output(target)) > 1e-3
-
-
-@pytest.mark.parametrize("gamma", [1, 2])
-def test_dsbd_output_follows_beam_sampling(tiny_pair, gamma: int, monkeypatch) -> None:
+def test_dsbd_monte_carlo_smoke_against_enumeration(tiny_pair) -> None:
+    # The one Monte Carlo check: the seeded generator's draws (the exact-law tests in
+    # test_dsbd_exact.py enumerate them instead) give beam sampling's law.
     target, draft = tiny_pair
-    exact = exact_beam_output(target)
-    # min_width = W holds every level at W beams, the setting in which DSBD is beam sampling.
-    gen = decoder_for(
-        target, draft, "dsbd", 1.0, width=2, gamma=gamma, min_width=2, top_k=0, top_p=1.0
-    )
+    gen = decoder_for(target, draft, "dsbd", 1.0, width=2, gamma=2, min_width=2, top_k=0, top_p=1.0)
     counts, forwards = output_counts(gen, N_SAMPLES)
-    assert chi_square_p(counts, exact) > 1e-3
+    assert chi_square_p(counts, exact_beam_output(target)) > 1e-3
     # Both ways through a round happened: every level accepted (one target forward for both
     # tokens), and a rejection followed by residual draws.
-    assert 0.1 * N_SAMPLES < forwards.count(1) < 0.9 * N_SAMPLES
+    assert 0.05 * N_SAMPLES < forwards.count(1) < 0.95 * N_SAMPLES
 
-    # Power: the same run with the residual update left out is clearly rejected.
-    def no_residual(p, q, drafts, width, generator):
-        return verify_level(p, torch.zeros_like(q), drafts, width, generator)
 
-    monkeypatch.setattr(dsbd_module, "verify_level", no_residual)
-    wrong, _ = output_counts(gen, N_SAMPLES // 2)
-    assert chi_square_p(wrong, exact) < 1e-6
+def test_output_rule_is_the_references_score_over_length() -> None:
+    # Pooled beams of different lengths: the reference keeps the candidate with the best beam
+    # score divided by its generated length, scanning with a strict > (ties: the earlier).
+    def reference_pick(candidates: list[Beam]) -> Beam:
+        best, best_score = None, -10000
+        for beam in candidates:
+            score = beam.score / len(beam.tokens)
+            if score > best_score:
+                best, best_score = beam, score
+        return best
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        finished = [
+            Beam(list(rng.integers(0, 9, size=int(rng.integers(1, 6)))), float(-rng.exponential(2)),
+                 float(-rng.exponential(4)))
+            for _ in range(int(rng.integers(0, 4)))
+        ]  # fmt: skip
+        live = [Beam([1, 2, 3, 4, 5], float(-rng.exponential(2)), -1.0) for _ in range(2)]
+        pool = BeamPool(StopRule(frozenset(), 5))
+        pool.finished = finished
+        assert pool.best(live) is reference_pick(finished + live)
+    # A constructed case where the old rule (target log-likelihood per token) differs: the
+    # long beam was kept with a high joint probability but is unlikely token by token.
+    long = Beam([5, 6, 0], score=-0.9, logprob=-3.0)  # -0.3 / token by score, -1.0 by loglik
+    short = Beam([5], score=-0.5, logprob=-0.6)  # -0.5, -0.6
+    pool = BeamPool(StopRule(frozenset({0}), 5), finished=[short, long])
+    assert pool.best([]) is long
+    assert max([short, long], key=Beam.loglik_per_token) is short
 
 
 def test_dsbd_with_the_target_as_draft_accepts_every_level(tiny_pair) -> None:
@@ -264,12 +267,12 @@ def test_dsbd_with_the_target_as_draft_accepts_every_level(tiny_pair) -> None:
         assert result.accept_lengths[:3] == [gamma + 1] * 3
 
 
-def test_memory_saving_mode_same_outputs_less_kv(tiny_pair) -> None:
+def test_shared_prefix_layout_same_outputs_less_kv(tiny_pair) -> None:
     target, draft = tiny_pair
     prompt = [1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6]
     settings = dict(width=3, gamma=2, min_width=3, top_k=0, top_p=1.0)
-    rows = decoder_for(target, draft, "dsbd", 1.0, memory_saving=False, **settings)
-    shared = decoder_for(target, draft, "dsbd", 1.0, memory_saving=True, **settings)
+    rows = decoder_for(target, draft, "dsbd", 1.0, layout="rows", **settings)
+    shared = decoder_for(target, draft, "dsbd", 1.0, layout="shared_prefix", **settings)
     for seed in range(4):
         a, _ = rows.generate(prompt, 12, seed=seed)
         b, _ = shared.generate(prompt, 12, seed=seed)

@@ -69,3 +69,45 @@ def test_sql_answer_spans_lines_and_ends_at_its_statement() -> None:
     # Unfinished statement: keeps going.
     open_ended = ids("SELECT", " name", "\n", " FROM")
     assert sql.trim(open_ended) == (open_ended, False)
+
+
+def test_incremental_scan_equals_full_rescan_on_random_sequences() -> None:
+    # The scan a beam continues from its parent's must end where a full rescan ends: same
+    # tokens kept, same reason, at every prefix, whatever the split points.
+    import random
+
+    rng = random.Random(0)
+    for answer_format in ("free", "line", "sql"):
+        for max_new in (3, 8, 40):
+            stop = rule(max_new, answer_format)
+            for _ in range(200):
+                seq = [rng.randrange(len(VOCAB)) for _ in range(rng.randrange(0, 14))]
+                # EOS is rare enough that the answer rules get to act.
+                seq = [t if t != EOS or rng.random() < 0.2 else ID[" Paris"] for t in seq]
+                scan = stop.begin()
+                at = 0
+                while at < len(seq):
+                    step = rng.randrange(1, 4)
+                    before = scan
+                    scan = stop.advance(scan, seq[at : at + step])
+                    at = min(at + step, len(seq))
+                    full = stop._end(seq[:at])
+                    kept, why = scan.end if scan.end is not None else (scan.length, None)
+                    if why is None and scan.length >= max_new:
+                        why = stop.budget_reason
+                    assert (kept, why) == full
+                    assert stop.finished(scan) == stop.trim(seq[:at])[1]
+                    assert before.length <= scan.length  # the parent's scan is left as it was
+                assert stop.reason(seq) == (stop._end(seq)[1] or "unfinished")
+
+
+def test_continued_scan_leaves_the_parent_scan_unchanged() -> None:
+    # Two beams that share a prefix continue one scan: the sql scanner's state must not leak
+    # from one child into the other.
+    stop = rule(40, "sql")
+    parent = stop.advance(stop.begin(), ids("SELECT", " '"))  # inside a quoted literal
+    inside = stop.advance(parent, ids("a;b"))
+    closed = stop.advance(parent, ids("'", ";"))
+    assert not stop.finished(inside)
+    assert stop.finished(closed) and closed.end == (4, "stop_string")
+    assert parent.scanner.quote == "'" and parent.length == 2 and parent.end is None

@@ -12,12 +12,13 @@ gather: what this engine did before).
 cache) and assisted generation (`assistant_model`, same draft, same constant gamma), with tau
 and the T=0 match rates.
 
-`beams`: beam sampling and DSBD (config method entries, plus DSBD in the memory-saving mode)
+`beams`: beam sampling and DSBD (config method entries, plus DSBD in the shared-prefix layout)
 at T=1 on the same prompts and seeds: tokens/s and its ratio to `beam`, target forwards per
-token, peak KV bytes (target + draft) and, on a GPU, peak allocated memory; and our `beam`
-against a straightforward batched beam sampler on transformers' DynamicCache (same sampling
-code, `reorder_cache` after each step) and against transformers' `generate(num_beams=W,
-do_sample=True)`, where it runs.
+token, host time per round (wall time outside the model forwards and cache reorders), peak KV
+bytes (target + draft) and, on a GPU, peak allocated memory; and (unless --no-baselines) our
+`beam` against a straightforward batched beam sampler on transformers' DynamicCache (same
+sampling code, `reorder_cache` after each step) and against transformers'
+`generate(num_beams=W, do_sample=True)`, where it runs.
 
 `trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
 against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
@@ -62,13 +63,14 @@ from transformers import (
 )
 
 from specrepro.config import (
+    ConfigError,
     MethodChoice,
     load_config,
     model_spec,
     resolve_method,
     resolve_pair,
 )
-from specrepro.data import load_prompts
+from specrepro.data import load_prompts, load_tuning_prompts
 from specrepro.decoding.base import GenerationResult, make_params
 from specrepro.decoding.tree_rounds import checked_levels
 from specrepro.engine.runner import ModelRunner
@@ -207,12 +209,33 @@ def hf_generate(
     return new[:cut], elapsed
 
 
+def bench_prompts(config: dict, dataset: str, n: int, split: str) -> list[dict]:
+    """The first n questions of a split: "tuning" (never evaluated, never trained on: settings
+    are chosen there) or "eval" (the evaluated subsample)."""
+    entry = config["datasets"].get(dataset)
+    if entry is None:
+        configured = ", ".join(sorted(config["datasets"]))
+        raise ConfigError(f"dataset {dataset!r} is not configured (datasets: {configured})")
+    data_dir, seed = Path(config["data"]["dir"]), config["runs"].get("subsample_seed", 0)
+    if split == "eval":
+        return load_prompts(dataset, data_dir, entry["n"], seed)[:n]
+    held_out = entry.get("tuning", 0)
+    if n > held_out:
+        raise ConfigError(
+            f"bench asks for {n} tuning questions of {dataset}, the config holds out "
+            f"{held_out} (datasets.{dataset}.tuning); raise it, or pass --split eval"
+        )
+    return load_tuning_prompts(dataset, data_dir, entry["n"], seed, held_out)[:n]
+
+
 def _loaded_prompts(args: argparse.Namespace, roles: tuple[str, ...]):
     """The config, the report's header, then per dtype: (dtype, loaded pair, encoded prompts)."""
     config = load_config(args.config)
     resolve_pair(config, args.pair)
-    prompts = load_prompts(args.dataset, Path(config["data"]["dir"]), args.n, args.seed)
-    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts)}
+    prompts = bench_prompts(config, args.dataset, args.n, args.split)
+    report: dict = {
+        "pair": args.pair, "dataset": args.dataset, "split": args.split, "n": len(prompts)
+    }  # fmt: skip
 
     def per_dtype():
         for dtype in args.dtypes:
@@ -287,8 +310,19 @@ def run_trees(args: argparse.Namespace) -> dict:
             "vanilla-aa": MethodChoice("vanilla-aa", "vanilla", vanilla.params),
         }
         methods |= {name: resolve_method(config, name) for name in args.methods}
+        if args.probe_h:
+            methods["h-probe"] = h_probe(resolve_method(config, args.probe_h))
         report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
     return report
+
+
+def h_probe(base: MethodChoice) -> MethodChoice:
+    """DDD with `base`'s tree but a check at every level and a threshold nothing reaches: its
+    rounds record H (the log of the beam's total draft probability) at every level, the values
+    a threshold x is chosen from."""
+    values = {**vars(base.params), "threshold": -1e9}
+    values["check_levels"] = list(range(1, values["max_levels"] + 1))
+    return MethodChoice("h-probe", "ddd", make_params("ddd", values))
 
 
 def _warm_decoders(
@@ -312,6 +346,7 @@ def tree_ratios(
             "verified": 0,
             "forwards": 0,
             "levels": [],
+            "checks": [],
             "split": [0.0, 0.0, 0.0],
             "out": [],
         }  # fmt: skip
@@ -325,6 +360,7 @@ def tree_ratios(
             entry["verified"] += result.verified_tokens
             entry["forwards"] += result.verify_forwards
             entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
+            entry["checks"] += result.extra.get("rounds", {}).get("checks", [])
             split = timer.split()
             for i, key in enumerate(("draft", "verify", "other")):
                 entry["split"][i] += split[key]
@@ -340,6 +376,7 @@ def tree_ratios(
             "speedup": tps / base_tps,
             "tau": entry["verified"] / entry["forwards"],
             "mean_levels": statistics.mean(entry["levels"]) if entry["levels"] else None,
+            "h_median_by_level": _h_medians(entry["checks"]),
             "split": {
                 key: t / seconds
                 for key, t in zip(("draft", "verify", "other"), entry["split"], strict=True)
@@ -348,6 +385,15 @@ def tree_ratios(
             / len(encoded),
         }
     return out
+
+
+def _h_medians(checks: list[list[list[float]]]) -> dict[int, float] | None:
+    """Median H at each checked level over every round ([[level, H], ...] per round)."""
+    by_level: dict[int, list[float]] = {}
+    for round_checks in checks:
+        for level, h in round_checks:
+            by_level.setdefault(int(level), []).append(float(h))
+    return {lv: statistics.median(hs) for lv, hs in sorted(by_level.items())} or None
 
 
 @torch.inference_mode()
@@ -396,24 +442,69 @@ def run_beams(args: argparse.Namespace) -> dict:
     for dtype, loaded, encoded in loads:
         methods = {name: resolve_method(config, name) for name in args.methods}
         base = config["methods"][args.methods[-1]]
-        memory = {**base, "memory_saving": True}
-        values = {k: v for k, v in memory.items() if k != "algorithm"}
-        methods["dsbd-memory"] = MethodChoice("dsbd-memory", "dsbd", make_params("dsbd", values))
-        report[dtype] = beam_ratios(loaded, methods, encoded, args.max_new_tokens)
+        memory = {**base, "layout": "shared_prefix"}
+        values = {k: v for k, v in memory.items() if k not in ("algorithm", "stop_at_answer")}
+        methods["dsbd-shared"] = MethodChoice("dsbd-shared", "dsbd", make_params("dsbd", values))
+        report[dtype] = beam_ratios(
+            loaded, methods, encoded, args.max_new_tokens, baselines=not args.no_baselines
+        )
     return report
 
 
+class ForwardClock:
+    """Wall time spent inside the runners' forwards and, apart, their cache reorders (`keep`,
+    `select_rows`: device copies, not host work), synchronised on a GPU, so that a method's
+    host time is its total minus both."""
+
+    def __init__(self, runners: list) -> None:
+        self.seconds = {"forward": 0.0, "cache": 0.0}
+        self._patched: list[tuple[object, str]] = []
+        for runner in runners:
+            if runner is None:
+                continue
+            for method, kind in ("forward", "forward"), ("keep", "cache"), ("select_rows", "cache"):
+                self._patch(runner, method, kind)
+
+    def _patch(self, runner: object, method: str, kind: str) -> None:
+        inner = getattr(runner, method)
+        device = runner.device  # type: ignore[attr-defined]
+
+        def timed(*args: object, **kwargs: object) -> object:
+            synchronize(device)
+            start = time.perf_counter()
+            out = inner(*args, **kwargs)
+            synchronize(device)
+            self.seconds[kind] += time.perf_counter() - start
+            return out
+
+        setattr(runner, method, timed)
+        self._patched.append((runner, method))
+
+    def close(self) -> None:
+        for runner, method in self._patched:
+            delattr(runner, method)  # the instance attribute; the class method shows again
+
+
 def beam_ratios(
-    loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
+    loaded: LoadedPair,
+    methods: dict[str, MethodChoice],
+    encoded: list[list[int]],
+    max_new: int,
+    baselines: bool = True,
 ) -> dict:
-    """Every method on every prompt at T=1 with the same seeds, interleaved."""
+    """Every method on every prompt at T=1 with the same seeds, interleaved. Host time per
+    round: the generation's wall time minus the time inside model forwards and cache reorders
+    (ForwardClock), over the rounds (target forwards)."""
     decoders = _warm_decoders(loaded, methods, 1.0, encoded[0])
     beam = next(c for c in methods.values() if c.algorithm == "beam").params
     cuda = loaded.target.device.type == "cuda"
     stats = {
-        name: {"tokens": 0, "seconds": 0.0, "forwards": 0, "kv": 0, "peak": 0, "widths": []}
+        name: {
+            "tokens": 0, "seconds": 0.0, "forwards": 0, "kv": 0, "peak": 0, "widths": [],
+            "forward_seconds": 0.0, "cache_seconds": 0.0, "rounds": 0,
+        }
         for name in decoders
-    }
+    }  # fmt: skip
     naive = {"steps": 0, "seconds": 0.0}
     ours_steps = 0
     for i, ids in enumerate(encoded):
@@ -421,11 +512,18 @@ def beam_ratios(
             decoder = decoders[name]
             if cuda:
                 torch.cuda.reset_peak_memory_stats(loaded.target.device)
-            result, timer = decoder.generate(ids, max_new, i)
+            clock = ForwardClock(decoder.used_runners())
+            try:
+                result, timer = decoder.generate(ids, max_new, i)
+            finally:
+                clock.close()
             entry = stats[name]
             entry["tokens"] += result.new_tokens
             entry["seconds"] += timer.total
             entry["forwards"] += result.target_forwards
+            entry["forward_seconds"] += clock.seconds["forward"]
+            entry["cache_seconds"] += clock.seconds["cache"]
+            entry["rounds"] += result.target_forwards
             entry["kv"] = max(entry["kv"], result.kv_bytes_peak or 0)
             widths = result.extra.get("rounds", {}).get("widths", [])
             entry["widths"] += [w for levels in widths for w in levels]
@@ -433,11 +531,13 @@ def beam_ratios(
                 entry["peak"] = max(entry["peak"], torch.cuda.max_memory_allocated())
             if methods[name].algorithm == "beam":
                 ours_steps += result.target_forwards
-        steps, seconds = dynamic_cache_beam(
-            loaded.target, ids, max_new, beam.width, beam.top_k, beam.top_p, loaded.eos_ids, i
-        )
-        naive["steps"] += steps
-        naive["seconds"] += seconds
+        if baselines:
+            steps, seconds = dynamic_cache_beam(
+                loaded.target, ids, max_new, beam.width, beam.top_k, beam.top_p,
+                loaded.eos_ids, i,
+            )  # fmt: skip
+            naive["steps"] += steps
+            naive["seconds"] += seconds
     beam_name = next(n for n, c in methods.items() if c.algorithm == "beam")
     beam_tps = stats[beam_name]["tokens"] / stats[beam_name]["seconds"]
     out: dict = {}
@@ -447,16 +547,23 @@ def beam_ratios(
             "tokens_per_s": tps,
             "over_beam": tps / beam_tps,
             "target_forwards_per_token": entry["forwards"] / entry["tokens"],
+            "host_ms_per_round": 1000.0
+            * (entry["seconds"] - entry["forward_seconds"] - entry["cache_seconds"])
+            / max(entry["rounds"], 1),
+            "cache_ms_per_round": 1000.0 * entry["cache_seconds"] / max(entry["rounds"], 1),
+            "forward_share": entry["forward_seconds"] / entry["seconds"],
             "kv_bytes_peak": entry["kv"],
             "peak_allocated_bytes": entry["peak"] if cuda else None,
             "mean_width": statistics.mean(entry["widths"]) if entry["widths"] else None,
         }
-    # Steps per second: the naive sampler has no stop rule beyond EOS, so it may run more steps.
     ours_sps = ours_steps / stats[beam_name]["seconds"]
     out["beam_steps_per_s_ours"] = ours_sps
-    out["beam_steps_per_s_dynamic_cache"] = naive["steps"] / naive["seconds"]
-    out["ours_over_dynamic_cache"] = ours_sps / out["beam_steps_per_s_dynamic_cache"]
-    out["hf_generate"] = hf_beam_sample(loaded, encoded, max_new, beam, ours_sps)
+    if baselines:
+        # Steps per second: the naive sampler has no stop rule beyond EOS, so it may run more
+        # steps.
+        out["beam_steps_per_s_dynamic_cache"] = naive["steps"] / naive["seconds"]
+        out["ours_over_dynamic_cache"] = ours_sps / out["beam_steps_per_s_dynamic_cache"]
+        out["hf_generate"] = hf_beam_sample(loaded, encoded, max_new, beam, ours_sps)
     return out
 
 
@@ -485,21 +592,24 @@ def hf_beam_sample(
 def print_beams(report: dict, args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         r = report[dtype]
-        for name in (*args.methods, "dsbd-memory"):
+        for name in (*args.methods, "dsbd-shared"):
             m = r[name]
             width = "-" if m["mean_width"] is None else f"{m['mean_width']:.2f}"
             peak = m["peak_allocated_bytes"]
             print(
                 f"[{dtype}] {name:12s} {m['tokens_per_s']:6.2f} tok/s  x{m['over_beam']:.3f} of "
-                f"beam  target fwd/token {m['target_forwards_per_token']:.2f}  KV peak "
+                f"beam  target fwd/token {m['target_forwards_per_token']:.2f}  host "
+                f"{m['host_ms_per_round']:.2f} ms/round (+ cache reorders "
+                f"{m['cache_ms_per_round']:.2f})  KV peak "
                 f"{m['kv_bytes_peak'] / 2**20:.1f} MiB  width {width}"
                 + ("" if peak is None else f"  peak alloc {peak / 2**20:.0f} MiB")
             )
-        print(
-            f"[{dtype}] beam steps/s: ours {r['beam_steps_per_s_ours']:.2f}, DynamicCache "
-            f"{r['beam_steps_per_s_dynamic_cache']:.2f} (ours x{r['ours_over_dynamic_cache']:.3f})"
-            f"; transformers generate: {r['hf_generate']}"
-        )
+        if "beam_steps_per_s_dynamic_cache" in r:
+            print(
+                f"[{dtype}] beam steps/s: ours {r['beam_steps_per_s_ours']:.2f}, DynamicCache "
+                f"{r['beam_steps_per_s_dynamic_cache']:.2f} (ours "
+                f"x{r['ours_over_dynamic_cache']:.3f}); transformers generate: {r['hf_generate']}"
+            )
 
 
 def print_trees(report: dict, args: argparse.Namespace) -> None:
@@ -512,6 +622,9 @@ def print_trees(report: dict, args: argparse.Namespace) -> None:
                 f"{r['speedup']:.3f}  tau {r['tau']:.2f}  levels {levels}  draft/verify/other "
                 f"{split}  match {r['match_vanilla']:.2f}"
             )
+            if name == "h-probe" and r["h_median_by_level"]:
+                medians = ", ".join(f"{lv}: {h:.2f}" for lv, h in r["h_median_by_level"].items())
+                print(f"[{dtype}] median H by level ({report['split']} questions): {medians}")
 
 
 def _ours(decoder: Decoder, ids: list[int], max_new_tokens: int) -> tuple[list[int], float]:
@@ -919,26 +1032,44 @@ def main(argv: list[str] | None = None) -> None:
     decode = sub.choices["decode"]
     decode.add_argument("--dataset", default="mtbench")
     decode.add_argument("--n", type=int, default=5)
-    decode.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    decode.add_argument(
+        "--split", choices=["tuning", "eval"], default="tuning",
+        help="tuning: held-out questions no student trained on (default); eval: evaluated ones",
+    )  # fmt: skip
     decode.add_argument("--max-new-tokens", type=int, default=64)
     decode.add_argument("--gamma", type=int, default=3)
     trees = sub.choices["trees"]
     trees.add_argument("--dataset", default="mtbench")
     trees.add_argument("--n", type=int, default=5)
-    trees.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    trees.add_argument(
+        "--split", choices=["tuning", "eval"], default="tuning",
+        help="tuning: held-out questions no student trained on (default); eval: evaluated ones",
+    )  # fmt: skip
     trees.add_argument("--max-new-tokens", type=int, default=64)
     trees.add_argument(
         "--methods", nargs="+", default=["eagle", "eagle2", "ddd", "ddd-async", "eagle2-cpu"]
     )
+    trees.add_argument(
+        "--probe-h", metavar="ENTRY", default="ddd-cpu",
+        help="also run this ddd entry with a check at every level and no stop, and print the "
+        "median H per level (what a threshold x is chosen from); '' to skip",
+    )  # fmt: skip
     beams = sub.choices["beams"]
     beams.add_argument("--dataset", default="squad")
     beams.add_argument("--n", type=int, default=5)
-    beams.add_argument("--seed", type=int, default=1, help="prompt subsample seed")
+    beams.add_argument(
+        "--split", choices=["tuning", "eval"], default="tuning",
+        help="tuning: held-out questions no student trained on (default); eval: evaluated ones",
+    )  # fmt: skip
     beams.add_argument("--max-new-tokens", type=int, default=32)
     beams.add_argument(
         "--methods", nargs="+", default=["beam", "dsbd-t0p9", "dsbd"],
         help="config entries; the first beam one is the reference, the last a dsbd one (its "
-        "memory-saving copy runs too)",
+        "shared-prefix layout copy runs too)",
+    )  # fmt: skip
+    beams.add_argument(
+        "--no-baselines", action="store_true",
+        help="skip the DynamicCache and transformers generate beam samplers",
     )  # fmt: skip
     check = sub.add_parser(
         "gpu-check", help="pass/fail checks on a CUDA device (see the description above)"

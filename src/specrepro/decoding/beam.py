@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
-from specrepro.engine.beams import Beam, BeamPool, draw, extend, joint_distribution
+from specrepro.engine.beams import Beam, BeamPool, Draws, joint_distribution, make_draws
 
 NEEDS_DRAFT = False
 NEEDS_SAMPLING = True  # at T=0 the joint is a point mass and beam sampling is greedy decoding
@@ -46,20 +46,26 @@ def require_sampling(method: str, temperature: float) -> None:
 
 
 def step(
-    ctx: DecodingContext, beams: list[Beam], logits: torch.Tensor, params: Params
+    ctx: DecodingContext,
+    beams: list[Beam],
+    logits: torch.Tensor,
+    params: Params,
+    pool: BeamPool,
+    draws: Draws,
 ) -> tuple[list[int], list[Beam]]:
     """Sample the next level: (parent row of each new beam, the new beams), finished or not."""
-    logp = torch.log_softmax(logits, dim=-1)
-    scores = torch.tensor([b.score for b in beams], device=logp.device)[:, None] + logp
-    probs = joint_distribution(scores, ctx.temperature, params.top_k, params.top_p)
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    scores = torch.tensor([b.score for b in beams], dtype=logp.dtype, device=logp.device)
+    probs = joint_distribution(scores[:, None] + logp, ctx.temperature, params.top_k, params.top_p)
     vocab = logp.shape[-1]
-    picks = draw(probs, params.width, ctx.generator)
-    chosen = torch.tensor(picks, device=probs.device)
-    kept_scores = probs[chosen].log().tolist()
-    token_logps = logp.view(-1)[chosen].tolist()
-    parents = [x // vocab for x in picks]
+    chosen = draws.sample(probs, params.width)
+    # The draws, their joint and token log-probabilities in one host read.
+    picks, kept_scores, token_logps = torch.stack(
+        [chosen.double(), probs[chosen].log(), logp.view(-1)[chosen]]
+    ).tolist()
+    parents = [int(x) // vocab for x in picks]
     new = [
-        extend(beams[row], x % vocab, score, token_logp)
+        pool.extend(beams[row], int(x) % vocab, score, token_logp)
         for row, x, score, token_logp in zip(parents, picks, kept_scores, token_logps, strict=True)
     ]
     return parents, new
@@ -69,20 +75,21 @@ def generate(ctx: DecodingContext, prompt_ids: list[int], params: Params) -> Gen
     require_sampling("beam", ctx.temperature)
     result = GenerationResult(tokens=[], target_forwards=0)
     pool = BeamPool(ctx.stop)
-    live = [Beam(tokens=[], score=0.0, logprob=0.0)]
+    draws = make_draws(ctx.generator)
+    live = [Beam(tokens=[], score=0.0, logprob=0.0, scan=ctx.stop.begin())]
     feed = torch.tensor([prompt_ids])
     widths: list[int] = []
     while live:
         with ctx.timer.section("verify"):
             logits = ctx.target.forward(feed, logits_from=feed.shape[1] - 1).logits[:, -1]
-            parents, candidates = step(ctx, live, logits, params)
+            parents, candidates = step(ctx, live, logits, params, pool, draws)
             ctx.target.ensure_finite()
         result.target_forwards += 1
         result.accept_lengths.append(1)
         widths.append(len(candidates))
         live, rows = [], []
         for row, beam in zip(parents, candidates, strict=True):
-            if pool.is_finished(beam.tokens):
+            if pool.done(beam):
                 pool.add(beam)
             else:
                 live.append(beam)

@@ -7,12 +7,16 @@ chain on top of a cached beam, its base. Two cache layouts hold the beams:
   node goes into its base's row; rows are padded to equal length and every row gets its own
   tree mask. Afterwards `keep_rows` gives each surviving beam its row plus its accepted path.
 - shared (`shared_forward`): one sequence holds every beam's history as a trie, so the prompt
-  and common prefixes are stored once: the memory-saving mode. Each node sees its base's cached
+  and common prefixes are stored once: DSBD's `layout: shared_prefix` (lossless; not the
+  paper's memory-efficient DSBD, which keeps one beam). Each node sees its base's cached
   positions and its own ancestors (a span mask); `keep_paths` keeps the union of the surviving
   paths.
 
 Both return, per node, the logits of the target at that node and the node's path (the cached
-positions it sees, ending with itself), and give the same logits up to float rounding. Their
+positions it sees, ending with itself), and give the same logits up to float rounding. The
+forest holds only uncached tokens and drafts: DSBD caches the prompt through the runner's plain
+causal forward first (its paths are then the cached positions, O(P) per node, with no P x P
+mask or O(P^2) ancestor lists). Their
 inputs are built on the host and copied from pinned memory, so a forward queues no sync.
 """
 

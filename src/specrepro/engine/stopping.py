@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,20 +49,54 @@ class StopRule:
         "unfinished" for tokens the rule would not have stopped at."""
         return self._end(tokens)[1] or "unfinished"
 
-    def _end(self, generated: Sequence[int]) -> tuple[int, str | None]:
-        """(tokens kept, why generation stops there); the reason is None while it goes on."""
-        scanner = AnswerScanner(self.answer_format)
+    def begin(self) -> StopScan:
+        """The scan of an empty generation, to be continued with `advance`."""
+        return StopScan(0, AnswerScanner(self.answer_format), None)
+
+    def advance(self, scan: StopScan, tokens: Sequence[int]) -> StopScan:
+        """The scan after `tokens` follow the ones `scan` has read (`scan` is left as it was).
+
+        Beams that share a prefix continue its scan instead of rereading it from the start:
+        `finished(advance(begin(), a + b))` equals `finished(advance(advance(begin(), a), b))`,
+        and `_end` itself is this scan, so there is one counting rule."""
+        if scan.end is not None or not tokens:
+            return scan
+        scanner = scan.scanner
+        if self.answer_format != "free":  # the free format's scanner holds no state
+            scanner = copy.copy(scanner)
         texts = self.token_text
-        for i, tok in enumerate(generated):
+        for offset, tok in enumerate(tokens):
+            i = scan.length + offset
             if i >= self.max_new_tokens:
-                return self.max_new_tokens, self.budget_reason
+                return StopScan(i, scanner, (self.max_new_tokens, self.budget_reason))
             if tok in self.eos_ids:
-                return i + 1, "eos"
+                return StopScan(i + 1, scanner, (i + 1, "eos"))
             text = texts[tok] if 0 <= tok < len(texts) else ""
             if scanner.feed(text) is not None:
-                return i + 1, "stop_string"
-        done = len(generated) >= self.max_new_tokens
-        return len(generated), self.budget_reason if done else None
+                return StopScan(i + 1, scanner, (i + 1, "stop_string"))
+        return StopScan(scan.length + len(tokens), scanner, None)
+
+    def finished(self, scan: StopScan) -> bool:
+        """Whether a generation whose tokens `scan` has read is over."""
+        return scan.end is not None or scan.length >= self.max_new_tokens
+
+    def _end(self, generated: Sequence[int]) -> tuple[int, str | None]:
+        """(tokens kept, why generation stops there); the reason is None while it goes on."""
+        scan = self.advance(self.begin(), generated)
+        if scan.end is not None:
+            return scan.end
+        done = scan.length >= self.max_new_tokens
+        return scan.length, self.budget_reason if done else None
+
+
+@dataclass(frozen=True)
+class StopScan:
+    """How far the stop rule has read a generation: `length` tokens, the answer scanner after
+    them, and (kept, reason) once the rule has stopped it (later tokens are not read)."""
+
+    length: int
+    scanner: AnswerScanner
+    end: tuple[int, str] | None
 
 
 def token_budget(
