@@ -45,8 +45,9 @@ PARAMS: dict[str, dict] = {
 # reads once per model per round in ensure_finite() (engine/runner.py), before it commits
 # tokens: non-finite logits must stop a run, and that is read once per round, not per forward.
 # Measured on this setup (reads per round): vanilla 2.07, sps 5.89, eagle 3.07 / 8.38 (T=1),
-# eagle2 4.07 / 7.21, ddd and ddd_async 5.07 / 8.23, dsbd 11.72. Before issue 17's changes:
-# eagle 37.1 / 46.4, eagle2 6.11 / 9.58, ddd and ddd_async 8.11 / 11.45, dsbd 22.6.
+# eagle2 4.07 / 7.21, ddd and ddd_async 5.07 / 8.23, dsbd 6.96 (11.72 before issue 18's one
+# read per verified level). Before issue 17's changes: eagle 37.1 / 46.4, eagle2 6.11 / 9.58,
+# ddd and ddd_async 8.11 / 11.45, dsbd 22.6.
 CEILINGS: dict[tuple[str, float], tuple[float, str]] = {
     ("vanilla", 0.0): (2.2, "the chosen token (the next forward's input) + 1 finite check"),
     ("sps", 0.0): (
@@ -84,11 +85,11 @@ CEILINGS: dict[tuple[str, float], tuple[float, str]] = {
     ),
     ("ddd_async", 1.0): (8.8, "as ddd at T=1"),
     ("dsbd", 1.0): (
-        12.5,
+        7.5,
         "per draft level the W draws with their log joint probabilities (the draft's trie is "
-        "built on the host); per verified level the acceptance-count law (one read), each "
-        "tried draft (sequential rejection sampling), the kept candidates' scores (one read) "
-        "and any residual draws; + 2 finite checks",
+        "built on the host); per verified level one read (every draft's test against every "
+        "residual of the chain, the count law's inputs and the scores together); one read for "
+        "the draws of unfilled slots or the bonus level; + 2 finite checks",
     ),
 }
 

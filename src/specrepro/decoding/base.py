@@ -120,6 +120,10 @@ def get_method(algorithm: str) -> ModuleType:
 def make_params(algorithm: str, values: dict | None) -> object:
     """Build the method's Params from a config mapping, rejecting unknown keys by name."""
     module = get_method(algorithm)
+    # A method may name keys it renamed, so an old config gets what the key became.
+    for key, message in getattr(module, "RENAMED_KEYS", {}).items():
+        if key in (values or {}):
+            raise MethodError(f"{algorithm}: {key} is gone: {message} (got {key}: {values[key]!r})")
     allowed = {f.name for f in dataclasses.fields(module.Params)}
     unknown = set(values or {}) - allowed
     if unknown:

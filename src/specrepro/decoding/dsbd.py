@@ -75,6 +75,11 @@ NEEDS_SAMPLING = True
 
 
 REFILL_RULES = ("W", "width")
+RENAMED_KEYS = {
+    "memory_saving": "its lossless shared-prefix cache is now `layout: shared_prefix` (default "
+    "`layout: rows`); the paper's memory-efficient DSBD (one beam per round) is "
+    "`memory_efficient: true`",
+}
 LAYOUTS = ("rows", "shared_prefix")
 
 
@@ -96,16 +101,8 @@ class Params:
     memory_efficient: bool = False
     top_k: int = 10
     top_p: float = 0.9
-    memory_saving: object = None  # the old name; refused with what it became (validate)
 
     def validate(self) -> None:
-        if self.memory_saving is not None:
-            raise MethodError(
-                "dsbd: memory_saving is gone: its lossless shared-prefix cache is now "
-                "`layout: shared_prefix` (default `layout: rows`); the paper's memory-efficient "
-                f"DSBD (one beam per round) is `memory_efficient: true` (got memory_saving: "
-                f"{self.memory_saving!r})"
-            )
         check_beam_params("dsbd", self.width, self.top_k, self.top_p)
         if not isinstance(self.gamma, int) or self.gamma < 1:
             raise MethodError(f"dsbd: gamma must be a positive integer, got {self.gamma!r}")
