@@ -167,3 +167,12 @@ def copy_workflow(root: Path) -> Path:
             shutil.copy(source, root / name)
     (root / "src").symlink_to(REPO / "src")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one intra-op thread than on several contending for the CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

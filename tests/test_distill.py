@@ -26,13 +26,7 @@ def test_training_fits_teacher_sequences() -> None:
     torch.manual_seed(0)
     # A pattern the student can learn: counting modulo 7 after a 3-token prompt, with a teacher
     # distribution that puts 0.9 on the next count.
-    samples = []
-    for start in range(40):
-        seq = [(start + i) % 7 + 3 for i in range(20)]
-        nxt = torch.tensor(seq[3:])
-        top_ids = torch.stack([nxt, (nxt + 1) % 32], dim=-1)
-        top_logp = torch.log(torch.tensor([0.9, 0.1])).expand(len(nxt), 2)
-        samples.append(Sample(seq, 3, top_ids, top_logp))
+    samples = _counting_samples()
     cfg = DistillConfig(num_layers=1, steps=60, batch_size=8, lr=3e-3, seed=0)
     student = build_student(teacher, cfg)
     log = train_student(student, samples, cfg, pad=0)

@@ -32,13 +32,8 @@ PROMPT = [1, 2, 3]
 EOS = 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: one intra-op thread is ~10x faster than several contending for the CPUs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread is ~10x faster than several contending for the CPUs.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Enumerator(Draws):
