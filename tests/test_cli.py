@@ -131,14 +131,19 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
         (DEFAULT_CONFIG.read_text().replace("dsbd-t0p9", "dsbd-t0.9"), "has a dot"),
         # The draft-design study: its own draft's depth again, a sampling-only method at T=0,
         # an unknown dataset, and a family around a draft with explicit widths.
-        (DEFAULT_CONFIG.read_text().replace("depths: [1, 4, 8]", "depths: [1, 2]"), "depths has 2"),
+        (
+            DEFAULT_CONFIG.read_text().replace(
+                "tune_questions: {squad: 2}", "tune_questions: {squad: 6}"
+            ),
+            "tune_questions.squad = 6 leaves none of the 6 study",
+        ),
         (
             DEFAULT_CONFIG.read_text().replace("methods: {sps: [0.0]}", "methods: {dsbd: [0.0]}"),
             "dsbd needs T > 0",
         ),
         (
-            DEFAULT_CONFIG.read_text().replace("questions: {mtbench: 1,", "questions: {mtbnch: 1,"),
-            "dataset 'mtbnch'",
+            DEFAULT_CONFIG.read_text().replace("questions: {squad: 6}", "questions: {sqad: 6}"),
+            "dataset 'sqad'",
         ),
         (
             DEFAULT_CONFIG.read_text().replace(
