@@ -1,0 +1,115 @@
+"""The data subcommands: check, fetch-data, prompts and train-prompts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from specrepro.cli.common import Subcommand, config_arg, section_entry
+
+
+def check_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="validate the config, data and models without loading weights")
+    config_arg(p)
+
+
+def fetch_data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fetch-data", help="copy a dataset from the mirror (or download) and verify sha256"
+    )
+    config_arg(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--mirror", help="mirror folder (default: data.mirror of the config)")
+    p.add_argument("--dest", help="data folder (default: data.dir of the config)")
+
+
+def prompts_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prompts", help="write the evaluated prompt subset of a dataset as JSONL")
+    config_arg(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--n", type=int, help="subset size (default: datasets.NAME.n)")
+    p.add_argument("--seed", type=int, help="subsample seed (default: runs.subsample_seed)")
+    p.add_argument("--out", required=True)
+
+
+def train_prompts_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-prompts", help="write a teacher's training prompts, disjoint from evaluated ones"
+    )
+    config_arg(p)
+    p.add_argument("--teacher", required=True, help="name of a teachers entry (a target model)")
+    p.add_argument("--out", required=True)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config, model_spec
+    from specrepro.data import verify_dataset
+    from specrepro.models.loader import check_available
+
+    config = load_config(args.config, args.set_json)
+    for name in config["runs"]["datasets"]:
+        verify_dataset(name, Path(config["data"]["dir"]))
+    for pair in config["runs"]["pairs"]:
+        check_available(model_spec(config, config["pairs"][pair]["target"]))
+    print(f"{', '.join(args.config)}: OK")
+    return 0
+
+
+def cmd_fetch_data(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.data import fetch_dataset
+
+    config = load_config(args.config, args.set_json)
+    data = config["data"]
+    mirror = args.mirror or data.get("mirror")
+    # A configured mirror folder that does not exist is passed on, so that a failed download
+    # says which folder was expected (the default config downloads when ../shared/data is absent).
+    mirror_path = Path(mirror) if mirror else None
+    out = fetch_dataset(args.dataset, Path(args.dest or data["dir"]), mirror_path, data.get("urls"))
+    print(out)
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from specrepro.config import ConfigError, load_config
+    from specrepro.data import load_prompts, write_jsonl
+
+    config = load_config(args.config, args.set_json)
+    if args.dataset not in config["datasets"]:
+        raise ConfigError(f"dataset {args.dataset!r} is not configured under datasets")
+    n = args.n if args.n is not None else config["datasets"][args.dataset]["n"]
+    seed = args.seed if args.seed is not None else config["runs"].get("subsample_seed", 0)
+    records = load_prompts(args.dataset, Path(config["data"]["dir"]), n, seed)
+    write_jsonl(records, Path(args.out))
+    print(f"{len(records)} prompts -> {args.out}")
+    return 0
+
+
+def cmd_train_prompts(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.data import load_training_prompts, write_jsonl
+
+    config = load_config(args.config, args.set_json)
+    entry = section_entry(config, "teachers", args.teacher)
+    # Every configured dataset's evaluated subset is excluded, whether or not it runs now.
+    datasets = sorted(config["datasets"])
+    records = load_training_prompts(
+        datasets,
+        Path(config["data"]["dir"]),
+        {d: config["datasets"][d]["n"] for d in datasets},
+        config["runs"].get("subsample_seed", 0),
+        entry.get("train_prompts", 128),
+        entry.get("seed", 0),
+        {d: config["datasets"][d].get("tuning", 0) for d in datasets},
+    )
+    write_jsonl(records, Path(args.out))
+    print(f"{len(records)} training prompts -> {args.out}")
+    return 0
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "check": Subcommand(check_parser, cmd_check),
+    "fetch-data": Subcommand(fetch_data_parser, cmd_fetch_data),
+    "prompts": Subcommand(prompts_parser, cmd_prompts),
+    "train-prompts": Subcommand(train_prompts_parser, cmd_train_prompts),
+}
