@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from specrepro.bench import bench_prompts, h_probe, tree_ratios
+from specrepro.bench.common import bench_prompts
+from specrepro.bench.trees import h_probe, tree_ratios
 from specrepro.config import ConfigError, MethodChoice
 from specrepro.data import load_prompts, load_training_prompts
+from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
-from specrepro.harness import LoadedPair
 from specrepro.models.eagle_head import build_head, head_config_for
 from tests.conftest import tiny_llama
 from tests.test_sps import PROMPT, VOCAB

@@ -11,8 +11,10 @@ import sys
 import pytest
 import torch
 
-from specrepro import bench
-from specrepro.decoding import tree_rounds
+from specrepro.bench import gpu_check as bench
+from specrepro.bench import main as bench_main
+from specrepro.bench.gpu_check_models import tiny_check_config
+from specrepro.engine import host_reads
 from specrepro.engine.runner import ModelRunner
 from tests.conftest import REPO
 from tests.test_ddd_async import slow_copies
@@ -23,7 +25,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machin
 
 @pytest.fixture(scope="module")
 def small() -> bench.CheckModels:
-    config = bench.tiny_check_config(64)
+    config = tiny_check_config(64)
     config.hidden_size, config.intermediate_size = 64, 128
     return bench.check_models(torch.device("cpu"), config=config)
 
@@ -38,7 +40,7 @@ def short_runs(monkeypatch) -> None:
 @no_cuda
 def test_gpu_check_without_cuda_says_so_and_exits_2(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["gpu-check"])
+        bench_main(["gpu-check"])
     assert exit_info.value.code == bench.EXIT_NO_CUDA == 2
     assert bench.NEEDS_CUDA in capsys.readouterr().err
     assert "tests/test_host_reads.py" in bench.NEEDS_CUDA
@@ -83,11 +85,11 @@ def test_async_check_needs_pending_flags_and_equal_trees(small, short_runs, monk
     idle = bench.check_async_trees(small, sleep_cycles=0)
     assert not idle.ok and "did not bite" in idle.detail
     # ...with copies that land two polls late it passes (trees equal, levels dropped)...
-    monkeypatch.setattr(tree_rounds, "late_reader", slow_copies(2))
+    monkeypatch.setattr(host_reads, "late_reader", slow_copies(2))
     delayed = bench.check_async_trees(small, sleep_cycles=0)
     assert delayed.ok, delayed.detail
     # ...and a stale read fails it.
-    monkeypatch.setattr(tree_rounds.CopiedRead, "value", lambda self: (0.0, True))
+    monkeypatch.setattr(host_reads.CopiedRead, "value", lambda self: (0.0, True))
     stale = bench.check_async_trees(small, sleep_cycles=0)
     assert not stale.ok and "differ" in stale.detail
 
@@ -124,7 +126,7 @@ def test_a_failing_check_makes_the_exit_code_1(monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(bench, "check_energy", broken)
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["gpu-check"])
+        bench_main(["gpu-check"])
     assert exit_info.value.code == bench.EXIT_FAILED
     out = capsys.readouterr().out
     assert out.count("PASS") == 3 and "FAIL NVML energy: error: RuntimeError: no NVML" in out
@@ -132,6 +134,6 @@ def test_a_failing_check_makes_the_exit_code_1(monkeypatch, capsys) -> None:
 
 
 def test_checked_levels_restores_the_previous_region() -> None:
-    with tree_rounds.checked_levels(refusing_reads):
-        assert tree_rounds._level_region is refusing_reads
-    assert tree_rounds._level_region is contextlib.nullcontext
+    with host_reads.checked_levels(refusing_reads):
+        assert host_reads._level_region is refusing_reads
+    assert host_reads._level_region is contextlib.nullcontext

@@ -1,0 +1,79 @@
+"""Benchmarks: ratios measured in one run, on the same prompts, machine and models.
+
+  python -m specrepro.bench forward --contexts 128 2048 --dtypes float32 bfloat16
+  python -m specrepro.bench decode --pair smollm2 --dtypes float32 bfloat16 --n 5
+
+`forward`: time of one target forward (one new token, and a 5-token speculative round followed
+by keep()) at each context length, in our engine (cache preallocated, written in place) against
+the same model on transformers' DynamicCache (a full copy of the cache per forward and per
+gather: what this engine did before).
+
+`decode`: our vanilla and sps against transformers' own greedy `generate` (dynamic and static
+cache) and assisted generation (`assistant_model`, same draft, same constant gamma), with tau
+and the T=0 match rates.
+
+`beams`: beam sampling and DSBD (config method entries, plus DSBD in the shared-prefix layout)
+at T=1 on the same prompts and seeds: tokens/s and its ratio to `beam`, target forwards per
+token, host time per round (wall time outside the model forwards and cache reorders), peak KV
+bytes (target + draft) and, on a GPU, peak allocated memory; and (unless --no-baselines) our
+`beam` against a straightforward batched beam sampler on transformers' DynamicCache (same
+sampling code, `reorder_cache` after each step) and against transformers'
+`generate(num_beams=W, do_sample=True)`, where it runs.
+
+`trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
+against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
+the draft / verify / other split of the wall time, with the T=0 match rate against vanilla;
+`vanilla-aa` (vanilla again) is the A/A control: its speedup shows how much the machine drifts.
+Every bench runs its methods interleaved per prompt, the order rotated by one per prompt.
+
+`gpu-check` (CUDA only; `make gpu-check`): pass/fail checks that need a GPU, on tiny random
+models built from a config (or `--model PATH`, a local causal LM folder, as the target):
+  1. sync-free draft levels: eagle, eagle2, ddd, ddd_async run with every draft level (head
+     forward, top-k, beam update; not ddd's check reads) under
+     torch.cuda.set_sync_debug_mode("error"); dsbd with each draft-model forward under it;
+  2. ddd_async reads no stale flag: with a sleep queued on the stream after every head forward
+     (so flags are still in flight when polled), its tokens, trees and H values equal ddd's;
+  3. an fp16 EAGLE head drafts as the fp32 one at positions 1,000-2,000 (RoPE in float32);
+  4. NVML energy of a short generation (J/token).
+It exits 1 when a check fails, and 2 on a machine without CUDA (the CPU proxy of check 1, host
+reads per round, runs in the test suite: tests/test_host_reads.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from specrepro.bench import beams, decode, forward, gpu_check, trees
+
+# The benches that return a report, printed as a table and saved by --out (gpu-check returns
+# an exit code instead).
+TABLE_BENCHES = {
+    "forward": (forward.run_forward, forward.print_forward),
+    "decode": (decode.run_decode, decode.print_decode),
+    "trees": (trees.run_trees, trees.print_trees),
+    "beams": (beams.run_beams, beams.print_beams),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse `<bench> [flags]`, run that bench and print its table (gpu-check: exit code)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m specrepro.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    # Registered in the order --help has always listed them.
+    for bench in (forward, decode, trees, beams, gpu_check):
+        bench.add_parser(sub)
+    args = parser.parse_args(argv)
+    if args.what == "gpu-check":
+        sys.exit(gpu_check.run_gpu_check(args))
+    run, show = TABLE_BENCHES[args.what]
+    report = run(args)
+    show(report, args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))

@@ -1,0 +1,140 @@
+"""The `trees` bench: the EAGLE family of tree drafts against our vanilla, on the pair's head.
+
+It runs the config's method entries (--methods, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
+and vanilla at T=0 on the same prompts, interleaved per prompt, the order rotated by one per
+prompt; `vanilla-aa` (vanilla again, under another name) is the A/A control. With --probe-h, a
+copy of that ddd entry checks at every level and never stops (`h-probe`): its rounds give the
+median H per level that a threshold x is chosen from.
+
+Reading it: `speedup` is a method's tokens/s over vanilla's (ratio of totals); vanilla-aa's
+speedup shows how much the machine drifted during the run, so a speedup is only meaningful
+beyond that distance from 1. `tau` is tokens per target forward, `levels` the mean levels
+drafted per round, draft/verify/other the shares of wall time, and `match` the share of
+prompts on which a method produced vanilla's exact tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts, warm_decoders
+from specrepro.config import MethodChoice, resolve_method
+from specrepro.decoder import LoadedPair
+from specrepro.decoding.base import make_params
+from specrepro.timing_group import rotated
+
+
+def run_trees(args: argparse.Namespace) -> dict:
+    config, report, loads = loaded_prompts(args, ("head",))
+    for dtype, loaded, encoded in loads:
+        vanilla = resolve_method(config, "vanilla")
+        # The A/A control: vanilla again under another name, timed like every other run.
+        methods = {
+            "vanilla": vanilla,
+            "vanilla-aa": MethodChoice("vanilla-aa", "vanilla", vanilla.params),
+        }
+        methods |= {name: resolve_method(config, name) for name in args.methods}
+        if args.probe_h:
+            methods["h-probe"] = h_probe(resolve_method(config, args.probe_h))
+        report[dtype] = tree_ratios(loaded, methods, encoded, args.max_new_tokens)
+    return report
+
+
+def h_probe(base: MethodChoice) -> MethodChoice:
+    """DDD with `base`'s tree but a check at every level and a threshold nothing reaches: its
+    rounds record H (the log of the beam's total draft probability) at every level, the values
+    a threshold x is chosen from."""
+    values = {**vars(base.params), "threshold": -1e9}
+    values["check_levels"] = list(range(1, values["max_levels"] + 1))
+    return MethodChoice("h-probe", "ddd", make_params("ddd", values))
+
+
+def tree_ratios(
+    loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
+) -> dict:
+    """Every method on every prompt, interleaved so that drift hits all alike."""
+    decoders = warm_decoders(loaded, methods, 0.0, encoded[0])
+    stats = {
+        name: {
+            "tokens": 0,
+            "verified": 0,
+            "forwards": 0,
+            "levels": [],
+            "checks": [],
+            "split": [0.0, 0.0, 0.0],
+            "out": [],
+        }  # fmt: skip
+        for name in decoders
+    }
+    for index, ids in enumerate(encoded):
+        for name in rotated(list(decoders), index):
+            result, timer = decoders[name].generate(ids, max_new, 0)
+            entry = stats[name]
+            entry["tokens"] += result.new_tokens
+            entry["verified"] += result.verified_tokens
+            entry["forwards"] += result.verify_forwards
+            entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
+            entry["checks"] += result.extra.get("rounds", {}).get("checks", [])
+            split = timer.split()
+            for i, key in enumerate(("draft", "verify", "other")):
+                entry["split"][i] += split[key]
+            entry["out"].append(result.tokens)
+    base = stats["vanilla"]
+    base_tps = base["tokens"] / sum(base["split"])
+    out = {}
+    for name, entry in stats.items():
+        seconds = sum(entry["split"])
+        tps = entry["tokens"] / seconds
+        out[name] = {
+            "tokens_per_s": tps,
+            "speedup": tps / base_tps,
+            "tau": entry["verified"] / entry["forwards"],
+            "mean_levels": statistics.mean(entry["levels"]) if entry["levels"] else None,
+            "h_median_by_level": _h_medians(entry["checks"]),
+            "split": {
+                key: t / seconds
+                for key, t in zip(("draft", "verify", "other"), entry["split"], strict=True)
+            },
+            "match_vanilla": sum(a == b for a, b in zip(entry["out"], base["out"], strict=True))
+            / len(encoded),
+        }
+    return out
+
+
+def _h_medians(checks: list[list[list[float]]]) -> dict[int, float] | None:
+    """Median H at each checked level over every round ([[level, H], ...] per round)."""
+    by_level: dict[int, list[float]] = {}
+    for round_checks in checks:
+        for level, h in round_checks:
+            by_level.setdefault(int(level), []).append(float(h))
+    return {lv: statistics.median(hs) for lv, hs in sorted(by_level.items())} or None
+
+
+def print_trees(report: dict, args: argparse.Namespace) -> None:
+    for dtype in args.dtypes:
+        for name, r in report[dtype].items():
+            levels = "-" if r["mean_levels"] is None else f"{r['mean_levels']:.2f}"
+            split = " / ".join(f"{v:.2f}" for v in r["split"].values())
+            print(
+                f"[{dtype}] {name:12s} {r['tokens_per_s']:6.1f} tok/s  speedup "
+                f"{r['speedup']:.3f}  tau {r['tau']:.2f}  levels {levels}  draft/verify/other "
+                f"{split}  match {r['match_vanilla']:.2f}"
+            )
+            if name == "h-probe" and r["h_median_by_level"]:
+                medians = ", ".join(f"{lv}: {h:.2f}" for lv, h in r["h_median_by_level"].items())
+                print(f"[{dtype}] median H by level ({report['split']} questions): {medians}")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("trees")
+    add_model_args(parser)
+    add_prompt_args(parser, dataset="mtbench", max_new_tokens=64)
+    parser.add_argument(
+        "--methods", nargs="+", default=["eagle", "eagle2", "ddd", "ddd-async", "eagle2-cpu"]
+    )
+    parser.add_argument(
+        "--probe-h", metavar="ENTRY", default="ddd-cpu",
+        help="also run this ddd entry with a check at every level and no stop, and print the "
+        "median H per level (what a threshold x is chosen from); '' to skip",
+    )  # fmt: skip
