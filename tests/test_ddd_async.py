@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specrepro.decoding import tree_rounds
-from specrepro.decoding.tree_rounds import CopiedRead
+from specrepro.engine import host_reads
+from specrepro.engine.host_reads import CopiedRead
 from specrepro.models.eagle_head import build_head, head_config_for
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
@@ -78,7 +78,7 @@ def same_trees(ref, got) -> bool:
 def test_a_pending_flag_is_never_read_and_the_trees_are_ddds(
     tiny, monkeypatch, polls: int, temperature: float
 ) -> None:
-    monkeypatch.setattr(tree_rounds, "late_reader", slow_copies(polls))
+    monkeypatch.setattr(host_reads, "late_reader", slow_copies(polls))
     max_levels = DDD["max_levels"]
     stopped = dropped = 0
     for threshold in THRESHOLDS:
@@ -106,7 +106,7 @@ def test_reading_the_buffer_without_waiting_gives_other_trees(tiny, monkeypatch)
         h, flag = self.host.tolist()
         return h, flag != 0.0
 
-    monkeypatch.setattr(tree_rounds, "late_reader", slow_copies(3))
+    monkeypatch.setattr(host_reads, "late_reader", slow_copies(3))
     monkeypatch.setattr(CopiedRead, "value", hasty)
     differs = [
         not same_trees(run(tiny, "ddd", 0.0, x, 0), run(tiny, "ddd_async", 0.0, x, 0))

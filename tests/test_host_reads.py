@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from specrepro.decoding import tree_rounds
+from specrepro.engine import host_reads
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import build_head, head_config_for
 from tests.conftest import tiny_llama
@@ -199,7 +199,7 @@ def test_tree_draft_levels_read_nothing_on_the_host(models, method: str, tempera
         with refusing_reads():
             yield
 
-    with tree_rounds.checked_levels(region):
+    with host_reads.checked_levels(region):
         result, _ = gen.generate(PROMPT, MAX_NEW, seed=0)
     assert result.new_tokens == MAX_NEW
     assert len(levels) >= result.verify_forwards  # the region did run: >= 1 level per round
@@ -235,5 +235,5 @@ def test_the_read_refusal_catches_a_read_in_a_draft_level(models, monkeypatch) -
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(ModelRunner, "forward", reading)
-    with tree_rounds.checked_levels(refusing_reads), pytest.raises(HostRead):
+    with host_reads.checked_levels(refusing_reads), pytest.raises(HostRead):
         gen.generate(PROMPT, MAX_NEW, seed=0)

@@ -11,15 +11,14 @@ from specrepro.data.fetch import (
 from specrepro.data.manifest import DATASET_NAMES, MANIFESTS, DatasetManifest, FileEntry
 from specrepro.data.mtbench import load_mtbench
 from specrepro.data.prompts import (
-    PromptRecord,
     load_prompts,
     load_records,
     load_training_prompts,
     load_tuning_prompts,
-    make_record,
     read_prompts_jsonl,
     write_jsonl,
 )
+from specrepro.data.record import PromptRecord, make_record
 from specrepro.data.spider import load_spider, spider_coverage, spider_db_path
 from specrepro.data.squad import load_squad
 from specrepro.data.subsample import complement, subsample

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from specrepro.data.fetch import DataError
-from specrepro.data.prompts import PromptRecord, make_record
+from specrepro.data.record import PromptRecord, make_record
 
 MTBENCH_FILE = "mtbench/question.jsonl"
 

@@ -1,11 +1,5 @@
-"""Prompt records: loading by dataset, seeded subsets, training prompts and JSONL I/O.
-
-A prompt record is a plain JSON-serialisable dict shaped like an MT-bench question:
-{"question_id", "dataset", "turns", "few_shot", "system", "answer_format", "reference",
-"conversation"}. answer_format says where an answer ends (specrepro.answers: "free", "line" or
-"sql"); conversation, when not null, is the prompt format the record is written for
-(prompting.CONVERSATIONS), overriding the pair's.
-"""
+"""Prompt records by dataset: loading, seeded subsets (evaluated, tuning, training) and JSONL
+I/O. The record itself is data/record.py's."""
 
 from __future__ import annotations
 
@@ -13,76 +7,32 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from specrepro.answers import ANSWER_FORMATS, check_format
 from specrepro.data.fetch import DataError
 from specrepro.data.manifest import DATASET_NAMES
+from specrepro.data.mtbench import load_mtbench
+from specrepro.data.record import PromptRecord, make_record, record_key
+from specrepro.data.spider import load_spider
+from specrepro.data.squad import load_squad
 from specrepro.data.subsample import complement, subsample
-from specrepro.prompting import CONVERSATIONS, check_conversation
+from specrepro.prompting import CONVERSATIONS
 
-
-class FewShot(TypedDict):
-    user: str
-    assistant: str
-
-
-class PromptRecord(TypedDict):
-    question_id: str
-    dataset: str
-    turns: list[str]
-    few_shot: list[FewShot]
-    system: str | None
-    answer_format: str
-    reference: dict[str, Any]
-    conversation: str | None
-
-
-def make_record(
-    question_id: str | int,
-    dataset: str,
-    turns: Sequence[str],
-    few_shot: Sequence[FewShot] = (),
-    system: str | None = None,
-    answer_format: str = "free",
-    reference: dict[str, Any] | None = None,
-    conversation: str | None = None,
-) -> PromptRecord:
-    """A prompt record with every field present, in the canonical key order."""
-    return {
-        "question_id": str(question_id),
-        "dataset": dataset,
-        "turns": list(turns),
-        "few_shot": [{"user": s["user"], "assistant": s["assistant"]} for s in few_shot],
-        "system": system,
-        "answer_format": check_format(answer_format),
-        "reference": dict(reference or {}),
-        "conversation": None if conversation is None else check_conversation(conversation),
-    }
-
-
-def record_key(record: PromptRecord) -> str:
-    """Key unique across datasets (question ids alone may collide between datasets)."""
-    return f"{record['dataset']}:{record['question_id']}"
-
-
-def _loaders() -> dict[str, Callable[[Path], list[PromptRecord]]]:
-    # Imported here because the loader modules import make_record from this module.
-    from specrepro.data.mtbench import load_mtbench
-    from specrepro.data.spider import load_spider
-    from specrepro.data.squad import load_squad
-
-    return {"mtbench": load_mtbench, "squad": load_squad, "spider": load_spider}
+_LOADERS: dict[str, Callable[[Path], list[PromptRecord]]] = {
+    "mtbench": load_mtbench,
+    "squad": load_squad,
+    "spider": load_spider,
+}
 
 
 def load_records(dataset: str, data_dir: Path) -> list[PromptRecord]:
     """Every prompt record of a dataset, in file order (Spider: only available databases)."""
-    loaders = _loaders()
-    if dataset not in loaders:
+    if dataset not in _LOADERS:
         raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
-    return loaders[dataset](Path(data_dir))
+    return _LOADERS[dataset](Path(data_dir))
 
 
 def load_prompts(dataset: str, data_dir: Path, n: int | None, seed: int) -> list[PromptRecord]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from specrepro.data.fetch import DataError
 from specrepro.data.manifest import SPIDER_SAMPLE_DBS, spider_sqlite_path
-from specrepro.data.prompts import PromptRecord, make_record
+from specrepro.data.record import PromptRecord, make_record
 
 SPIDER_DEV_FILE = "spider/dev.json"
 SPIDER_TABLES_FILE = "spider/tables.json"

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from specrepro.data.fetch import DataError
-from specrepro.data.prompts import FewShot, PromptRecord, make_record
+from specrepro.data.record import FewShot, PromptRecord, make_record
 
 SQUAD_FILE = "squad/dev-v1.1.json"
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
 from specrepro.decoding.eagle2 import check_positive, check_tree_size
-from specrepro.decoding.tree_rounds import DepthRule, draft_dynamic_tree, generate_with_trees
+from specrepro.decoding.tree_rounds import generate_with_trees
+from specrepro.engine.dynamic_tree import draft_dynamic_tree
+from specrepro.engine.host_reads import DepthRule
 
 NEEDS_DRAFT = False
 NEEDS_HEAD = True

@@ -36,6 +36,9 @@ beam sampling's law; the paper trades that for memory.
 The output among pooled beams is the reference's: the best beam score over length
 (engine/beams.py, Beam.normalised), shared with `beam`.
 
+This module holds the parameters and the round loop; a round's two phases are engine
+machinery: engine/forest_draft.py drafts the forest, engine/forest_verify.py verifies it.
+
 Host work per round: the prompt is cached once through the runner's plain causal forward
 (`prefill`), so the forest holds only each beam's newest token and the drafts; a verified level
 is read to the host once (its acceptance tests against every residual in the chain, its count
@@ -49,26 +52,33 @@ every draw; and the energy window holds generation only (the harness scores outs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
 from specrepro.decoding.beam import check_beam_params, require_sampling
-from specrepro.engine.beams import (
-    Beam,
-    BeamPool,
-    Draws,
-    count_law,
-    dynamic_width,
-    fill_level,
-    joint_distribution,
-    level_tables,
-    make_draws,
-)
+from specrepro.engine.beams import Beam, BeamPool, make_draws
 from specrepro.engine.forest import keep_paths, keep_rows, rows_forward, shared_forward
-from specrepro.engine.stopping import StopScan
+from specrepro.engine.forest_draft import (
+    DraftNode,
+    LiveBeam,
+    chain_nodes,
+    draft_forest,
+)
+from specrepro.engine.forest_verify import verify_round
 from specrepro.engine.tree import to_device
+
+__all__ = [
+    "LAYOUTS",
+    "NEEDS_DRAFT",
+    "NEEDS_SAMPLING",
+    "REFILL_RULES",
+    "RENAMED_KEYS",
+    "Params",
+    "generate",
+    "prefill",
+]
 
 NEEDS_DRAFT = True
 NEEDS_SAMPLING = True
@@ -123,229 +133,6 @@ class Params:
             raise MethodError(
                 f"dsbd: memory_efficient must be true or false, got {self.memory_efficient!r}"
             )
-
-
-@dataclass
-class LiveBeam:
-    beam: Beam
-    feed: list[int]  # target tokens not yet cached: the newest token
-    path: list[int]  # shared-prefix layout: the beam's cached target positions
-    draft_feed: list[int]
-    draft_path: list[int]
-
-
-@dataclass
-class DraftNode:
-    parent: int  # index in the previous level (level 1: a live beam)
-    token: int
-    tokens: list[int]  # the beam's generated tokens, this one last
-    score: float  # the draft's beam score
-    finished: bool
-    up: DraftNode | None = None  # the node it was drawn from (None for a live beam's root)
-    path: list[int] | None = None  # draft cache positions, once fed
-    scan: StopScan | None = field(default=None, repr=False)  # the stop rule's scan of tokens
-
-
-@dataclass
-class DraftLevel:
-    nodes: list[DraftNode]
-    q: torch.Tensor  # the draft's joint over (previous-level node, token), flat
-    picks: list[int]  # the W drafts, flat indices into q
-
-
-def chain_nodes(feeds: list[list[int]]) -> tuple[list[int], list[int], list[int], int]:
-    """Nodes for each beam's uncached tokens: (tokens, parents, bases, skip). All but the last
-    token of every chain come first (the `skip` nodes that need no logits); node skip + b is
-    beam b's newest token."""
-    tokens: list[int] = []
-    parents: list[int] = []
-    bases: list[int] = []
-    last: list[int] = []
-    for b, feed in enumerate(feeds):
-        parent = -1
-        for token in feed[:-1]:
-            tokens.append(token)
-            parents.append(parent)
-            bases.append(b)
-            parent = len(tokens) - 1
-        last.append(parent)
-    skip = len(tokens)
-    for b, feed in enumerate(feeds):
-        tokens.append(feed[-1])
-        parents.append(last[b])
-        bases.append(b)
-    return tokens, parents, bases, skip
-
-
-def draft_forest(
-    ctx: DecodingContext,
-    live: list[LiveBeam],
-    depth: int,
-    params: Params,
-    pool: BeamPool,
-    draws: Draws,
-) -> tuple[list[DraftNode], list[DraftLevel]]:
-    """Beam-sample `depth` levels with the draft; returns the root nodes and the levels."""
-    draft = ctx.draft
-    assert draft is not None
-    tokens, parents, bases, skip = chain_nodes([lv.draft_feed for lv in live])
-    base_paths = [lv.draft_path for lv in live]
-    roots = [
-        DraftNode(
-            parent=b,
-            token=lv.feed[-1],
-            tokens=lv.beam.tokens,
-            score=lv.beam.score,
-            finished=False,
-            scan=lv.beam.scan,
-        )
-        for b, lv in enumerate(live)
-    ]
-    previous = roots
-    levels: list[DraftLevel] = []
-    for level in range(1, depth + 1):
-        logits, paths = shared_forward(draft, tokens, parents, bases, base_paths, logits_from=skip)
-        for node, path in zip(previous, paths[skip:], strict=True):
-            node.path = path
-        logq = torch.log_softmax(logits.double(), dim=-1)
-        beam_scores = to_device(
-            torch.tensor(
-                [float("-inf") if n.finished else n.score for n in previous], dtype=logq.dtype
-            ),
-            logq.device,
-        )
-        q = joint_distribution(
-            beam_scores[:, None] + logq, ctx.temperature, params.top_k, params.top_p
-        )
-        drawn = draws.sample(q, params.width)
-        # The draws and their log joint probabilities reach the host in one read (float64
-        # holds both exactly).
-        flat, kept = torch.stack([drawn.double(), q[drawn].log()]).tolist()
-        picks = [int(x) for x in flat]
-        vocab = logq.shape[-1]
-        nodes = []
-        for x, score in zip(picks, kept, strict=True):
-            row, token = divmod(x, vocab)
-            up = previous[row]
-            seq = up.tokens + [token]
-            scan = pool.scan(up.scan, seq)
-            nodes.append(DraftNode(row, token, seq, score, pool.stop.finished(scan), up, scan=scan))
-        levels.append(DraftLevel(nodes, q, picks))
-        if level == depth or all(n.finished for n in nodes):
-            break
-        tokens = [n.token for n in nodes]
-        parents = [-1] * len(nodes)
-        bases = list(range(len(nodes)))
-        base_paths = [previous[n.parent].path for n in nodes]
-        skip = 0
-        previous = nodes
-    return roots, levels
-
-
-@dataclass
-class RoundOutcome:
-    final: list[tuple[Beam, int]]  # live beams after the round and their parent forest node
-    widths: list[int]  # the width chosen at each verified level
-    complete: int  # levels whose every slot was filled by an accepted draft
-    new_levels: int  # levels that produced beams (tokens advanced this round)
-
-
-def verify_round(
-    ctx: DecodingContext,
-    live: list[LiveBeam],
-    levels: list[DraftLevel],
-    logits: torch.Tensor,
-    params: Params,
-    pool: BeamPool,
-    draws: Draws,
-) -> RoundOutcome:
-    """Level-by-level acceptance. logits: the target's, one row per forest node in the order
-    roots, then each level's nodes. Host reads: one per verified level (`level_tables`), one
-    more for the draws of a level's unfilled slots or of the bonus level."""
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    device = logp.device
-    vocab = logp.shape[-1]
-    rows_of_previous = list(range(len(live)))  # logits row of each previous-level node
-    valid = {b: lv.beam for b, lv in enumerate(live)}  # previous-level index -> live beam
-    next_row = len(live)
-    widths: list[int] = []
-    width_at_end = 1 if params.memory_efficient else params.width
-
-    def joint(valid: dict[int, Beam], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(p, the token log-probabilities of every (previous node, token), flat)."""
-        scores = [float("-inf")] * len(rows)
-        for index, beam in valid.items():
-            scores[index] = beam.score
-        where = to_device(torch.tensor(rows + scores, dtype=torch.float64), device)
-        token_logp = logp[where[: len(rows)].long()]
-        p = joint_distribution(
-            where[len(rows) :, None] + token_logp, ctx.temperature, params.top_k, params.top_p
-        )
-        return p, token_logp.reshape(-1)
-
-    def beams_of(
-        picks: list[int], scores: list[float], token_logps: list[float]
-    ) -> list[tuple[Beam, int]]:
-        out = []
-        for x, score, token_logp in zip(picks, scores, token_logps, strict=True):
-            index, token = divmod(int(x), vocab)
-            beam = pool.extend(valid[index], token, score, token_logp)
-            out.append((beam, rows_of_previous[index]))
-        return out
-
-    def read(drawn: torch.Tensor, p: torch.Tensor, flat_logp: torch.Tensor):
-        """Draws with their joint and token log-probabilities, in one host read."""
-        picks, scores, token_logps = torch.stack(
-            [drawn.double(), p[drawn].log(), flat_logp[drawn]]
-        ).tolist()
-        return beams_of([int(x) for x in picks], scores, token_logps)
-
-    def finish(made: list[tuple[Beam, int]]) -> list[tuple[Beam, int]]:
-        still = []
-        for beam, row in made:
-            if pool.done(beam):
-                pool.add(beam)
-            else:
-                still.append((beam, row))
-        return still
-
-    for count, level in enumerate(levels):
-        p, flat_logp = joint(valid, rows_of_previous)
-        drafts = level.picks
-        tables = level_tables(p, level.q, drafts, draws, extra=flat_logp[None])
-        width = dynamic_width(
-            count_law(tables.alphas, len(drafts)), params.w_thres, params.min_width
-        )
-        widths.append(width)
-        # When the level is not fully accepted: the reference's refill to W, the level's own
-        # width, or (memory-efficient) the open slot's draw alone.
-        fill = 0 if params.memory_efficient else (
-            params.width if params.refill == "W" else width
-        )  # fmt: skip
-        outcome = fill_level(p, tables, drafts, width, draws, fill)
-        made = beams_of(
-            outcome.samples,
-            [tables.log_p[j] for j in outcome.accepted],
-            [tables.extra[0][j] for j in outcome.accepted],
-        )
-        if not outcome.complete:
-            assert outcome.pending is not None
-            made += read(outcome.pending, p, flat_logp)
-            if params.memory_efficient:
-                made = [made[outcome.residual]]
-            return RoundOutcome(finish(made), widths, count, count + 1)
-        accepted = {j: beam for j, (beam, _) in zip(outcome.accepted, made, strict=True)}
-        valid = {j: beam for j, beam in accepted.items() if not pool.done(beam)}
-        for j, beam in accepted.items():
-            if j not in valid:
-                pool.add(beam)
-        rows_of_previous = list(range(next_row, next_row + len(level.nodes)))
-        next_row += len(level.nodes)
-        if not valid:
-            return RoundOutcome([], widths, count + 1, count + 1)
-    p, flat_logp = joint(valid, rows_of_previous)
-    bonus = read(draws.sample(p, width_at_end), p, flat_logp)
-    return RoundOutcome(finish(bonus), widths, len(levels), len(levels) + 1)
 
 
 def prefill(ctx: DecodingContext, prompt: list[int]) -> list[int]:

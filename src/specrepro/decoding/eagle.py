@@ -6,12 +6,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from specrepro.decoding.base import DecodingContext, GenerationResult
-from specrepro.decoding.tree_rounds import (
-    EAGLE1_TREE,
-    StaticTree,
-    draft_static_tree,
-    generate_with_trees,
-)
+from specrepro.decoding.tree_rounds import EAGLE1_TREE, generate_with_trees
+from specrepro.engine.static_tree import StaticTree, draft_static_tree
 
 NEEDS_DRAFT = False
 NEEDS_HEAD = True

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
-from specrepro.decoding.tree_rounds import draft_dynamic_tree, generate_with_trees
+from specrepro.decoding.tree_rounds import generate_with_trees
+from specrepro.engine.dynamic_tree import draft_dynamic_tree
 
 NEEDS_DRAFT = False
 NEEDS_HEAD = True
