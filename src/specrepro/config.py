@@ -10,6 +10,7 @@ import yaml
 
 from specrepro.decoding.base import MethodError, get_method, make_params, needed_roles
 from specrepro.models.loader import ModelError, ModelSpec
+from specrepro.planning import PlanError, make_plan, study_families, sweep_points
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -109,6 +110,11 @@ def validate_config(config: object, source: str = "config") -> None:
         for name, entry in config.get(section, {}).items():
             if name not in registry:
                 raise ConfigError(f"{source}: {section}.{name} has no models.registry entry")
+            if registry[name]["source"] != "built":
+                raise ConfigError(
+                    f"{source}: {section}.{name} is trained by the workflow, so its "
+                    "models.registry entry needs `source: built` and the `path` it is written to"
+                )
             if entry["teacher"] not in teachers:
                 raise ConfigError(
                     f"{source}: {section}.{name}.teacher {entry['teacher']!r} has no teachers "
@@ -150,8 +156,17 @@ def validate_config(config: object, source: str = "config") -> None:
                     f"{source}: method {method!r} ({algorithm}) samples beams and needs T > 0; "
                     f"restrict it with runs.only_temperatures: {{{method}: [1.0]}}"
                 )
+    baseline = runs.get("baseline", "vanilla")
+    try:
+        resolve_method(config, baseline)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: runs.baseline {baseline!r}: {err}") from err
     _validate_sweep(config, source)
     _validate_study(config, source)
+    try:
+        make_plan(config)
+    except PlanError as err:
+        raise ConfigError(f"{source}: {err}") from err
 
 
 def _validate_study(config: dict, source: str) -> None:
@@ -176,11 +191,9 @@ def _validate_study(config: dict, source: str) -> None:
     for other in study.get("roles", {}):
         if other not in study.get("pairs", []):
             raise ConfigError(f"{where}.roles names {other!r}, not one of its pairs")
-    families = dict(study.get("families", {}))
-    if study.get("depths"):
-        if "depth" in families:
-            raise ConfigError(f"{where}: give the depth family as `depths` or families.depth")
-        families["depth"] = {"depths": study["depths"]}
+    if study.get("depths") and "depth" in study.get("families", {}):
+        raise ConfigError(f"{where}: give the depth family as `depths` or families.depth")
+    families = study_families(study)
     if families:
         _validate_study_family(config, study, pair["draft"], families, where)
     for method, temperatures in study["methods"].items():
@@ -209,7 +222,7 @@ def _validate_study(config: dict, source: str) -> None:
         if not study.get("gammas"):
             raise ConfigError(f"{where}.tune_questions: there is no `gammas` sweep to tune")
         ran = study.get("questions", {}).get(dataset, config["datasets"][dataset]["n"])
-        if tune >= ran:
+        if ran is not None and tune >= ran:
             raise ConfigError(
                 f"{where}.tune_questions.{dataset} = {tune} leaves none of the {ran} study "
                 "questions to report on (the best gamma is reported on the others)"
@@ -255,10 +268,9 @@ def _validate_sweep(config: dict, source: str) -> None:
     for pair in sweep.get("pairs", config["runs"]["pairs"]):
         if pair not in config["pairs"] or "head" not in config["pairs"][pair]:
             raise ConfigError(f"{source}: sweeps.ddd.pairs names {pair!r}, not a pair with a head")
-    for threshold in sweep["thresholds"]:
-        for levels in sweep["check_levels"]:
-            entry = {**base, "threshold": threshold, "check_levels": levels}
-            _check_method_entry(entry, f"{source}: sweeps.ddd point x={threshold} S={levels}")
+    for name, entry in sweep_points(config).items():
+        where = f"sweeps.ddd point x={entry['threshold']} S={entry['check_levels']} ({name})"
+        _check_method_entry(entry, f"{source}: {where}")
 
 
 # Keys of a method entry that the harness reads; every other key is the algorithm's parameter.

@@ -1,12 +1,12 @@
 rule fetch_data:
     output:
-        f"{config['data']['dir']}/{{dataset}}/fetch_record.json",
-    params:
-        entries=as_json(fetch_entries),
+        PLAN.fetch_record(),
     log:
         "logs/data/fetch_{dataset}.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("fetch_data"),
     shell:
         "specrepro fetch-data --set-json {params.entries:q} --dataset {wildcards.dataset} > {log} 2>&1"
 
@@ -16,13 +16,13 @@ rule prompts:
         rules.fetch_data.output,
     output:
         "results/prompts/{dataset}.jsonl",
-    params:
-        entries=as_json(prompt_entries),
-    wildcard_constraints:
-        dataset="|".join(re.escape(d) for d in config["datasets"]),
     log:
         "logs/data/prompts_{dataset}.log",
+    wildcard_constraints:
+        dataset=PLAN.constraint(PLAN.datasets),
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("prompts"),
     shell:
         "specrepro prompts --set-json {params.entries:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

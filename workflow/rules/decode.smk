@@ -1,24 +1,29 @@
 rule generate:
     input:
         prompts="results/prompts/{dataset}.jsonl",
-        models=decode_models,
+        models=PLAN.decode_models,
     output:
         "results/raw/{target}/{dataset}/T{temperature}-s{seed}.jsonl",
-    params:
-        entries=as_json(generate_entries),
-        members=member_args,
-        max_new_tokens=max_new_tokens,
-        dtype=RUNS["dtype"],
+    log:
+        "logs/decode/{target}/{dataset}/T{temperature}-s{seed}.log",
+    benchmark:
+        "benchmarks/decode/{target}/{dataset}/T{temperature}-s{seed}.tsv"
     wildcard_constraints:
-        target="[^/]+",
+        target=PLAN.constraint(PLAN.targets),
+        dataset=PLAN.constraint(PLAN.datasets),
+        temperature=r"\d+(\.\d+)?",
+        seed=r"\d+",
+    conda:
+        "../envs/specrepro.yaml"
     # Timed runs never share the machine: each takes every core and the one timing slot.
     threads: ALL_CORES
     resources:
         timing_slot=1,
-    log:
-        "logs/decode/{target}/{dataset}/T{temperature}-s{seed}.log",
-    conda:
-        "../../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("generate"),
+        members=PLAN.member_args,
+        max_new_tokens=PLAN.max_new_tokens,
+        dtype=PLAN.runs_spec["dtype"],
     shell:
         "HF_HUB_OFFLINE=1 specrepro generate --set-json {params.entries:q} {params.members} "
         "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "

@@ -4,26 +4,23 @@ rule report_outputs:
         coverage="results/coverage.json",
     output:
         tables=report(
-            expand("figures/tables/table_{dataset}.{ext}", dataset=RUNS["datasets"], ext=["md", "tex"]),
+            PLAN.report_tables(),
             category="Tables",
             caption="../report/tables.rst",
         ),
-        runs=report(
-            "figures/tables/runs.csv", category="Tables", caption="../report/tables.rst"
-        ),
+        runs=report("figures/tables/runs.csv", category="Tables", caption="../report/tables.rst"),
         figures=[
-            report(f"figures/{name}.{ext}", category="Figures", caption=f"../report/{name}.rst")
-            for name in FIGURES
-            for ext in ("png", "pdf")
+            report(path, category="Figures", caption=f"../report/{name}.rst")
+            for name, path in PLAN.report_figures_by_name()
         ],
-    params:
-        baseline=RUNS.get("baseline", "vanilla"),
-        skip=SWEEP_ONLY,
-        skip_pairs=STUDY_PAIRS,
     log:
         "logs/analysis/report.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        baseline=PLAN.baseline,
+        skip=PLAN.sweep_only,
+        skip_pairs=PLAN.study_pairs,
     shell:
         "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir figures/tables "
         "--figures-dir figures --baseline {params.baseline} --skip {params.skip} "
@@ -41,12 +38,12 @@ rule notebook:
             caption="../report/notebook.rst",
         ),
         summary="results/notebooks/summary.csv",
-    params:
-        baseline=RUNS.get("baseline", "vanilla"),
     log:
         "logs/analysis/notebook.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        baseline=PLAN.baseline,
     shell:
         "specrepro notebook --template {input.template} --tidy {input.tidy} --out {output.notebook} "
         "--summary-out {output.summary} --baseline {params.baseline} > {log} 2>&1"
@@ -56,19 +53,19 @@ rule claims:
     input:
         tidy="results/tidy.csv",
         claims=config.get("claims", []),
-        study=study_results(),
+        study=PLAN.study_results(),
     output:
         md=report("figures/tables/claims.md", category="Tables", caption="../report/claims.rst"),
         csv="figures/tables/claims.csv",
-    params:
-        baseline=RUNS.get("baseline", "vanilla"),
-        study=[f"{STUDY['pair']}={path}" for path in study_results()],
-        skip_pairs=STUDY_PAIRS,
-        skip=SWEEP_ONLY,
     log:
         "logs/analysis/claims.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        baseline=PLAN.baseline,
+        study=PLAN.study_result_args(),
+        skip_pairs=PLAN.study_pairs,
+        skip=PLAN.sweep_only,
     shell:
         "specrepro claims --tidy {input.tidy} --claims {input.claims} --baseline {params.baseline} "
         "--study {params.study} --skip-pairs {params.skip_pairs} --skip {params.skip} "
@@ -77,16 +74,16 @@ rule claims:
 
 rule ddd_table:
     input:
-        pair_tidy,
+        PLAN.pair_tidy,
     output:
         report("figures/tables/ddd_{pair}.md", category="Tables", caption="../report/ddd.rst"),
-    params:
-        baseline=RUNS.get("baseline", "vanilla"),
-        skip=SWEEP_ONLY,
     log:
         "logs/analysis/ddd_table_{pair}.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        baseline=PLAN.baseline,
+        skip=PLAN.sweep_only,
     shell:
         "specrepro ddd-table --tidy {input} --pair {wildcards.pair} --baseline {params.baseline} "
         "--skip {params.skip} --out {output} > {log} 2>&1"
@@ -94,23 +91,29 @@ rule ddd_table:
 
 rule ddd_sweep:
     input:
-        pair_tidy,
+        PLAN.pair_tidy,
     output:
         table=report(
-            "figures/tables/ddd_sweep_{pair}.md", category="Tables", caption="../report/ddd_sweep.rst"
+            "figures/tables/ddd_sweep_{pair}.md",
+            category="Tables",
+            caption="../report/ddd_sweep.rst",
         ),
         figures=[
-            report(f"figures/ddd_sweep_{{pair}}.{ext}", category="Figures", caption="../report/ddd_sweep.rst")
+            report(
+                f"figures/ddd_sweep_{{pair}}.{ext}",
+                category="Figures",
+                caption="../report/ddd_sweep.rst",
+            )
             for ext in ("png", "pdf")
         ],
-    params:
-        baseline=RUNS.get("baseline", "vanilla"),
-        dataset=SWEEP["dataset"] if SWEEP else "mtbench",
-        temperature=SWEEP["temperature"] if SWEEP else 0.0,
     log:
         "logs/analysis/ddd_sweep_{pair}.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        baseline=PLAN.baseline,
+        dataset=PLAN.sweep_setting("dataset"),
+        temperature=PLAN.sweep_setting("temperature"),
     shell:
         "specrepro ddd-sweep --tidy {input} --pair {wildcards.pair} --dataset {params.dataset} "
         "--temperature {params.temperature} --baseline {params.baseline} --out-md {output.table} "

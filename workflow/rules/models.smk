@@ -1,17 +1,16 @@
 rule prepare_model:
     output:
-        f"{config['models']['cache_dir']}/{{model}}/config.json",
-    params:
-        entries=as_json(model_entries),
+        PLAN.gguf_model_file(),
     log:
         "logs/models/prepare_{model}.log",
+    benchmark:
+        "benchmarks/models/prepare_{model}.tsv"
     wildcard_constraints:
-        model="|".join(
-            n for n, e in config["models"]["registry"].items() if e["source"] == "pypi_gguf"
-        )
-        or "NONE",
+        model=PLAN.constraint(PLAN.gguf_models),
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("model"),
     shell:
         "specrepro prepare-model --set-json {params.entries:q} --model {wildcards.model} > {log} 2>&1"
 
@@ -22,34 +21,31 @@ rule prepare_model:
 rule download_model:
     output:
         "resources/hub/{model}.json",
-    params:
-        entries=as_json(model_entries),
-        id=lambda w: config["models"]["registry"][w.model]["id"],
-        revision=hub_revision,
     log:
         "logs/models/download_{model}.log",
     wildcard_constraints:
-        model="|".join(re.escape(n) for n in HUB_MODELS) or "NONE",
+        model=PLAN.constraint(PLAN.hub_models),
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("model"),
+        id=PLAN.hub_id,
+        revision=PLAN.hub_revision,
     shell:
         "specrepro download-model --model {params.id} {params.revision} --out {output} > {log} 2>&1"
 
 
 rule train_prompts:
     input:
-        expand(
-            f"{config['data']['dir']}/{{dataset}}/fetch_record.json",
-            dataset=list(config["datasets"]),
-        ),
+        PLAN.fetch_records(),
     output:
         "results/teachers/{teacher}/train_prompts.jsonl",
-    params:
-        entries=as_json(train_prompt_entries),
     log:
         "logs/models/train_prompts_{teacher}.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("train_prompts"),
     shell:
         "specrepro train-prompts --set-json {params.entries:q} --teacher {wildcards.teacher} --out {output} > {log} 2>&1"
 
@@ -57,18 +53,20 @@ rule train_prompts:
 rule teacher_corpus:
     input:
         prompts="results/teachers/{teacher}/train_prompts.jsonl",
-        teacher=lambda w: model_ready(w.teacher),
+        teacher=lambda w: PLAN.model_ready(w.teacher),
     output:
         "resources/teachers/{teacher}/corpus.pt",
-    params:
-        entries=as_json(teacher_entries),
+    log:
+        "logs/models/teacher_corpus_{teacher}.log",
+    benchmark:
+        "benchmarks/models/teacher_corpus_{teacher}.tsv"
+    conda:
+        "../envs/specrepro.yaml"
     threads: ALL_CORES
     resources:
         timing_slot=1,
-    log:
-        "logs/models/teacher_corpus_{teacher}.log",
-    conda:
-        "../../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("teacher_corpus"),
     shell:
         "HF_HUB_OFFLINE=1 specrepro teacher-corpus --set-json {params.entries:q} --teacher {wildcards.teacher} "
         "--prompts {input.prompts} --out {output} > {log} 2>&1"
@@ -76,8 +74,8 @@ rule teacher_corpus:
 
 rule train_draft:
     input:
-        corpus=lambda w: teacher_corpus(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
-        teacher=lambda w: model_ready(config["drafts"][BUILT_DRAFTS[w.draft_dir]]["teacher"]),
+        corpus=PLAN.student_corpus,
+        teacher=PLAN.student_teacher,
     output:
         model="{draft_dir}/config.json",
         log=report(
@@ -85,18 +83,20 @@ rule train_draft:
             category="Draft models",
             caption="../report/draft.rst",
         ),
-    params:
-        draft=lambda w: BUILT_DRAFTS[w.draft_dir],
-        entries=as_json(train_draft_entries),
+    log:
+        "logs/models/train_draft_{draft_dir}.log",
+    benchmark:
+        "benchmarks/models/train_draft_{draft_dir}.tsv"
     wildcard_constraints:
-        draft_dir="|".join(re.escape(path) for path in BUILT_DRAFTS) or "NONE",
+        draft_dir=PLAN.constraint(list(PLAN.built_drafts)),
+    conda:
+        "../envs/specrepro.yaml"
     threads: ALL_CORES
     resources:
         timing_slot=1,
-    log:
-        "logs/models/train_draft_{draft_dir}.log",
-    conda:
-        "../../envs/specrepro.yaml"
+    params:
+        draft=lambda w: PLAN.built(w)[0],
+        entries=PLAN.entries("train_draft"),
     shell:
         "HF_HUB_OFFLINE=1 specrepro train-draft --set-json {params.entries:q} --draft {params.draft} "
         "--corpus {input.corpus} --out {wildcards.draft_dir} > {log} 2>&1"
@@ -104,8 +104,8 @@ rule train_draft:
 
 rule train_head:
     input:
-        corpus=lambda w: teacher_corpus(config["heads"][BUILT_HEADS[w.head_dir]]["teacher"]),
-        teacher=lambda w: model_ready(config["heads"][BUILT_HEADS[w.head_dir]]["teacher"]),
+        corpus=PLAN.student_corpus,
+        teacher=PLAN.student_teacher,
     output:
         model="{head_dir}/config.json",
         log=report(
@@ -113,18 +113,20 @@ rule train_head:
             category="Draft models",
             caption="../report/head.rst",
         ),
-    params:
-        head=lambda w: BUILT_HEADS[w.head_dir],
-        entries=as_json(train_head_entries),
+    log:
+        "logs/models/train_head_{head_dir}.log",
+    benchmark:
+        "benchmarks/models/train_head_{head_dir}.tsv"
     wildcard_constraints:
-        head_dir="|".join(re.escape(path) for path in BUILT_HEADS) or "NONE",
+        head_dir=PLAN.constraint(list(PLAN.built_heads)),
+    conda:
+        "../envs/specrepro.yaml"
     threads: ALL_CORES
     resources:
         timing_slot=1,
-    log:
-        "logs/models/train_head_{head_dir}.log",
-    conda:
-        "../../envs/specrepro.yaml"
+    params:
+        head=lambda w: PLAN.built(w)[0],
+        entries=PLAN.entries("train_head"),
     shell:
         "HF_HUB_OFFLINE=1 specrepro train-head --set-json {params.entries:q} --head {params.head} "
         "--corpus {input.corpus} --out {wildcards.head_dir} > {log} 2>&1"

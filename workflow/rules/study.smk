@@ -5,31 +5,27 @@
 
 rule latency_profile:
     input:
-        target=lambda w: model_ready(config["pairs"][w.pair]["target"]),
-        drafts=lambda w: [model_ready(d) for d in latency_drafts()],
+        target=lambda w: PLAN.model_ready(PLAN.pair_target(w)),
+        drafts=PLAN.latency_draft_files(),
     output:
         "results/draft_design/{pair}/latency_{scale}.json",
-    params:
-        entries=as_json(latency_entries),
-        target=lambda w: config["pairs"][w.pair]["target"],
-        members=lambda w: latency_members() if w.scale == "default" else "",
-        budget=lambda w: config.get("drafts", {})
-        .get(config["pairs"][w.pair]["draft"], {})
-        .get("num_layers", 1),
-        settings=" ".join(
-            f"--{key.replace('_', '-')} {value}"
-            for key, value in (STUDY or {}).get("latency", {}).items()
-            if key != "paper_scale"
-        ),
+    log:
+        "logs/draft_design/latency_{pair}_{scale}.log",
+    benchmark:
+        "benchmarks/draft_design/latency_{pair}_{scale}.tsv"
     wildcard_constraints:
         scale="default|paper",
+    conda:
+        "../envs/specrepro.yaml"
     threads: ALL_CORES
     resources:
         timing_slot=1,
-    log:
-        "logs/draft_design/latency_{pair}_{scale}.log",
-    conda:
-        "../../envs/specrepro.yaml"
+    params:
+        entries=PLAN.entries("latency_profile"),
+        target=PLAN.pair_target,
+        members=PLAN.latency_members,
+        budget=PLAN.latency_budget,
+        settings=PLAN.latency_settings(),
     shell:
         "HF_HUB_OFFLINE=1 specrepro latency-profile --set-json {params.entries:q} --scale {wildcards.scale} "
         "--target {params.target} --budget-layers {params.budget} {params.members} {params.settings} "
@@ -38,23 +34,21 @@ rule latency_profile:
 
 rule draft_quality:
     input:
-        corpus=lambda w: teacher_corpus(config["pairs"][w.pair]["target"]),
-        draft=lambda w: model_ready(w.draft),
-        prompts=quality_prompts,
+        corpus=lambda w: PLAN.teacher_corpus(PLAN.pair_target(w)),
+        draft=lambda w: PLAN.model_ready(w.draft),
+        prompts=PLAN.quality_prompts,
     output:
         "results/draft_design/{pair}/quality_{draft}.json",
-    params:
-        entries=as_json(quality_entries),
-        accuracy=lambda w, input: (
-            "--accuracy " + " ".join(f"{d}={p}" for d, p in zip(accuracy_datasets(), input.prompts))
-            if input.prompts
-            else ""
-        ),
-    threads: ALL_CORES
     log:
         "logs/draft_design/quality_{pair}_{draft}.log",
+    benchmark:
+        "benchmarks/draft_design/quality_{pair}_{draft}.tsv"
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    threads: ALL_CORES
+    params:
+        entries=PLAN.entries("draft_quality"),
+        accuracy=PLAN.accuracy_args,
     shell:
         "HF_HUB_OFFLINE=1 specrepro draft-quality --set-json {params.entries:q} --draft {wildcards.draft} "
         "--pair {wildcards.pair} --corpus {input.corpus} {params.accuracy} --out {output} > {log} 2>&1"
@@ -62,12 +56,12 @@ rule draft_quality:
 
 rule draft_design_report:
     input:
-        tidy=pair_tidy,
-        quality=quality_files() if STUDY else [],
-        latency=study_latency("default"),
-        paper_latency=study_latency("paper"),
-        logs=lambda w: list(training_logs().values()) if STUDY else [],
-        prompts=lambda w: [f"results/prompts/{d}.jsonl" for d in STUDY["datasets"]] if STUDY else [],
+        tidy=PLAN.pair_tidy,
+        quality=PLAN.quality_files(),
+        latency=PLAN.study_latency("default"),
+        paper_latency=PLAN.study_latency("paper"),
+        logs=list(PLAN.training_logs().values()),
+        prompts=PLAN.study_prompts(),
     output:
         table=report(
             "figures/tables/draft_design_{pair}.md",
@@ -75,23 +69,21 @@ rule draft_design_report:
             caption="../report/draft_design.rst",
         ),
         results="results/draft_design/{pair}/results.json",
-        figures=[
-            report(
-                f"figures/draft_{kind}_{{pair}}.{ext}",
-                category="Figures",
-                caption="../report/draft_design.rst",
-            )
-            for kind in STUDY_FIGURES
-            for ext in ("png", "pdf")
-        ],
-    params:
-        members=study_report_args,
-        paper=lambda w, input: f"--paper-latency {input.paper_latency}" if input.paper_latency else "",
-        baseline=RUNS.get("baseline", "vanilla"),
+        figures=report(
+            PLAN.study_figures("{pair}"),
+            category="Figures",
+            caption="../report/draft_design.rst",
+        ),
     log:
         "logs/draft_design/report_{pair}.log",
     conda:
-        "../../envs/specrepro.yaml"
+        "../envs/specrepro.yaml"
+    params:
+        members=PLAN.study_report_args,
+        paper=lambda w, input: (
+            f"--paper-latency {input.paper_latency}" if input.paper_latency else ""
+        ),
+        baseline=PLAN.baseline,
     shell:
         "specrepro draft-design-report --tidy {input.tidy} --pair {wildcards.pair} {params.members} "
         "--latency {input.latency} {params.paper} --baseline {params.baseline} --out-md {output.table} "

