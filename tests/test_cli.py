@@ -153,8 +153,11 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
         ),
         # A trained draft needs a folder to be written to; speedups need a known baseline.
         (
-            DEFAULT_CONFIG.read_text().replace("source: built", "source: local", 1),
-            "needs `source: built`",
+            DEFAULT_CONFIG.read_text().replace(
+                "source: built\n      path: resources/models/smollm2-draft-2l",
+                "source: hub\n      id: someone/some-draft",
+            ),
+            "needs the `path` it is written to",
         ),
         (DEFAULT_CONFIG.read_text().replace("baseline: vanilla", "baseline: vanila"), "vanila"),
         # A configured entry under a name the study generates would silently replace it.

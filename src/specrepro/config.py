@@ -110,10 +110,10 @@ def validate_config(config: object, source: str = "config") -> None:
         for name, entry in config.get(section, {}).items():
             if name not in registry:
                 raise ConfigError(f"{source}: {section}.{name} has no models.registry entry")
-            if registry[name]["source"] != "built":
+            if "path" not in registry[name]:
                 raise ConfigError(
                     f"{source}: {section}.{name} is trained by the workflow, so its "
-                    "models.registry entry needs `source: built` and the `path` it is written to"
+                    "models.registry entry needs the `path` it is written to (`source: built`)"
                 )
             if entry["teacher"] not in teachers:
                 raise ConfigError(
