@@ -40,8 +40,7 @@ lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check workflow
 
-dry-# workflow/Snakefile loads its profile, workflow/profiles/default, by itself.
-run: install
+dry-run: install
 	$(BIN)/snakemake -n
 
 # Checks that need a CUDA GPU (sync-free draft levels, ddd_async vs ddd under a delayed stream,
