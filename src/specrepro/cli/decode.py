@@ -28,7 +28,7 @@ def generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int4"], default="float32")
     p.add_argument("--device", default=None, help="torch device (default: runs.device or cpu)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up generations (not recorded)")
     p.add_argument("--out", required=True, help="result JSONL (resumed if a partial file exists)")

