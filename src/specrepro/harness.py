@@ -20,7 +20,9 @@ from specrepro.models.loader import (
     fingerprint,
     load_model,
     load_tokenizer,
+    resolve,
 )
+from specrepro.models.vocab_subset import apply_saved_subset, subset_size
 from specrepro.prompting import default_conversation
 
 
@@ -56,21 +58,41 @@ def load_pair(
             models[spec.name] = (model, fingerprint(spec, model, cache_root))
         return models[spec.name]
 
+    def with_subset(spec: ModelSpec, model: torch.nn.Module) -> torch.nn.Module:
+        """A drafter whose folder holds vocab_subset.json drafts from that subset only
+        (models/vocab_subset.py), on its own lm_head attribute: an EAGLE head's target module
+        is left as it is."""
+        if spec.source != "hub":
+            apply_saved_subset(model, resolve(spec, cache_root))
+        return model
+
     target, target_print = load(
         target_spec, lambda: load_model(target_spec, dtype, device, cache_root)[0]
     )
+    if subset_size(target):
+        # Models are shared by name within a job: one loaded as a drafter keeps its subset head.
+        raise ModelError(
+            f"pair {pair_name!r}: target {pair['target']!r} drafts from a vocabulary subset "
+            "(vocab_subset.json in its folder) and cannot be verified against"
+        )
     fingerprints = {"target": target_print}
     draft = None
     if draft_spec is not None:
         draft, fingerprints["draft"] = load(
-            draft_spec, lambda: load_model(draft_spec, dtype, device, cache_root)[0]
+            draft_spec,
+            lambda: with_subset(draft_spec, load_model(draft_spec, dtype, device, cache_root)[0]),
         )
     head = None
     if "head" in roles:
         head_spec = model_spec(config, pair["head"])
         head, fingerprints["head"] = load(
-            head_spec, lambda: load_head_model(head_spec, target, cache_root)
+            head_spec,
+            lambda: with_subset(head_spec, load_head_model(head_spec, target, cache_root)),
         )
+    # The folder fingerprints already cover vocab_subset.json; the size makes a record readable.
+    for role, model in (("draft", draft), ("head", head)):
+        if model is not None and subset_size(model):
+            fingerprints[f"{role}_vocab_subset"] = str(subset_size(model))
     return LoadedPair(
         name=pair_name,
         target=target,

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from specrepro.cli.common import Subcommand, config_arg, load_teacher, section_entry
+
+if TYPE_CHECKING:
+    import torch
+
+    from specrepro.models.teacher import Sample
 
 
 def teacher_corpus_parser(sub: argparse._SubParsersAction) -> None:
@@ -92,20 +98,51 @@ def _student_job(args: argparse.Namespace, section: str, name: str) -> tuple:
     return entry, samples, summary, teacher, tokenizer, out
 
 
+def _subset_ids(
+    entry: dict, samples: list[Sample], teacher: torch.nn.Module, where: str
+) -> torch.Tensor | None:
+    """The entry's draft vocabulary subset (models/vocab_subset.py), chosen from the corpus
+    before training so that a bad value fails before the long run; None: full vocabulary."""
+    from specrepro.models.vocab_subset import check_subset_size, frequent_tokens
+
+    k = entry.get("vocab_subset")
+    if k is None:
+        return None
+    vocab = int(teacher.get_output_embeddings().weight.shape[0])
+    return frequent_tokens(samples, check_subset_size(k, vocab, where), vocab)
+
+
+def _training_entry(entry: dict) -> dict:
+    """The entry without the keys the training configs do not take (the subset is applied at
+    load time for decoding; training itself always sees the full vocabulary)."""
+    return {k: v for k, v in entry.items() if k != "vocab_subset"}
+
+
 def cmd_train_draft(args: argparse.Namespace) -> int:
     from specrepro.models.distill import DistillConfig, distill
+    from specrepro.models.vocab_subset import save_subset
 
     entry, samples, summary, teacher, tokenizer, out = _student_job(args, "drafts", args.draft)
-    distill(teacher, tokenizer, samples, DistillConfig.from_config(entry), out, summary)
+    subset = _subset_ids(entry, samples, teacher, f"drafts.{args.draft}")
+    cfg = DistillConfig.from_config(_training_entry(entry))
+    distill(teacher, tokenizer, samples, cfg, out, summary)
+    # Written into the published folder (a fresh one: publishing replaces the whole folder).
+    if subset is not None:
+        save_subset(out, subset)
     print(out)
     return 0
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
     from specrepro.models.train_head import HeadTrainConfig, train_and_save
+    from specrepro.models.vocab_subset import save_subset
 
     entry, samples, summary, target, _, out = _student_job(args, "heads", args.head)
-    train_and_save(target, samples, HeadTrainConfig.from_config(entry), out, summary)
+    subset = _subset_ids(entry, samples, target, f"heads.{args.head}")
+    cfg = HeadTrainConfig.from_config(_training_entry(entry))
+    train_and_save(target, samples, cfg, out, summary)
+    if subset is not None:
+        save_subset(out, subset)
     print(out)
     return 0
 
