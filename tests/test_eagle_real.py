@@ -51,9 +51,11 @@ def real_setup(smollm):
     samples = []
     for ids, ref in zip(prompts, refs, strict=True):
         runner = ModelRunner(model)
-        hidden = runner.forward(ids + ref, logits_from=len(ids + ref), want_hidden=True).hidden
-        empty = torch.zeros(0, 1)
-        samples.append(Sample(ids + ref, len(ids), empty, empty, hidden.detach()))
+        out = runner.forward(ids + ref, logits_from=len(ids) - 1, want_hidden=True)
+        # The head's token loss reads the target's top-k at every response token, as a corpus
+        # stores it (the logits at position t are the distribution of token t + 1).
+        top_logp, top_ids = torch.log_softmax(out.logits[: len(ref)], -1).topk(8, dim=-1)
+        samples.append(Sample(ids + ref, len(ids), top_ids, top_logp, out.hidden.detach()))
     torch.manual_seed(0)
     head = build_head(head_config_for(model), model)
     log = train_head(

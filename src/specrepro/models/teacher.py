@@ -32,6 +32,10 @@ class CorpusConfig:
     gen_batch_size: int = 8
     top_k: int = 32
     max_seq_len: int = 512
+    # Prompts keep their last this many tokens (the question and the assistant turn's start):
+    # a long SQuAD context or Spider schema costs prefill time here and training time in every
+    # student, and the students learn from the response positions, not the prompt's start.
+    max_prompt_tokens: int = 192
     seed: int = 0
 
     @classmethod
@@ -52,6 +56,13 @@ class Sample:
     features: torch.Tensor | None = None  # [len(ids), H]
 
 
+def truncated_prompts(encoded: list[list[int]], cfg: CorpusConfig) -> list[list[int]]:
+    """Each prompt's last `max_prompt_tokens` tokens, fewer if the response would not fit in
+    `max_seq_len`."""
+    keep = max(1, min(cfg.max_prompt_tokens, cfg.max_seq_len - cfg.gen_tokens))
+    return [ids[-keep:] for ids in encoded]
+
+
 @torch.inference_mode()
 def teacher_generations(
     teacher: PreTrainedModel,
@@ -60,54 +71,93 @@ def teacher_generations(
     cfg: CorpusConfig,
     conversation: str,
 ) -> list[Sample]:
-    """One Sample per prompt; the teacher samples the continuation."""
+    """One Sample per prompt, in prompt order, features included: the teacher samples the
+    continuation in batches of `gen_batch_size` through the runtime that decodes, and the
+    hidden states of those same forwards are the features (no second pass over the text)."""
     torch.manual_seed(cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [encode_turn(tokenizer, p, 0, [], conversation) for p in prompts]
-    keep_prompt = cfg.max_seq_len - cfg.gen_tokens
-    encoded = [ids[-keep_prompt:] for ids in encoded]
-    out: list[Sample] = []
+    encoded = truncated_prompts(encoded, cfg)
+    runner = ModelRunner(teacher, "teacher")
+    stop = {tokenizer.eos_token_id, pad}
+    out: dict[int, Sample] = {}
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
     batches = [order[i : i + cfg.gen_batch_size] for i in range(0, len(order), cfg.gen_batch_size)]
     for batch in tqdm(batches, desc="teacher generations"):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
-        gen = teacher.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=cfg.gen_tokens,
-            do_sample=cfg.gen_temperature > 0,
-            temperature=cfg.gen_temperature if cfg.gen_temperature > 0 else None,
-            top_k=None,
-            top_p=None,
-            pad_token_id=pad,
-            output_logits=True,
-            return_dict_in_generate=True,
+        samples = generate_batch(runner, [encoded[i] for i in batch], cfg, stop, pad)
+        out.update(zip(batch, samples, strict=True))
+    return [out[i] for i in range(len(encoded))]
+
+
+def generate_batch(
+    runner: ModelRunner, prompts: list[list[int]], cfg: CorpusConfig, stop: set[int], pad: int
+) -> list[Sample]:
+    """Left-padded prompts continued together: sampled tokens, the top-k log-probs of every
+    step's distribution (temperature 1) and the final-norm feature of every real position."""
+    b, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    real = torch.zeros((b, width), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        real[row, width - len(prompt) :] = True
+    # Every row counts positions from its own first real token, as it would alone. A pad sees
+    # only itself (a query that sees nothing gives NaN); no real token sees a pad.
+    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+    eye = torch.eye(width, dtype=torch.bool)
+    span = torch.ones(width, width, dtype=torch.bool).tril() & (real[:, None, :] | eye)
+    runner.reset(width + cfg.gen_tokens)
+    step = runner.forward(ids, positions, span_mask=span, logits_from=width - 1, want_hidden=True)
+    hidden, top_ids, top_logp, tokens = [step.hidden], [], [], []
+    done = torch.zeros(b, dtype=torch.bool)
+    for j in range(cfg.gen_tokens):
+        logits = step.logits[:, -1]
+        logp, top = torch.log_softmax(logits, dim=-1).topk(cfg.top_k, dim=-1)
+        top_ids.append(top)
+        top_logp.append(logp)
+        if cfg.gen_temperature > 0:
+            probs = torch.softmax(logits / cfg.gen_temperature, dim=-1)
+            token = torch.multinomial(probs, 1)[:, 0]
+        else:
+            token = logits.argmax(-1)
+        tokens.append(token)
+        done |= torch.tensor([int(t) in stop for t in token])
+        real = torch.cat([real, torch.ones(b, 1, dtype=torch.bool)], dim=1)
+        # This forward's hidden state is the feature of the token just sampled; after the last
+        # step it is needed for nothing else, so that step asks for no logits.
+        last = j + 1 == cfg.gen_tokens or bool(done.all())
+        step = runner.forward(
+            token[:, None],
+            positions[:, -1:] + j + 1,
+            span_mask=real[:, None, :],
+            logits_from=1 if last else 0,
+            want_hidden=True,
         )
-        logp = torch.log_softmax(torch.stack(gen.logits, dim=1).float(), dim=-1)  # [B, steps, V]
-        top_logp, top_ids = logp.topk(cfg.top_k, dim=-1)
-        eos = {tokenizer.eos_token_id, pad}
-        for row, i in enumerate(batch):
-            response = gen.sequences[row, width:].tolist()
-            cut = next((j + 1 for j, t in enumerate(response) if t in eos), len(response))
-            out.append(
-                Sample(
-                    ids=encoded[i] + response[:cut],
-                    n_prompt=len(encoded[i]),
-                    top_ids=top_ids[row, :cut].clone(),
-                    top_logp=top_logp[row, :cut].clone(),
-                )
+        hidden.append(step.hidden)
+        if last:
+            break
+    features = torch.cat(hidden, dim=1)
+    response = torch.stack(tokens, dim=1).tolist()
+    ids_k, logp_k = torch.stack(top_ids, dim=1), torch.stack(top_logp, dim=1)
+    samples = []
+    for row, prompt in enumerate(prompts):
+        cut = next((j + 1 for j, t in enumerate(response[row]) if t in stop), len(response[row]))
+        first = width - len(prompt)
+        samples.append(
+            Sample(
+                ids=prompt + response[row][:cut],
+                n_prompt=len(prompt),
+                top_ids=ids_k[row, :cut].clone(),
+                top_logp=logp_k[row, :cut].clone(),
+                features=features[row, first : width + cut].to("cpu", FEATURE_DTYPE),
             )
-    return out
+        )
+    return samples
 
 
 def add_features(teacher: PreTrainedModel, samples: list[Sample]) -> None:
-    """The teacher's final-norm hidden state at every position of every sample, in place (one
-    unpadded forward per sequence, through the same runtime that decodes)."""
+    """The teacher's final-norm hidden state at every position of every sample, in place, one
+    unpadded forward per sequence: the reference the batched features are tested against, and
+    features for samples that came without them."""
     runner = ModelRunner(teacher, "teacher")
     for sample in tqdm(samples, desc="teacher features"):
         runner.reset(len(sample.ids))
@@ -125,14 +175,14 @@ def build_corpus(
 ) -> list[Sample]:
     t0 = time.perf_counter()
     samples = teacher_generations(teacher, tokenizer, prompts, cfg, conversation)
-    t1 = time.perf_counter()
-    add_features(teacher, samples)
     summary = {
         "config": asdict(cfg),
         "n_sequences": len(samples),
         "response_tokens": sum(len(s.ids) - s.n_prompt for s in samples),
-        "generation_seconds": t1 - t0,
-        "feature_seconds": time.perf_counter() - t1,
+        "prompt_tokens": sum(s.n_prompt for s in samples),
+        # The features come from the generation's own forwards (no separate pass any more).
+        "generation_seconds": time.perf_counter() - t0,
+        "feature_seconds": 0.0,
         "prompt_ids": [p["question_id"] for p in prompts],
     }
     save_corpus(samples, summary, out)

@@ -2,16 +2,18 @@
 
 The head reads (embed(x_{t+1}), f_t + noise) and is trained to predict the target's next
 feature f_{t+1}: SmoothL1 on the feature (weight 1.0) plus cross-entropy through the frozen
-lm_head against the target's next-token distribution (weight 0.1). Uniform noise on the input
-features teaches the head to continue from its own imperfect features, as it must when it
-drafts several levels. The target's embedding and lm_head stay frozen.
+lm_head against the target's next-token distribution (weight 0.1), the top-k log-probs the
+teacher corpus stored for that token (renormalised over the k, as a draft learns them), so the
+target's distribution costs no second lm_head pass. Uniform noise on the input features teaches
+the head to continue from its own imperfect features, as it must when it drafts several levels.
+The target's embedding and lm_head stay frozen.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +36,9 @@ class HeadTrainConfig:
     noise: float = 0.2  # input features get uniform noise in [-noise/2, noise/2]
     holdout_fraction: float = 0.1
     seed: int = 0
+    # Training cost on CPU grows with every position: prompt tokens kept before each training
+    # response (None: all). The held-out figures always see the whole sample.
+    context_tokens: int | None = None
 
     @classmethod
     def from_config(cls, entry: dict) -> HeadTrainConfig:
@@ -46,6 +51,8 @@ class _Batch:
     features: torch.Tensor  # [B, W, H]
     valid: torch.Tensor  # [B, W - 1] position t predicts f_{t+1} of a real token
     response: torch.Tensor  # [B, W - 1] ... and x_{t+2} is a generated token
+    top_ids: torch.Tensor  # [response positions, k] the target's top-k for x_{t+2}, in the
+    top_logp: torch.Tensor  # row-major order of `response`
 
 
 def _batch(samples: list[Sample], device: torch.device) -> _Batch:
@@ -55,14 +62,38 @@ def _batch(samples: list[Sample], device: torch.device) -> _Batch:
     feats = torch.zeros(len(samples), width, hidden)
     valid = torch.zeros(len(samples), width - 1, dtype=torch.bool)
     response = torch.zeros_like(valid)
+    top_ids, top_logp = [], []
     for row, s in enumerate(samples):
         n = len(s.ids)
         ids[row, :n] = torch.tensor(s.ids)
         feats[row, :n] = s.features.float()
         valid[row, : n - 1] = True
         # Prediction at t gives the distribution of x_{t+2}; keep those inside the response.
-        response[row, max(s.n_prompt - 2, 0) : n - 2] = True
-    return _Batch(ids.to(device), feats.to(device), valid.to(device), response.to(device))
+        # Response token j is x_{n_prompt + j}, so t holds the corpus's top-k row t + 2 - n_prompt
+        # (a one-token prompt has no t for j = 0: the head needs f_t and x_{t+1} to start).
+        first = max(s.n_prompt - 2, 0)
+        response[row, first : n - 2] = True
+        top_ids.append(s.top_ids[first + 2 - s.n_prompt :])
+        top_logp.append(s.top_logp[first + 2 - s.n_prompt :])
+    return _Batch(
+        ids.to(device),
+        feats.to(device),
+        valid.to(device),
+        response.to(device),
+        torch.cat(top_ids).to(device),
+        torch.cat(top_logp).float().to(device),
+    )
+
+
+def trimmed(sample: Sample, context_tokens: int | None) -> Sample:
+    """The sample with its prompt cut to its last `context_tokens` tokens (at least two, so
+    that the first response token keeps a position predicting it), features cut alike."""
+    if context_tokens is None or sample.n_prompt <= max(2, context_tokens):
+        return sample
+    cut = sample.n_prompt - max(2, context_tokens)
+    return replace(
+        sample, ids=sample.ids[cut:], n_prompt=sample.n_prompt - cut, features=sample.features[cut:]
+    )
 
 
 def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Tensor]:
@@ -74,13 +105,13 @@ def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Ten
     predicted = out.hidden_states[-1].float()
     wanted = batch.features[:, 1:]
     feature_loss = F.smooth_l1_loss(predicted[batch.valid], wanted[batch.valid])
-    # The lm_head is most of the cost: project only the positions with a token loss.
+    # The lm_head is most of the cost: project only the positions with a token loss, and only
+    # the head's prediction (the target's distribution is the corpus's stored top-k).
     pred_logits = head.lm_head(predicted[batch.response].to(head.dtype)).float()
-    with torch.no_grad():
-        target_logits = head.lm_head(wanted[batch.response].to(head.dtype)).float()
-    target_p = torch.softmax(target_logits, dim=-1)
-    token_loss = -(target_p * torch.log_softmax(pred_logits, dim=-1)).sum(-1).mean()
-    target_top1 = target_logits.argmax(-1)
+    logq = torch.log_softmax(pred_logits, dim=-1).gather(-1, batch.top_ids)
+    target_p = torch.softmax(batch.top_logp, dim=-1)
+    token_loss = -(target_p * logq).sum(-1).mean()
+    target_top1 = batch.top_ids[:, 0]  # the target's argmax, as speculation accepts it
     top3 = pred_logits.topk(3, dim=-1).indices
     return {
         "feature_loss": feature_loss,
@@ -98,6 +129,7 @@ def train_head(
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     holdout, train = split_holdout(samples, cfg.holdout_fraction, rng)
+    train = [trimmed(s, cfg.context_tokens) for s in train]
     device = head.fc.weight.device
     for module in (head.embed_tokens, head.lm_head):
         module.requires_grad_(False)
