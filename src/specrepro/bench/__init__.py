@@ -2,6 +2,7 @@
 
   python -m specrepro.bench forward --contexts 128 2048 --dtypes float32 bfloat16
   python -m specrepro.bench decode --pair smollm2 --dtypes float32 bfloat16 --n 5
+  python -m specrepro.bench verify-cost --dtypes float32 bfloat16 int4 --models target random-1.2B
 
 `forward`: time of one target forward (one new token, and a 5-token speculative round followed
 by keep()) at each context length, in our engine (cache preallocated, written in place) against
@@ -26,6 +27,19 @@ the draft / verify / other split of the wall time, with the T=0 match rate again
 `vanilla-aa` (vanilla again) is the A/A control: its speedup shows how much the machine drifts.
 Every bench runs its methods interleaved per prompt, the order rotated by one per prompt.
 
+`subset`: acceptance (tau) and draft time against the draft vocabulary subset's size
+(`--sizes 2048 8192 32768 full`), the pair's draft and head drafting from the k most frequent
+tokens of the target's teacher corpus (models/vocab_subset.py), with the T=0 match against full.
+
+`verify-cost`: one target forward of N new tokens (`--sizes 1 2 4 8 16 32 61`) over a
+`--context`-token prefix, relative to N = 1, per dtype (float32, bfloat16, int4: the 4-bit
+engine mode) and kernel path (PyTorch's default linears, or the engine's prepacked ones);
+`--models target random-1.2B` adds a random-weight 1.2B LLaMA.
+
+`llama-cpp`: our vanilla greedy in each engine mode beside llama.cpp (llama-cpp-python, the
+`llamacpp` extra) on the target's own GGUF file, same prompts and threads: tokens/s and the
+share of prompts whose tokens equal our float32 output.
+
 `gpu-check` (CUDA only; `make gpu-check`): pass/fail checks that need a GPU, on tiny random
 models built from a config (or `--model PATH`, a local causal LM folder, as the target):
   1. sync-free draft levels: eagle, eagle2, ddd, ddd_async run with every draft level (head
@@ -46,7 +60,16 @@ import json
 import sys
 from pathlib import Path
 
-from specrepro.bench import beams, decode, forward, gpu_check, trees
+from specrepro.bench import (
+    beams,
+    decode,
+    forward,
+    gpu_check,
+    llama_cpp,
+    subset,
+    trees,
+    verify_cost,
+)
 
 # The benches that return a report, printed as a table and saved by --out (gpu-check returns
 # an exit code instead).
@@ -55,6 +78,9 @@ TABLE_BENCHES = {
     "decode": (decode.run_decode, decode.print_decode),
     "trees": (trees.run_trees, trees.print_trees),
     "beams": (beams.run_beams, beams.print_beams),
+    "subset": (subset.run_subset, subset.print_subset),
+    "verify-cost": (verify_cost.run_verify_cost, verify_cost.print_verify_cost),
+    "llama-cpp": (llama_cpp.run_llama_cpp, llama_cpp.print_llama_cpp),
 }
 
 
@@ -67,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="what", required=True)
     # Registered in the order --help has always listed them.
-    for bench in (forward, decode, trees, beams, gpu_check):
+    for bench in (forward, decode, trees, beams, gpu_check, subset, verify_cost, llama_cpp):
         bench.add_parser(sub)
     args = parser.parse_args(argv)
     if args.what == "gpu-check":

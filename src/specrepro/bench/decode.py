@@ -3,7 +3,8 @@
 On the same prompts at T=0 it runs our vanilla and sps (gamma --gamma) against transformers'
 greedy `generate` (dynamic and static cache) and its assisted generation (`assistant_model`:
 the same draft, the same constant gamma), interleaved per prompt, the order rotated by one per
-prompt so that drift hits all alike.
+prompt so that drift hits all alike. transformers runs on its own copy of the models, taken
+before our engine packs its weights (engine/packed.py): the kernels a transformers user gets.
 
 Reading it: every `a_over_b` is a's tokens/s over b's (ratio of totals), above 1 when a is
 faster; `tau` is sps's tokens per target forward; `match_a_b` is the share of prompts on which a
@@ -13,6 +14,8 @@ and b produced exactly the same tokens (all five are greedy: below 1 means they 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import time
 
 import torch
@@ -73,14 +76,17 @@ def decode_ratios(
     loaded: LoadedPair, encoded: list[list[int]], max_new_tokens: int, gamma: int
 ) -> dict:
     """Every implementation on every prompt, interleaved so that drift hits all alike."""
+    theirs = dataclasses.replace(
+        loaded, target=copy.deepcopy(loaded.target), draft=copy.deepcopy(loaded.draft)
+    )
     vanilla = Decoder(loaded, MethodChoice("vanilla", "vanilla", make_params("vanilla", {})), 0.0)
     sps = Decoder(loaded, MethodChoice("sps", "sps", make_params("sps", {"gamma": gamma})), 0.0)
     runs = {
         "vanilla": lambda ids, n: _ours(vanilla, ids, n),
         "sps": lambda ids, n: _ours(sps, ids, n),
-        "hf_greedy_dynamic": lambda ids, n: hf_generate(loaded, ids, n),
-        "hf_greedy_static": lambda ids, n: hf_generate(loaded, ids, n, None, "static"),
-        "hf_assisted": lambda ids, n: hf_generate(loaded, ids, n, gamma),
+        "hf_greedy_dynamic": lambda ids, n: hf_generate(theirs, ids, n),
+        "hf_greedy_static": lambda ids, n: hf_generate(theirs, ids, n, None, "static"),
+        "hf_assisted": lambda ids, n: hf_generate(theirs, ids, n, gamma),
     }
     for run in runs.values():  # warm-up
         run(encoded[0], 8)
