@@ -22,3 +22,11 @@ def decoder_for(
     )
     choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
     return Decoder(loaded, choice, temperature)
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """A one-turn user prompt through the tokenizer's chat template, as token ids."""
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)

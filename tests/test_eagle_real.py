@@ -15,7 +15,7 @@ from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import build_head, head_config_for
 from specrepro.models.teacher import Sample
 from specrepro.models.train_head import HeadTrainConfig, train_head
-from tests.helpers import decoder_for
+from tests.helpers import chat_ids, decoder_for
 
 PROMPTS = [
     "What is the capital of France?",
@@ -32,13 +32,6 @@ CPU_SIZED = {
                   "max_levels": 6},
 }  # fmt: skip
 MAX_NEW = 40
-
-
-def chat_ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-    )
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from specrepro.engine.packed import pack_linear, pack_linears
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.gguf_q4 import parse_q4_1
 from tests.conftest import tiny_llama
-from tests.helpers import decoder_for
+from tests.helpers import chat_ids, decoder_for
 from tests.test_sps import truncated_draft
 
 
@@ -165,10 +165,7 @@ def test_int4_sps_greedy_equals_int4_vanilla_on_the_real_target(int4_target) -> 
     vanilla = decoder_for(model, None, "vanilla", 0.0, eos=eos)
     prompts = ["What is the capital of France?", "Write a short poem about autumn leaves."]
     for text in prompts:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-        )
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        ids = chat_ids(tokenizer, text)
         ref = vanilla.generate(ids, 48, seed=0)[0].tokens
         for gamma in (2, 5):
             got, _ = decoder_for(model, draft, "sps", 0.0, eos=eos, gamma=gamma).generate(

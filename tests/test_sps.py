@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from tests.conftest import tiny_llama
-from tests.helpers import decoder_for
+from tests.helpers import chat_ids, decoder_for
 
 
 def truncated_draft(target: torch.nn.Module, layers: int) -> torch.nn.Module:
@@ -39,12 +39,7 @@ def test_sps_greedy_equals_vanilla_on_real_target(smollm) -> None:
         "Explain in two sentences why the sky is blue.",
         "List four prime numbers and add them up.",
     ]
-    encoded = []
-    for text in prompts:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-        )
-        encoded.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    encoded = [chat_ids(tokenizer, text) for text in prompts]
     # Greedy output under a smaller budget is a prefix of the longest one.
     refs = [vanilla.generate(ids, 64, seed=0)[0].tokens for ids in encoded]
     for gamma, max_new in [(4, 40), (2, 17), (5, 64)]:

@@ -11,7 +11,7 @@ import torch
 from specrepro.engine.runner import ModelRunner
 from specrepro.models import teacher as teacher_mod
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.teacher import CorpusConfig, add_features, generate_batch, truncated_prompts
+from specrepro.models.teacher import CorpusConfig, generate_batch, truncated_prompts
 from specrepro.models.train_head import _batch, _losses
 from tests.conftest import tiny_llama
 
@@ -23,6 +23,15 @@ STOP = {0}
 def float32_features(monkeypatch: pytest.MonkeyPatch) -> None:
     """Store features in float32 so that comparisons test the arithmetic, not bf16 rounding."""
     monkeypatch.setattr(teacher_mod, "FEATURE_DTYPE", torch.float32)
+
+
+def add_features(model: torch.nn.Module, samples: list) -> None:
+    """The reference: one unpadded forward per sequence, its final-norm state per position."""
+    runner = ModelRunner(model, "teacher")
+    for sample in samples:
+        runner.reset(len(sample.ids))
+        out = runner.forward(sample.ids, logits_from=len(sample.ids), want_hidden=True)
+        sample.features = out.hidden.to("cpu", teacher_mod.FEATURE_DTYPE)
 
 
 def _generate(model: torch.nn.Module, temperature: float, gen_tokens: int = 12) -> list:

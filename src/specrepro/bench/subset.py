@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts, warm_decoders
+from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
+from specrepro.bench.trees import interleaved_stats
 from specrepro.config import load_config, resolve_method, resolve_pair
 from specrepro.decoder import LoadedPair
 from specrepro.models.teacher import load_corpus
 from specrepro.models.vocab_subset import apply_subset, frequent_tokens, remove_subset
-from specrepro.timing_group import rotated
 
 
 def run_subset(args: argparse.Namespace) -> dict:
@@ -55,25 +55,11 @@ def run_subset(args: argparse.Namespace) -> dict:
 def _time_methods(
     loaded: LoadedPair, methods: dict, encoded: list[list[int]], max_new: int
 ) -> dict:
-    """Every method on every prompt at T=0, interleaved, the order rotated per prompt."""
-    decoders = warm_decoders(loaded, methods, 0.0, encoded[0])
-    acc = {name: {"tokens": 0, "verified": 0, "rounds": 0, "split": [0.0] * 3, "out": []}
-           for name in decoders}  # fmt: skip
-    for index, ids in enumerate(encoded):
-        for name in rotated(list(decoders), index):
-            result, timer = decoders[name].generate(ids, max_new, 0)
-            entry = acc[name]
-            entry["tokens"] += result.new_tokens
-            entry["verified"] += result.verified_tokens
-            entry["rounds"] += result.verify_forwards
-            split = timer.split()
-            for i, key in enumerate(("draft", "verify", "other")):
-                entry["split"][i] += split[key]
-            entry["out"].append(result.tokens)
+    """tau, draft time per round and its share, tokens/s and the tokens, per method."""
     out = {}
-    for name, entry in acc.items():
+    for name, entry in interleaved_stats(loaded, methods, encoded, max_new).items():
         seconds = sum(entry["split"])
-        rounds = max(entry["rounds"], 1)
+        rounds = max(entry["forwards"], 1)
         out[name] = {
             "tau": entry["verified"] / rounds,
             "draft_ms_per_round": 1000 * entry["split"][0] / rounds,

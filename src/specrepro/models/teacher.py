@@ -154,17 +154,6 @@ def generate_batch(
     return samples
 
 
-def add_features(teacher: PreTrainedModel, samples: list[Sample]) -> None:
-    """The teacher's final-norm hidden state at every position of every sample, in place, one
-    unpadded forward per sequence: the reference the batched features are tested against, and
-    features for samples that came without them."""
-    runner = ModelRunner(teacher, "teacher")
-    for sample in tqdm(samples, desc="teacher features"):
-        runner.reset(len(sample.ids))
-        out = runner.forward(sample.ids, logits_from=len(sample.ids), want_hidden=True)
-        sample.features = out.hidden.to("cpu", FEATURE_DTYPE)
-
-
 def build_corpus(
     teacher: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -180,9 +169,8 @@ def build_corpus(
         "n_sequences": len(samples),
         "response_tokens": sum(len(s.ids) - s.n_prompt for s in samples),
         "prompt_tokens": sum(s.n_prompt for s in samples),
-        # The features come from the generation's own forwards (no separate pass any more).
+        # Features included: they come from the generation's own forwards.
         "generation_seconds": time.perf_counter() - t0,
-        "feature_seconds": 0.0,
         "prompt_ids": [p["question_id"] for p in prompts],
     }
     save_corpus(samples, summary, out)
