@@ -4,7 +4,7 @@ Q4_1 stores each block of 32 input weights of a row as 4-bit codes q with a scal
 minimum m: w = d * q + m. PyTorch's `_weight_int4pack_mm_for_cpu` (group size 32) computes
 w = (q - 8) * scale + zero, so a Q4_1 block maps onto it with scale = d and zero = m + 8 d; the
 kernel is fast only with bfloat16 inputs, scales and zeros (in float32 or float16 it takes
-100-400x longer here), so the scales and zeros are rounded from the GGUF's float16 to
+100-400x longer on a 2-core CPU), so the scales and zeros are rounded from the GGUF's float16 to
 bfloat16 (`max_weight_error` measures how far that moves each weight) and each layer's input
 is rounded to bfloat16 on the way in. Everything around these layers (norms, attention, the
 output projection) stays float32: with bfloat16 there, a row's attention result depends on
