@@ -160,10 +160,11 @@ def cfg_vocab(model_dir: Path) -> int:
     return json.loads((model_dir / "config.json").read_text())["vocab_size"]
 
 
-def test_a_timing_group_interleaves_its_runs_in_rotated_order(
+def test_a_timing_group_interleaves_its_runs_in_a_balanced_order_and_repeats(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from specrepro import cli
+    from specrepro.timing_group import williams_rows
 
     config = write_tiny_config(tmp_path, tiny_model_dir)
     prompts = write_prompts(tmp_path / "prompts.jsonl", n=4, turns=1)
@@ -173,6 +174,7 @@ def test_a_timing_group_interleaves_its_runs_in_rotated_order(
     argv[argv.index("--pair") : argv.index("--prompts")] = [
         "--member", "tiny/vanilla", "--member", "tiny/sps", "--member", "tiny/sps-first@2",
     ]  # fmt: skip
+    argv += ["--repeats", "2"]
     cfg = yaml.safe_load(config.read_text())
     cfg["methods"]["sps-first"] = {"algorithm": "sps", "gamma": 2}
     config.write_text(yaml.safe_dump(cfg))
@@ -181,15 +183,29 @@ def test_a_timing_group_interleaves_its_runs_in_rotated_order(
     assert list(metas) == ["tiny/vanilla", "tiny/sps", "tiny/sps-first"]
     assert metas["tiny/sps-first"]["questions"] == 2
     assert all(m["timing_group"] == list(metas) for m in metas.values())
-    order = [(r["question_id"], r["method"]) for r in records]
-    # Each question runs every member in turn, starting one further along each time; the
-    # member limited to the first 2 prompts drops out after them.
-    assert order == [
-        ("q0", "vanilla"), ("q0", "sps"), ("q0", "sps-first"),
-        ("q1", "sps"), ("q1", "sps-first"), ("q1", "vanilla"),
-        ("q2", "vanilla"), ("q2", "sps"),
-        ("q3", "sps"), ("q3", "vanilla"),
-    ]  # fmt: skip
+    assert all(m["timing_repeats"] == 2 for m in metas.values())
+    rows = williams_rows(3)
+    names = ["vanilla", "sps", "sps-first"]
+    for record in records:
+        index = int(record["question_id"][1:])
+        timing = record["timing"]
+        assert timing["repeats"] == 2 and timing["same_tokens"]
+        # Repeat r of question i ran in order row (2i + r) of the design; the member limited to
+        # the first 2 prompts drops out of the order after them.
+        expected = []
+        for repeat in range(2):
+            order = [names[k] for k in rows[(2 * index + repeat) % len(rows)]]
+            order = [m for m in order if m != "sps-first" or index < 2]
+            expected.append(order.index(record["method"]))
+        assert timing["positions"] == expected
+        totals = [sum(times) for times in timing["wall_times"]]
+        assert timing["kept"] == totals.index(min(totals))
+        assert record["turns"][0]["wall_time"] == min(totals)
+        assert record["turns"][0]["target_loglik"] is not None
+    assert sorted((r["question_id"], r["method"]) for r in records) == sorted(
+        [(f"q{i}", m) for i in range(4) for m in ("vanilla", "sps")]
+        + [("q0", "sps-first"), ("q1", "sps-first")]
+    )
     # At T=1 with per-question seeds a run draws the same tokens alone or in a group.
     alone = tmp_path / "alone.jsonl"
     solo = generate_cmd(config, prompts, alone)[3:]

@@ -25,8 +25,11 @@ def run_question(
     max_new_tokens: int,
     seed: int,
     meta: dict,
+    score: bool = True,
 ) -> dict:
-    """The question's result record: every turn, each one generated on the previous answers."""
+    """The question's result record: every turn, each one generated on the previous answers.
+    Without `score` the target log-likelihood is left to `score_record` (a repeat that is not
+    kept needs none)."""
     qid = str(prompt["question_id"])
     answers: list[str] = []
     turns: list[dict] = []
@@ -46,8 +49,6 @@ def run_question(
         peak = torch.cuda.max_memory_allocated(engine.target.device) if cuda else None
         text = loaded.tokenizer.decode(result.tokens, skip_special_tokens=True)
         answers.append(text)
-        # Scored after the timed and energy windows: quality is not part of the speed.
-        loglik = engine.target_loglik(prompt_ids, result.tokens)
         split = timer.split()
         turns.append(
             {
@@ -66,13 +67,13 @@ def run_question(
                 "prompt_tokens": len(prompt_ids),
                 "kv_bytes_peak": result.kv_bytes_peak,
                 "stop_reason": result.stop_reason,
-                "target_loglik": loglik,
+                "target_loglik": None,
                 "peak_gpu_memory_bytes": peak,
                 "energy": energy.to_dict(),
                 "extra": result.extra,
             }
         )
-    return {
+    record = {
         "record": "question",
         "question_id": qid,
         "dataset": prompt.get("dataset"),
@@ -96,3 +97,15 @@ def run_question(
         "turns": turns,
         "reference": prompt.get("reference", {}),
     }
+    return score_record(engine, loaded, prompt, record) if score else record
+
+
+def score_record(engine: Decoder, loaded: LoadedPair, prompt: dict, record: dict) -> dict:
+    """Fill in each turn's target log-likelihood, after the timed and energy windows (quality is
+    not part of the speed): each turn's prompt is rebuilt from the record's earlier answers."""
+    answers: list[str] = []
+    for t, turn in enumerate(record["turns"]):
+        prompt_ids = encode_turn(loaded.tokenizer, prompt, t, answers, loaded.conversation)
+        turn["target_loglik"] = engine.target_loglik(prompt_ids, turn["token_ids"])
+        answers.append(turn["text"])
+    return record

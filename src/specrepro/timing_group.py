@@ -1,5 +1,6 @@
-"""A timing group: every member run on every question, interleaved in a rotated order, with one
-energy meter and one result file of records for the whole group."""
+"""A timing group: every member run on every question, interleaved in a carryover-balanced
+order and timed several times over, with one energy meter and one result file of records for the
+whole group."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.prompting import encode_turn
 from specrepro.provenance import code_fingerprint, records_fingerprint
-from specrepro.question_run import run_question
+from specrepro.question_run import run_question, score_record
 from specrepro.records import ResultWriter
 
 # A partial result file is resumed only if all of these match for every run (else the group
@@ -35,6 +36,7 @@ RUN_IDENTITY = (
     "max_new_tokens",
     "questions",
     "timing_group",
+    "timing_repeats",
     "prompts_sha256",
     "model_fingerprints",
     "code_sha256",
@@ -65,18 +67,41 @@ class Member:
         return f"{self.pair}/{self.method.name}"
 
 
-def rotated(items: list, index: int) -> list:
-    """`items` in the order they run question `index`: rotated by one per question, so no run
-    is always first (or always right after the same other run)."""
+def williams_rows(k: int) -> list[list[int]]:
+    """A Williams design for k members: orders of 0..k-1 in which every member directly
+    follows every other member equally often (once over the k rows for even k; twice over the
+    2k rows, the k orders and their reverses, for odd k) and sits in every position equally
+    often. A cyclic rotation keeps neighbours together (a member right after the same other
+    member in k-1 of k orders), so whatever one run leaves behind (caches, clocks, memory) falls
+    on its neighbour; this design spreads it over all members alike."""
+    first, low, high = [0], 1, k - 1
+    while len(first) < k:
+        first.append(low if len(first) % 2 else high)
+        low, high = (low + 1, high) if len(first) % 2 == 0 else (low, high - 1)
+    rows = [[(x + i) % k for x in first] for i in range(k)]
+    return rows + [row[::-1] for row in rows] if k % 2 and k > 1 else rows
+
+
+def design_period(k: int) -> int:
+    """The orders a Williams design for k members cycles through (balance is exact over a
+    multiple of it)."""
+    return len(williams_rows(k)) if k else 1
+
+
+def balanced_order(items: list, slot: int) -> list:
+    """`items` in the order of the design's row `slot` (modulo the period)."""
     if not items:
         return []
-    shift = index % len(items)
-    return items[shift:] + items[:shift]
+    rows = williams_rows(len(items))
+    return [items[i] for i in rows[slot % len(rows)]]
 
 
-def rotation(members: list[Member], index: int) -> list[Member]:
-    """The members that run question `index`, in the order they run it."""
-    return rotated([m for m in members if m.questions is None or index < m.questions], index)
+def running_order(members: list[Member], index: int, repeat: int, repeats: int) -> list[Member]:
+    """The members that run question `index`, in the order they run its `repeat`-th timing:
+    slot index * repeats + repeat of the design over the whole group (a member limited to the
+    first questions drops out of the order, the others keep theirs)."""
+    order = balanced_order(members, index * repeats + repeat)
+    return [m for m in order if m.questions is None or index < m.questions]
 
 
 def run_group(
@@ -91,13 +116,18 @@ def run_group(
     dtype: str,
     warmup: int = 1,
     progress: bool = True,
+    repeats: int = 1,
 ) -> Path:
     """Time every member on every prompt, interleaved: each question runs every member in
-    turn (order rotated per question), so slow drift of the machine falls on all members
-    alike instead of on whichever job ran at a bad moment. One record per member and question
-    is appended to `out`."""
+    turn, `repeats` times over (the same tokens each time: T=0 is deterministic and T>0 seeded
+    per question), each timing in the next order of a Williams design (`running_order`), so slow
+    drift and whatever one run leaves to the next fall on all members alike. A member's record
+    of a question is its fastest repeat (`fastest_repeat`), with every repeat's times beside
+    it. One record per member and question is appended to `out`."""
     if len({m.key for m in members}) != len(members):
         raise ValueError(f"a timing group names a run twice: {[m.key for m in members]}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, not {repeats}")
     seed_everything(seed)
     runners: dict[tuple[str, int], ModelRunner] = {}
     engines = {m.key: Decoder(loaded[m.pair], m.method, temperature, runners) for m in members}
@@ -114,7 +144,9 @@ def run_group(
         "batch_size": 1,
         "max_new_tokens": max_new_tokens,
         "timing_group": group,
-        "timing_order": "interleaved per question, order rotated by one per question",
+        "timing_repeats": repeats,
+        "timing_order": TIMING_ORDER,
+        "timing_statistic": TIMING_STATISTIC,
         "depth_convention": "depth = number of draft levels",
         "tau_definition": "tokens committed by verification forwards / verification forwards "
         "(prefill forward and its token excluded)",
@@ -132,10 +164,9 @@ def run_group(
         meter.close()
         raise
     todo = [
-        (index, prompt, member)
+        (index, prompt)
         for index, prompt in enumerate(prompts)
-        for member in rotation(members, index)
-        if (member.key, str(prompt["question_id"])) not in writer.done
+        if any(_pending(writer, m, prompt) for m in running_order(members, index, 0, repeats))
     ]
     warmed: set[str] = set()
     try:
@@ -143,18 +174,66 @@ def run_group(
             # At rest, before warm-up raises the clocks.
             synchronize(device)
             meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
-        label = f"{out.parent.name}/T={temperature}: {len(members)} runs interleaved"
-        for _, prompt, member in tqdm(todo, desc=label, disable=not progress):
-            engine, pair = engines[member.key], loaded[member.pair]
-            if member.key not in warmed:
-                _warm_up(engine, pair, prompt, warmup)
-                warmed.add(member.key)
-            meta = metas[group.index(member.key)]
-            writer.append(run_question(engine, pair, meter, prompt, max_new_tokens, seed, meta))
+        label = f"{out.parent.name}/T={temperature}: {len(members)} runs x {repeats} interleaved"
+        for index, prompt in tqdm(todo, desc=label, disable=not progress):
+            timings: dict[str, list[dict]] = {}
+            positions: dict[str, list[int]] = {}
+            for repeat in range(repeats):
+                order = running_order(members, index, repeat, repeats)
+                for position, member in enumerate(order):
+                    if not _pending(writer, member, prompt):
+                        continue
+                    engine, pair = engines[member.key], loaded[member.pair]
+                    if member.key not in warmed:
+                        _warm_up(engine, pair, prompt, warmup)
+                        warmed.add(member.key)
+                    meta = metas[group.index(member.key)]
+                    record = run_question(
+                        engine, pair, meter, prompt, max_new_tokens, seed, meta, score=False
+                    )
+                    timings.setdefault(member.key, []).append(record)
+                    positions.setdefault(member.key, []).append(position)
+            for key, records in timings.items():
+                member = members[group.index(key)]
+                kept = fastest_repeat(records, positions[key])
+                writer.append(score_record(engines[key], loaded[member.pair], prompt, kept))
         return writer.finish()
     finally:
         writer.close()
         meter.close()
+
+
+TIMING_ORDER = (
+    "interleaved per question; each repeat in the next order of a Williams design (every run "
+    "directly after every other run equally often)"
+)
+TIMING_STATISTIC = "fastest of the repeats (minimum question wall time)"
+
+
+def _pending(writer: ResultWriter, member: Member, prompt: dict) -> bool:
+    return (member.key, str(prompt["question_id"])) not in writer.done
+
+
+def fastest_repeat(records: list[dict], positions: list[int]) -> dict:
+    """The repeat with the least wall time over the question's turns, with every repeat's
+    times and positions beside it. The minimum, as timeit and pyperf's guidance take it: a
+    shared machine only ever adds time (another process, a cache flush), so the fastest of
+    interleaved repeats is the least disturbed; a burst that hits one repeat of a question is
+    dropped instead of moving the question's time."""
+    totals = [sum(turn["wall_time"] for turn in r["turns"]) for r in records]
+    kept = records[int(np.argmin(totals))]
+    kept["timing"] = {
+        "repeats": len(records),
+        "kept": int(np.argmin(totals)),
+        "positions": positions,
+        "wall_times": [[turn["wall_time"] for turn in r["turns"]] for r in records],
+        # T=0 is deterministic and T>0 seeded per question: every repeat draws the same tokens.
+        "same_tokens": all(
+            [t["token_ids"] for t in r["turns"]] == [t["token_ids"] for t in records[0]["turns"]]
+            for r in records
+        ),
+    }
+    return kept
 
 
 def _meta(loaded: LoadedPair, member: Member, shared: dict) -> dict:

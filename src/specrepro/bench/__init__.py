@@ -22,10 +22,11 @@ sampling code, `reorder_cache` after each step) and against transformers'
 `generate(num_beams=W, do_sample=True)`, where it runs.
 
 `trees`: the EAGLE family (config method entries, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
-against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and
-the draft / verify / other split of the wall time, with the T=0 match rate against vanilla;
-`vanilla-aa` (vanilla again) is the A/A control: its speedup shows how much the machine drifts.
-Every bench runs its methods interleaved per prompt, the order rotated by one per prompt.
+against our vanilla on the pair's head: speedup (ratio of totals), tau, mean levels drafted and the
+draft / verify / other split of the wall time, with the T=0 match rate against vanilla; `vanilla-aa`
+(vanilla again) is the A/A control: its speedup shows how much the machine drifts. Every bench runs
+its methods interleaved per prompt, each prompt in the next order of a Williams design (every method
+right after every other equally often).
 
 `subset`: acceptance (tau) and draft time against the draft vocabulary subset's size
 (`--sizes 2048 8192 32768 full`), the pair's draft and head drafting from the k most frequent
@@ -39,6 +40,10 @@ engine mode) and kernel path (PyTorch's default linears, or the engine's prepack
 `llama-cpp`: our vanilla greedy in each engine mode beside llama.cpp (llama-cpp-python, the
 `llamacpp` extra) on the target's own GGUF file, same prompts and threads: tokens/s and the
 share of prompts whose tokens equal our float32 output.
+
+`repeats`: from a finished run's tidy table (no decoding), every A/A control recomputed per
+timing group with the first timing alone, and with the fastest or the mean of the first r
+timings: how many repeats the controls need on the machine that ran it.
 
 `gpu-check` (CUDA only; `make gpu-check`): pass/fail checks that need a GPU, on tiny random
 models built from a config (or `--model PATH`, a local causal LM folder, as the target):
@@ -66,6 +71,7 @@ from specrepro.bench import (
     forward,
     gpu_check,
     llama_cpp,
+    repeats,
     subset,
     trees,
     verify_cost,
@@ -81,6 +87,7 @@ TABLE_BENCHES = {
     "subset": (subset.run_subset, subset.print_subset),
     "verify-cost": (verify_cost.run_verify_cost, verify_cost.print_verify_cost),
     "llama-cpp": (llama_cpp.run_llama_cpp, llama_cpp.print_llama_cpp),
+    "repeats": (repeats.run_repeats, repeats.print_repeats),
 }
 
 
@@ -93,7 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="what", required=True)
     # Registered in the order --help has always listed them.
-    for bench in (forward, decode, trees, beams, gpu_check, subset, verify_cost, llama_cpp):
+    for bench in (
+        forward,
+        decode,
+        trees,
+        beams,
+        gpu_check,
+        subset,
+        verify_cost,
+        llama_cpp,
+        repeats,
+    ):
         bench.add_parser(sub)
     args = parser.parse_args(argv)
     if args.what == "gpu-check":

@@ -1,10 +1,11 @@
 """The `decode` bench: our vanilla and sps against transformers' own generation.
 
-On the same prompts at T=0 it runs our vanilla and sps (gamma --gamma) against transformers'
-greedy `generate` (dynamic and static cache) and its assisted generation (`assistant_model`:
-the same draft, the same constant gamma), interleaved per prompt, the order rotated by one per
-prompt so that drift hits all alike. transformers runs on its own copy of the models, taken
-before our engine packs its weights (engine/packed.py): the kernels a transformers user gets.
+On the same prompts at T=0 it runs our vanilla and sps (gamma --gamma) against transformers' greedy
+`generate` (dynamic and static cache) and its assisted generation (`assistant_model`: the same
+draft, the same constant gamma), interleaved per prompt, each prompt in the next order of a Williams
+design (every method right after every other equally often) so that drift hits all alike.
+transformers runs on its own copy of the models, taken before our engine packs its weights
+(engine/packed.py): the kernels a transformers user gets.
 
 Reading it: every `a_over_b` is a's tokens/s over b's (ratio of totals), above 1 when a is
 faster; `tau` is sps's tokens per target forward; `match_a_b` is the share of prompts on which a
@@ -25,7 +26,7 @@ from specrepro.config import MethodChoice
 from specrepro.decoder import Decoder, LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.timing import synchronize
-from specrepro.timing_group import rotated
+from specrepro.timing_group import balanced_order
 
 
 def hf_generate(
@@ -94,7 +95,7 @@ def decode_ratios(
     outputs: dict[str, list[list[int]]] = {k: [] for k in runs}
     forwards = 0
     for index, ids in enumerate(encoded):
-        for key in rotated(list(runs), index):
+        for key in balanced_order(list(runs), index):
             tokens, seconds = runs[key](ids, max_new_tokens)
             totals[key][0] += len(tokens)
             totals[key][1] += seconds
