@@ -120,8 +120,9 @@ def validate_config(config: object, source: str = "config") -> None:
                     f"{source}: {section}.{name}.teacher {entry['teacher']!r} has no teachers "
                     "entry (the corpus it learns from)"
                 )
+    _validate_tree_tuning(config, source)
     for name, entry in config["methods"].items():
-        _check_method_entry(entry, f"{source}: methods.{name}")
+        _check_method_entry(entry, f"{source}: methods.{name}", config)
     runs = config["runs"]
     for key, table in (("pairs", "pairs"), ("methods", "methods"), ("datasets", "datasets")):
         for item in runs[key]:
@@ -270,19 +271,62 @@ def _validate_sweep(config: dict, source: str) -> None:
             raise ConfigError(f"{source}: sweeps.ddd.pairs names {pair!r}, not a pair with a head")
     for name, entry in sweep_points(config).items():
         where = f"sweeps.ddd point x={entry['threshold']} S={entry['check_levels']} ({name})"
-        _check_method_entry(entry, f"{source}: {where}")
+        _check_method_entry(entry, f"{source}: {where}", config)
 
 
 # Keys of a method entry that the harness reads; every other key is the algorithm's parameter.
 HARNESS_KEYS = ("algorithm", "stop_at_answer")
 
 
-def _check_method_entry(entry: dict, where: str) -> None:
-    try:
-        _stop_at_answer(entry)
-        make_params(entry["algorithm"], _algorithm_values(entry))
-    except (MethodError, TypeError) as err:
-        raise ConfigError(f"{where}: {err}") from err
+# A method entry's value that the DAG chooses on tuning questions (rule tune_trees).
+TUNED = "tuned"
+TUNABLE = ("total_tokens", "threshold")
+
+
+def _validate_tree_tuning(config: dict, source: str) -> None:
+    tuning = config.get("tree_tuning")
+    tuned = {
+        name: [k for k, v in entry.items() if v == TUNED]
+        for name, entry in config["methods"].items()
+    }
+    tuned = {name: keys for name, keys in tuned.items() if keys}
+    if not tuning:
+        if tuned:
+            name, keys = next(iter(tuned.items()))
+            raise ConfigError(
+                f"{source}: methods.{name} has `tuned` {keys}, chosen by the tree_tuning block, "
+                "which the config lacks"
+            )
+        return
+    where = f"{source}: tree_tuning"
+    for key, algorithms in (("size_entry", ("eagle2",)), ("threshold_entry", ("ddd", "ddd_async"))):
+        entry = config["methods"].get(tuning[key])
+        if entry is None or entry["algorithm"] not in algorithms:
+            raise ConfigError(f"{where}.{key} {tuning[key]!r} is not a {algorithms[0]} entry")
+    if config["datasets"].get(tuning["dataset"], {}).get("tuning", 0) < 1:
+        raise ConfigError(
+            f"{where}.dataset {tuning['dataset']!r} holds out no tuning questions "
+            f"(datasets.{tuning['dataset']}.tuning)"
+        )
+    for name, keys in tuned.items():
+        unknown = sorted(set(keys) - set(TUNABLE))
+        if unknown:
+            raise ConfigError(
+                f"{source}: methods.{name}: {unknown} cannot be `tuned` (only {list(TUNABLE)})"
+            )
+
+
+def _check_method_entry(entry: dict, where: str, config: dict | None = None) -> None:
+    tuning = (config or {}).get("tree_tuning") or {}
+    # A `tuned` value is checked at each value the tuning may choose (the threshold at any x).
+    for size in tuning.get("total_tokens", [None]):
+        placeholders = {"total_tokens": size, "threshold": 0.0}
+        values = {k: placeholders[k] if v == TUNED else v for k, v in entry.items()}
+        try:
+            _stop_at_answer(values)
+            make_params(values["algorithm"], _algorithm_values(values))
+        except (MethodError, TypeError) as err:
+            raise ConfigError(f"{where}: {err}") from err
 
 
 def _algorithm_values(entry: dict) -> dict:
@@ -319,6 +363,13 @@ def resolve_method(config: dict, name: str) -> MethodChoice:
             configured = ", ".join(sorted(config["methods"]))
             raise ConfigError(f"{err}; configured method entries: {configured}") from err
         return MethodChoice(name=name, algorithm=name, params=params)
+    tuned = [k for k, v in entry.items() if v == TUNED]
+    if tuned:
+        raise ConfigError(
+            f"methods.{name}: {tuned} `tuned`: the values are chosen on tuning questions by "
+            "`specrepro tune-trees` (the DAG's tune_trees rule); give its file to generate "
+            "with --tuning FILE"
+        )
     try:
         stop_at_answer = _stop_at_answer(entry)
     except MethodError as err:

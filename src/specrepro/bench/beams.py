@@ -1,8 +1,9 @@
 """The `beams` bench: beam sampling and DSBD at T=1, and our beam against plain samplers.
 
-It runs the config's method entries (--methods: the first beam entry is the reference, the last
-a dsbd one, whose shared-prefix layout copy `dsbd-shared` runs too) on the same prompts and
-seeds, interleaved per prompt, the order rotated by one per prompt; unless --no-baselines, our
+It runs the config's method entries (--methods: the first beam entry is the reference, the last a
+dsbd one, whose shared-prefix layout copy `dsbd-shared` runs too) on the same prompts and seeds,
+interleaved per prompt, each prompt in the next order of a Williams design (every method right after
+every other equally often); unless --no-baselines, our
 `beam` is also timed against a straightforward batched beam sampler on transformers'
 DynamicCache (same sampling code, `reorder_cache` after each step) and against transformers'
 `generate(num_beams=W, do_sample=True)`, where it runs.
@@ -24,12 +25,13 @@ import time
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts, warm_decoders
+from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice, resolve_method
 from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.timing import synchronize
-from specrepro.timing_group import rotated
+from specrepro.timing_group import balanced_order
+from specrepro.tree_tuning import warm_decoders
 
 
 @torch.inference_mode()
@@ -144,7 +146,7 @@ def beam_ratios(
     naive = {"steps": 0, "seconds": 0.0}
     ours_steps = 0
     for i, ids in enumerate(encoded):
-        for name in rotated(list(decoders), i):
+        for name in balanced_order(list(decoders), i):
             decoder = decoders[name]
             if cuda:
                 torch.cuda.reset_peak_memory_stats(loaded.target.device)

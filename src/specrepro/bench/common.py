@@ -12,9 +12,9 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
-from specrepro.config import ConfigError, MethodChoice, load_config, resolve_pair
+from specrepro.config import ConfigError, load_config, resolve_pair
 from specrepro.data import load_prompts, load_tuning_prompts
-from specrepro.decoder import Decoder, LoadedPair
+from specrepro.decoder import LoadedPair
 from specrepro.harness import load_pair
 from specrepro.prompting import encode_turn
 
@@ -77,13 +77,3 @@ def loaded_prompts(
             yield dtype, loaded, encoded
 
     return config, report, per_dtype()
-
-
-def warm_decoders(
-    loaded: LoadedPair, methods: dict[str, MethodChoice], temperature: float, ids: list[int]
-) -> dict[str, Decoder]:
-    """A decoder per method, each warmed up by one short generation (not measured)."""
-    decoders = {name: Decoder(loaded, choice, temperature) for name, choice in methods.items()}
-    for decoder in decoders.values():
-        decoder.generate(ids, 8, 0)
-    return decoders

@@ -1,10 +1,11 @@
 """The `trees` bench: the EAGLE family of tree drafts against our vanilla, on the pair's head.
 
-It runs the config's method entries (--methods, e.g. eagle eagle2 ddd ddd-async eagle2-cpu)
-and vanilla at T=0 on the same prompts, interleaved per prompt, the order rotated by one per
-prompt; `vanilla-aa` (vanilla again, under another name) is the A/A control. With --probe-h, a
-copy of that ddd entry checks at every level and never stops (`h-probe`): its rounds give the
-median H per level that a threshold x is chosen from.
+It runs the config's method entries (--methods, e.g. eagle eagle2 ddd ddd-async eagle2-cpu) and
+vanilla at T=0 on the same prompts, interleaved per prompt, each prompt in the next order of a
+Williams design (every method right after every other equally often); `vanilla-aa` (vanilla again,
+under another name) is the A/A control. With --probe-h, a copy of that ddd entry checks at every
+level and never stops (`h-probe`): its rounds give the median H per level that a threshold x is
+chosen from.
 
 Reading it: `speedup` is a method's tokens/s over vanilla's (ratio of totals); vanilla-aa's
 speedup shows how much the machine drifted during the run, so a speedup is only meaningful
@@ -18,11 +19,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts, warm_decoders
+from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice, resolve_method
 from specrepro.decoder import LoadedPair
-from specrepro.decoding.base import make_params
-from specrepro.timing_group import rotated
+from specrepro.tree_tuning import h_medians, h_probe, interleaved_stats
 
 
 def run_trees(args: argparse.Namespace) -> dict:
@@ -41,50 +41,6 @@ def run_trees(args: argparse.Namespace) -> dict:
     return report
 
 
-def h_probe(base: MethodChoice) -> MethodChoice:
-    """DDD with `base`'s tree but a check at every level and a threshold nothing reaches: its
-    rounds record H (the log of the beam's total draft probability) at every level, the values
-    a threshold x is chosen from."""
-    values = {**vars(base.params), "threshold": -1e9}
-    values["check_levels"] = list(range(1, values["max_levels"] + 1))
-    return MethodChoice("h-probe", "ddd", make_params("ddd", values))
-
-
-def interleaved_stats(
-    loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
-) -> dict[str, dict]:
-    """Every method on every prompt at T=0, interleaved so that drift hits all alike: per
-    method its totals (tokens, verified tokens, verify forwards, the draft / verify / other
-    seconds), its drafted levels and checks per round, and its tokens per prompt."""
-    decoders = warm_decoders(loaded, methods, 0.0, encoded[0])
-    stats = {
-        name: {
-            "tokens": 0,
-            "verified": 0,
-            "forwards": 0,
-            "levels": [],
-            "checks": [],
-            "split": [0.0, 0.0, 0.0],
-            "out": [],
-        }  # fmt: skip
-        for name in decoders
-    }
-    for index, ids in enumerate(encoded):
-        for name in rotated(list(decoders), index):
-            result, timer = decoders[name].generate(ids, max_new, 0)
-            entry = stats[name]
-            entry["tokens"] += result.new_tokens
-            entry["verified"] += result.verified_tokens
-            entry["forwards"] += result.verify_forwards
-            entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
-            entry["checks"] += result.extra.get("rounds", {}).get("checks", [])
-            split = timer.split()
-            for i, key in enumerate(("draft", "verify", "other")):
-                entry["split"][i] += split[key]
-            entry["out"].append(result.tokens)
-    return stats
-
-
 def tree_ratios(
     loaded: LoadedPair, methods: dict[str, MethodChoice], encoded: list[list[int]], max_new: int
 ) -> dict:
@@ -101,7 +57,7 @@ def tree_ratios(
             "speedup": tps / base_tps,
             "tau": entry["verified"] / entry["forwards"],
             "mean_levels": statistics.mean(entry["levels"]) if entry["levels"] else None,
-            "h_median_by_level": _h_medians(entry["checks"]),
+            "h_median_by_level": h_medians(entry["checks"]),
             "split": {
                 key: t / seconds
                 for key, t in zip(("draft", "verify", "other"), entry["split"], strict=True)
@@ -110,15 +66,6 @@ def tree_ratios(
             / len(encoded),
         }
     return out
-
-
-def _h_medians(checks: list[list[list[float]]]) -> dict[int, float] | None:
-    """Median H at each checked level over every round ([[level, H], ...] per round)."""
-    by_level: dict[int, list[float]] = {}
-    for round_checks in checks:
-        for level, h in round_checks:
-            by_level.setdefault(int(level), []).append(float(h))
-    return {lv: statistics.median(hs) for lv, hs in sorted(by_level.items())} or None
 
 
 def print_trees(report: dict, args: argparse.Namespace) -> None:

@@ -34,6 +34,7 @@ HELP_ORDER = (
     "ddd-table",
     "ddd-sweep",
     "dsbd-report",
+    "tune-trees",
     "generate",
     "tidy",
     "report",

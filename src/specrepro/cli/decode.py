@@ -31,8 +31,50 @@ def generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int4"], default="float32")
     p.add_argument("--device", default=None, help="torch device (default: runs.device or cpu)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up generations (not recorded)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timings of each run and question, interleaved; the fastest is kept "
+        "(default: runs.repeats or 1)",
+    )
+    p.add_argument(
+        "--tuning",
+        action="append",
+        default=[],
+        metavar="PAIR=FILE",
+        help="a pair's tree tuning file (tune-trees): its choices replace `tuned` values",
+    )
     p.add_argument("--out", required=True, help="result JSONL (resumed if a partial file exists)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def tune_trees_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune-trees",
+        help="choose the CPU tree size and DDD's threshold on a dataset's tuning questions",
+    )
+    config_arg(p)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int4"], default="float32")
+    p.add_argument("--device", default=None, help="torch device (default: runs.device or cpu)")
+    p.add_argument("--out", required=True, help="the tuning file (JSON)")
+
+
+def _tuned_configs(args: argparse.Namespace, config: dict) -> dict[str, dict]:
+    """{pair: the config with that pair's tuning file applied to every method entry}."""
+    import json
+
+    from specrepro.tree_tuning import apply_tuning
+
+    configs = {}
+    for spec in args.tuning:
+        pair, sep, path = spec.partition("=")
+        if not sep or not pair or not path:
+            raise ValueError(f"--tuning {spec!r}: expected PAIR=FILE")
+        tuning = json.loads(Path(path).read_text())
+        configs[pair] = {**config, "methods": apply_tuning(config["methods"], tuning, path)}
+    return configs
 
 
 def _members(args: argparse.Namespace, config: dict) -> list:
@@ -47,6 +89,7 @@ def _members(args: argparse.Namespace, config: dict) -> list:
         specs.insert(0, f"{args.pair}/{args.method}")
     if not specs:
         raise ValueError("name the runs: --pair P --method M, or --member P/M (repeatable)")
+    tuned = _tuned_configs(args, config)
     members = []
     for spec in specs:
         run, _, first = spec.partition("@")
@@ -57,7 +100,8 @@ def _members(args: argparse.Namespace, config: dict) -> list:
             raise ValueError(f"--member {spec!r}: N must be a positive whole number")
         resolve_pair(config, pair)
         questions = int(first) if first else None
-        members.append(Member(pair, resolve_method(config, method), questions))
+        choice = resolve_method(tuned.get(pair, config), method)
+        members.append(Member(pair, choice, questions))
     return members
 
 
@@ -74,6 +118,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--max-new-tokens must be >= 1")
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
     prompts = read_prompts_jsonl(Path(args.prompts))
     roles: dict[str, set[str]] = {}
     for member in members:
@@ -98,6 +144,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for pair, needed in roles.items()
     }
     warmup = args.warmup if args.warmup is not None else config["runs"].get("warmup", 1)
+    repeats = args.repeats if args.repeats is not None else config["runs"].get("repeats", 1)
     out = run_group(
         config,
         loaded,
@@ -110,11 +157,56 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.dtype,
         warmup=warmup,
         progress=not args.no_progress,
+        repeats=repeats,
     )
     print(out)
     return 0
 
 
+def cmd_tune_trees(args: argparse.Namespace) -> int:
+    import json
+
+    from specrepro.config import load_config, resolve_method, resolve_pair
+    from specrepro.data import load_tuning_prompts
+    from specrepro.harness import load_pair
+    from specrepro.prompting import encode_turn
+    from specrepro.tree_tuning import apply_tuning, tune_trees
+
+    config = load_config(args.config, args.set_json)
+    resolve_pair(config, args.pair)
+    spec = config.get("tree_tuning")
+    if not spec:
+        raise ValueError("the config has no tree_tuning block: nothing to tune")
+    sizes = [int(s) for s in spec["total_tokens"]]
+    # The entries at a placeholder value: the tuning sets size and threshold itself.
+    placeholder = {"chosen": {"total_tokens": sizes[0], "threshold": 0.0}}
+    methods = apply_tuning(config["methods"], placeholder)
+    chosen = {**config, "methods": methods}
+    size_entry = resolve_method(chosen, spec["size_entry"])
+    threshold_entry = resolve_method(chosen, spec["threshold_entry"])
+    dataset = config["datasets"][spec["dataset"]]
+    prompts = load_tuning_prompts(
+        spec["dataset"],
+        Path(config["data"]["dir"]),
+        dataset["n"],
+        config["runs"].get("subsample_seed", 0),
+        dataset["tuning"],
+    )
+    device = args.device or config["runs"].get("device", "cpu")
+    loaded = load_pair(config, args.pair, args.dtype, device, ("head",))
+    encoded = [encode_turn(loaded.tokenizer, p, 0, [], loaded.conversation) for p in prompts]
+    max_new = spec.get("max_new_tokens", dataset["max_new_tokens"])
+    result = tune_trees(loaded, size_entry, threshold_entry, sizes, encoded, max_new)
+    result |= {"pair": args.pair, "dataset": spec["dataset"], "dtype": args.dtype}
+    result["model_fingerprints"] = loaded.fingerprints
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{out}: {result['chosen']}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "generate": Subcommand(generate_parser, cmd_generate),
+    "tune-trees": Subcommand(tune_trees_parser, cmd_tune_trees),
 }

@@ -31,6 +31,25 @@ def _data(plan: Plan, w) -> dict:
     return {"data": plan.config["data"]}
 
 
+def _tune_trees(plan: Plan, w) -> dict:
+    config = plan.config
+    spec = config["tree_tuning"]
+    pair = config["pairs"][w.pair]
+    return {
+        "data": config["data"],
+        "tree_tuning": spec,
+        f"datasets.{spec['dataset']}": config["datasets"][spec["dataset"]],
+        f"pairs.{w.pair}": pair,
+        **{
+            f"methods.{m}": config["methods"][m]
+            for m in (spec["size_entry"], spec["threshold_entry"])
+        },
+        **models_entries(plan, pair["target"], pair["head"]),
+        "runs.subsample_seed": plan.runs_spec.get("subsample_seed", 0),
+        **{f"runs.{k}": plan.runs_spec[k] for k in ("device",) if k in plan.runs_spec},
+    }
+
+
 def _prompts(plan: Plan, w) -> dict:
     return {
         "data": plan.config["data"],
@@ -51,7 +70,11 @@ def _generate(plan: Plan, w) -> dict:
         **models_entries(plan, *plan.group_models(w)),
         f"datasets.{w.dataset}.max_new_tokens": plan.max_new_tokens(w),
         "energy": config.get("energy", {}),
-        **{f"runs.{k}": plan.runs_spec[k] for k in ("device", "warmup") if k in plan.runs_spec},
+        **{
+            f"runs.{k}": plan.runs_spec[k]
+            for k in ("device", "warmup", "repeats")
+            if k in plan.runs_spec
+        },
     }
     for _, method in runs:
         if method in config["methods"]:
@@ -125,6 +148,7 @@ RULE_ENTRIES: dict[str, Callable[[Plan, object], dict]] = {
     "prompts": _prompts,
     "model": _model,
     "generate": _generate,
+    "tune_trees": _tune_trees,
     "train_prompts": _train_prompts,
     "teacher_corpus": _teacher_corpus,
     "train_draft": _train_draft,

@@ -36,6 +36,7 @@ def plan_jobs(plan: Plan) -> list[Job]:
         for path, name in built.items():
             if name in models:
                 jobs.append(Job(rule, (f"{path}/config.json", f"{path}/training_log.json")))
+    jobs += [Job("tune_trees", (plan.tuning_file(p),)) for p in plan.tuning_pairs()]
     jobs += [Job("generate", (f,)) for t in plan.targets for f in plan.target_run_files(t)]
     jobs += [Job("tidy_target", (f"results/tidy/{t}.csv",)) for t in plan.targets]
     jobs.append(Job("tidy", ("results/tidy.csv", "results/coverage.json")))
