@@ -41,6 +41,20 @@ def tidy_frame(
     return pd.DataFrame(rows)
 
 
+def with_aa(tidy: pd.DataFrame, bias: float = 1.0) -> pd.DataFrame:
+    """The table with `vanilla-aa`: vanilla's rows again, `bias` times as fast (1: the same
+    timings, so the A/A control passes with no margin)."""
+    twin = tidy[tidy["method"] == "vanilla"].assign(method="vanilla-aa")
+    twin["wall_time_s"] = twin["wall_time_s"] / bias
+    return pd.concat([tidy, twin], ignore_index=True)
+
+
+def aa_claim(dataset: str = "mtbench", temperature: float = 0.0, **extra: object) -> dict:
+    return {"id": f"aa-{dataset}-{temperature}", "text": "aa", "kind": "control",
+            "method": {"name": "vanilla-aa"}, "reference": {"name": "vanilla"},
+            "dataset": dataset, "temperature": temperature, **extra}  # fmt: skip
+
+
 def write_claims(path: Path, claims: list[dict], **header: object) -> Path:
     import yaml
 
@@ -64,9 +78,10 @@ def test_ratio_claims_get_a_direction_and_a_magnitude(tmp_path: Path) -> None:
         }
     )
     table = check(
-        tidy,
+        with_aa(tidy),
         tmp_path,
         [
+            aa_claim(),
             {**BASE, "id": "win", "method": "ddd", "reference": "eagle2", "published": 1.08},
             {**BASE, "id": "big", "method": "ddd", "reference": "eagle2", "published": 1.3},
             {**BASE, "id": "none", "method": "ddd", "reference": "eagle", "published": 1.0},
@@ -93,12 +108,13 @@ def test_ratio_claims_get_a_direction_and_a_magnitude(tmp_path: Path) -> None:
 
 
 def test_value_claims_speed_one_sided_tau_two_sided(tmp_path: Path) -> None:
-    tidy = tidy_frame({"a": {"vanilla": 10.0, "eagle2": 30.0}})
+    tidy = with_aa(tidy_frame({"a": {"vanilla": 10.0, "eagle2": 30.0}}))
     value = {"kind": "value", "dataset": "mtbench", "temperature": 0.0, "text": "t"}
     table = check(
         tidy,
         tmp_path,
         [
+            aa_claim(),
             {**value, "id": "speed", "method": "eagle2", "published": 3.0},
             {**value, "id": "faster", "method": "eagle2", "published": 2.0},
             {**value, "id": "tau", "metric": "tau", "method": "eagle2", "published": 2.0},
@@ -136,11 +152,12 @@ def test_no_verdict_on_one_question(tmp_path: Path) -> None:
     assert "(n=1)" in claims_markdown(table.reset_index())
     # The minimum is the claims file's to set.
     table = check(
-        tidy_frame({"a": {"vanilla": 10.0, "eagle2": 30.0, "ddd": 40.0}}, n=5),
+        with_aa(tidy_frame({"a": {"vanilla": 10.0, "eagle2": 30.0, "ddd": 40.0}}, n=5)),
         tmp_path,
-        [{**BASE, "id": "r", "method": "ddd", "reference": "eagle2", "published": 1.3}],
+        [aa_claim(), {**BASE, "id": "r", "method": "ddd", "reference": "eagle2",
+                      "published": 1.3}],
         min_questions=4,
-    )
+    )  # fmt: skip
     assert table.loc["r", "direction"] == "supported"
 
 
@@ -155,9 +172,10 @@ def test_a_run_with_other_parameters_is_reported_with_its_measurement(tmp_path: 
     eagle2 = {"algorithm": "eagle2", "params": {"top_k": 10, "depth": 6, "total_tokens": 60}}
     value = {"kind": "value", "dataset": "mtbench", "temperature": 0.0, "text": "t"}
     table = check(
-        tidy,
+        with_aa(tidy),
         tmp_path,
         [
+            aa_claim(),
             {**value, "id": "ddd-speedup", "method": ddd, "published": 3.16},
             {**BASE, "id": "ratio", "method": ddd, "reference": eagle2, "published": 1.04},
             {**value, "id": "cpu", "method": {"algorithm": "ddd", "params": cpu},
@@ -165,14 +183,20 @@ def test_a_run_with_other_parameters_is_reported_with_its_measurement(tmp_path: 
         ],
     )  # fmt: skip
     row = table.loc["ddd-speedup"]
-    assert row["status"] == "ran with other parameters"
+    # Measured for reference: the published speedup belongs to the paper's tree.
+    assert row["status"].startswith("measured for reference; ran with other parameters (ddd-cpu:")
     assert row["measured"] == pytest.approx(1.8, rel=0.03) and row["runs"] == "ddd-cpu"
+    assert "threshold -6.0 (paper -0.3)" in row["status"]
     assert "threshold -6.0 (paper -0.3)" in row["other_parameters"]
+    # A ratio of runs timed together still gets its direction, every check passed.
     assert table.loc["ratio", "runs"] == "ddd-cpu / eagle2-cpu"
     assert table.loc["ratio", "measured"] == pytest.approx(1.2, rel=0.03)
+    assert table.loc["ratio", "status"].startswith("direction supported; ran with other")
+    assert table.loc["ratio", "magnitude"] == "-"
     assert table.loc["cpu", "status"] == "supported"  # the CPU setting itself matches
     text = claims_markdown(table.reset_index())
-    assert "**ran with other parameters** (ddd-cpu: threshold -6.0 (paper -0.3)" in text
+    assert "ran with other parameters (ddd-cpu: check_levels" not in text  # no check_levels
+    assert "ran with other parameters (ddd-cpu: threshold -6.0 (paper -0.3)" in text
 
 
 def beam_frame(energy: bool, n: int = 40) -> pd.DataFrame:
@@ -213,7 +237,7 @@ def test_energy_and_quality_claims(tmp_path: Path, energy: bool) -> None:
         [
             {"id": "e", "text": "e", "kind": "ratio", "metric": "energy", "published": 1.8,
              "published_high": 2.5, **common},
-            {"id": "q", "text": "q", "kind": "difference", "at_least": -2.0, **common},
+            {"id": "q", "text": "q", "kind": "difference", "at_least": -12.5, **common},
             {"id": "s", "text": "s", "kind": "ratio", "published": 1.5, "published_high": 1.9,
              **common},
             {"id": "ll", "text": "ll", "kind": "difference", "metric": "loglik",
@@ -224,7 +248,7 @@ def test_energy_and_quality_claims(tmp_path: Path, energy: bool) -> None:
     # Every question is exactly 2x: the interval has no width, so no verdict.
     assert table.loc["s", "measured"] == pytest.approx(2.0)
     assert table.loc["s", "status"] == "inconclusive (zero-width interval)"
-    # 45% against 50%: -5 points, the interval over 40 questions straddles -2.
+    # 45% against 50%: -5 points, the interval over 40 questions straddles -12.5.
     assert table.loc["q", "measured"] == pytest.approx(-5.0)
     assert table.loc["q", "status"] in ("not supported", "inconclusive")
     assert table.loc["ll", "measured"] == pytest.approx(-0.5)
@@ -241,7 +265,7 @@ def test_quality_at_the_floor_decides_nothing(tmp_path: Path) -> None:
     common = {"method": "dsbd", "reference": "beam", "dataset": "squad", "temperature": 1.0,
               "kind": "difference", "text": "t"}  # fmt: skip
     zero = beam_frame(energy=False).assign(em=0.0)
-    table = check(zero, tmp_path, [{**common, "id": "q", "at_least": -2.0}])
+    table = check(zero, tmp_path, [{**common, "id": "q", "at_least": -12.5}])
     assert table.loc["q", "status"] == "inconclusive (at floor)"
     # One question apart out of 40: the difference rests on too few questions.
     one = zero.copy()
@@ -269,22 +293,20 @@ def replace_bound(claim, **bounds):
     return replace(claim, higher_than=None, **bounds)
 
 
-def test_a_failed_aa_control_withholds_speed_verdicts(tmp_path: Path) -> None:
-    control = {"kind": "control", "method": {"name": "vanilla-aa"},
-               "reference": {"name": "vanilla"}, "dataset": "mtbench", "temperature": 0.0,
-               "text": "aa"}  # fmt: skip
+def test_a_failed_aa_control_withholds_its_groups_speed_verdicts(tmp_path: Path) -> None:
     ratio = {**BASE, "id": "r", "method": "ddd", "reference": "eagle2", "published": 1.1}
     steady = tidy_frame({"a": {"vanilla": 10.0, "vanilla-aa": 10.0, "eagle2": 30, "ddd": 33}})
-    table = check(steady, tmp_path, [{**control, "id": "aa"}, ratio])
+    table = check(steady, tmp_path, [aa_claim(id="aa"), ratio])
     assert table.loc["aa", "status"] == "passed"
     assert table.loc["aa", "low"] <= 1.0 <= table.loc["aa", "high"]
     assert table.loc["r", "direction"] == "supported"
     drifted = tidy_frame({"a": {"vanilla": 10.0, "vanilla-aa": 11.5, "eagle2": 30, "ddd": 33}})
-    table = check(drifted, tmp_path, [ratio, {**control, "id": "aa"}])
-    assert table.loc["aa", "status"].startswith("failed")
-    assert table.loc["r", "status"].startswith("inconclusive (A/A control failed")
+    table = check(drifted, tmp_path, [ratio, aa_claim(id="aa")])
+    assert table.loc["aa", "status"] == "failed"
+    assert table.loc["r", "status"] == "inconclusive (A/A control failed)"
     assert list(table.index) == ["r", "aa"]  # the file's order, whatever was checked first
-    assert "The A/A control failed" in claims_markdown(table.reset_index())
+    text = claims_markdown(table.reset_index())
+    assert "withheld" not in text and text.startswith("Pooled A/A (random effects, 1 groups)")
 
 
 def test_the_shipped_claims_files_load() -> None:
@@ -305,22 +327,34 @@ def test_a_claim_without_its_bound_is_refused(tmp_path: Path) -> None:
         load_claims([path])
 
 
+def _tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table in `text`, each as rows of {column label: cell}."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip("|").split("|")])
+        elif current:
+            tables.append([dict(zip(current[0], r, strict=True)) for r in current[2:]])
+            current = []
+    return tables
+
+
 def test_the_ddd_table_has_speedups_taus_and_ratios_per_temperature() -> None:
     from specrepro.report.ddd import ddd_table
 
     tidy = tidy_frame({"a": {"vanilla": 10.0, "eagle": 25.0, "eagle2": 30.0, "ddd": 33.0}})
-    text = ddd_table(tidy, "a")
-    header, _, row, *_ = text.splitlines()
-    assert header.split(" | ")[1:4] == [
-        "vanilla mean tok/s",
-        "eagle speedup (mean tok/s)",
-        "eagle tau",
-    ]
-    assert "ddd / eagle2" in header and "eagle2 / eagle" in header
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "0" and float(cells[1]) == pytest.approx(10.0, rel=0.05)
-    assert cells[2].startswith("2.5") and cells[3] == "2.00"  # eagle: 2.5x, tau 2
-    assert float(cells[-2].split()[0]) == pytest.approx(33 / 30, rel=0.03)  # ddd / eagle2
+    methods, ratios = _tables(ddd_table(tidy, "a"))
+    rows = {r["method"]: r for r in methods}
+    assert list(rows) == ["vanilla", "eagle", "eagle2", "ddd"]  # the baseline, then the paper's
+    assert float(rows["vanilla"]["mean tok/s"]) == pytest.approx(10.0, rel=0.05)
+    eagle = rows["eagle"]
+    assert (eagle["T"], eagle["rule"], eagle["n"], eagle["tau"]) == ("0", "to answer", "30", "2.00")
+    assert eagle["speedup vs vanilla (mean tok/s) [95% CI]"].startswith("2.5")  # eagle: 2.5x
+    by_ratio = {r["a / b"]: r for r in ratios}
+    assert set(by_ratio) == {"ddd / eagle2", "eagle2 / eagle"}
+    ratio = by_ratio["ddd / eagle2"]["a / b (mean tok/s) [95% CI]"]
+    assert float(ratio.split()[0]) == pytest.approx(33 / 30, rel=0.03)
+    assert by_ratio["ddd / eagle2"]["n"] == "30"
 
 
 def test_the_ddd_table_finds_tree_methods_by_algorithm_and_skips_sweep_points() -> None:
@@ -329,15 +363,42 @@ def test_the_ddd_table_finds_tree_methods_by_algorithm_and_skips_sweep_points() 
     speeds = {
         "vanilla": 10.0,
         "eagle": 12.0,
+        "eagle2": 16.0,
         "eagle2-cpu": 15.0,
+        "ddd": 19.0,
         "ddd-cpu": 18.0,
         "ddd-cpu_x0": 5.0,
     }
     tidy = tidy_frame({"a": speeds})
     tidy.loc[tidy["method"] == "ddd-cpu_x0", "algorithm"] = "ddd"
-    header = ddd_table(tidy, "a", skip=frozenset({"ddd-cpu_x0"})).splitlines()[0]
-    assert "ddd-cpu_x0" not in header
-    assert "ddd-cpu / eagle2-cpu" in header and "eagle2-cpu / eagle" in header
+    text = ddd_table(tidy, "a", skip=frozenset({"ddd-cpu_x0"}))
+    methods, ratios = _tables(text)
+    # Every tree method of the group, the paper-setting runs beside the CPU-budget ones.
+    assert [r["method"] for r in methods] == [
+        "vanilla", "eagle", "eagle2", "eagle2-cpu", "ddd", "ddd-cpu"
+    ]  # fmt: skip
+    assert {r["a / b"] for r in ratios} >= {
+        "ddd-cpu / eagle2-cpu",
+        "ddd / eagle2",
+        "eagle2 / eagle",
+    }
+    assert "ddd-cpu_x0" not in text
+
+
+def test_the_ddd_table_prints_no_ratio_between_generation_rules() -> None:
+    from specrepro.report.ddd import ddd_table
+
+    tidy = tidy_frame({"a": {"vanilla": 10.0, "eagle2": 30.0, "ddd": 33.0}})
+    tidy["stop_at_answer"] = tidy["method"] != "ddd"
+    text = ddd_table(tidy, "a")
+    methods, ratios = _tables(text)
+    rows = {r["method"]: r for r in methods}
+    assert rows["ddd"]["rule"] == "full length" and rows["eagle2"]["rule"] == "to answer"
+    assert rows["ddd"]["speedup vs vanilla (mean tok/s) [95% CI]"] == "-"
+    assert rows["eagle2"]["speedup vs vanilla (mean tok/s) [95% CI]"].startswith("3.0")
+    assert ratios[0]["a / b (mean tok/s) [95% CI]"] == "-"
+    assert "different generation rule from the baseline: full length vs to answer" in text
+    assert "different generation rule from eagle2: full length vs to answer" in text
 
 
 def test_the_ddd_sweep_has_one_point_per_setting_with_speedup_tau_and_depth(tmp_path) -> None:
@@ -391,12 +452,13 @@ def test_dsbd_table_on_hand_made_numbers(tmp_path) -> None:
     dsbd_row = next(line for line in text.splitlines() if line.startswith("| dsbd (vs beam) |"))
     assert beam_row == (
         "| beam | 3 | 10.00 | 1.00 | 4.000 | 1.00 | 50.0 | n/a | -1.03 | 3.00 | 1.0 | n/a | 0.50 "
-        "| full | 10.0 | 40 |"
+        "| full length | 10.0 | 40 |"
     )
     # dsbd: 2x the tokens/s, 2 J/token (2x less), EM 45%, widths 3, 2, 1 -> mean 2.
     assert "| 20.00 | 2.00 [" in dsbd_row
-    assert "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 1.0 | n/a | 0.50 | full | 10.0 | 40 |" in (
-        dsbd_row
+    assert (
+        "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 1.0 | n/a | 0.50 | full length | 10.0 |"
+        in (dsbd_row)
     )
     points = threshold_points(beam_frame(energy=False), "p")
     assert points[["w_thres", "quality", "beam_quality"]].iloc[0].tolist() == [0.7, 45.0, 50.0]

@@ -1,16 +1,22 @@
 """A claim's measurement: per-question rows of its runs, the statistic its kind and metric read
-(speed ratio by the paper's estimator, tau, energy ratio, quality or log-likelihood
-difference), its mean over pairs and the 95% bootstrap interval over questions."""
+(speed ratio by the paper's estimator, tau or its ratio, energy ratio, score or log-likelihood
+difference), its mean over pairs and the bootstrap interval over questions (95%, or 90% for
+equivalence). Also the A/A control per timing group (a paired BCa bootstrap of the log speed
+ratio in each estimator) and the random-effects pool of the controls over groups."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from specrepro.report.aggregate import per_question, prepare
-from specrepro.report.claim_loading import QUALITY_COLUMNS, Claim
+from specrepro.report.claim_loading import ESTIMATORS, SCORE_COLUMNS, Z95, Claim
+from specrepro.report.claim_runs import claim_rows, timing_groups
 
 N_RESAMPLES = 2000
 # Fewer questions than this scored differently by the two sides: the difference is noise.
@@ -36,7 +42,8 @@ def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     # min_count: one unmeasured turn leaves the question's energy unmeasured, never zero.
     out["energy_j"] = grouped["energy_j"].sum(min_count=1)
     out["energy_j"] = out["energy_j"].where(grouped["energy_j"].count() == grouped.size())
-    out["quality"] = grouped[QUALITY_COLUMNS.get(claim.dataset, "em")].mean()
+    for metric, columns in SCORE_COLUMNS.items():
+        out[metric] = grouped[columns.get(claim.dataset, "em")].mean()
     out["loglik"] = grouped["target_loglik"].mean()
     reasons = rows["energy_reason"].dropna() if "energy_reason" in rows else pd.Series()
     out.attrs["reason"] = str(reasons.iloc[0]) if len(reasons) else None
@@ -47,6 +54,13 @@ def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     rows = _claim_rows(per_question(tidy), claim, method)
     # Seeds pooled per question: the bootstrap resamples questions.
     return rows.groupby(["pair", "question_id"])[["new_tokens", "wall_time_s"]].sum()
+
+
+def _speed_pairs(tidy: pd.DataFrame, claim: Claim, method: str, reference: str) -> pd.DataFrame:
+    """Per (pair, question) both ran: tokens and seconds of `method`, then of `reference`."""
+    mine = _questions(tidy, claim, method)
+    theirs = _questions(tidy, claim, reference)
+    return mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
 
 
 def _forwards(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
@@ -84,12 +98,16 @@ def _tau(rows: np.ndarray) -> float:
     return float(rows[:, 0].sum() / rows[:, 1].sum())
 
 
+def _tau_ratio(rows: np.ndarray) -> float:
+    return _tau(rows[:, :2]) / _tau(rows[:, 2:])
+
+
 def _energy_ratio(rows: np.ndarray) -> float:
     # columns: tokens, J, reference tokens, reference J -> reference J/token over the method's
     return float((rows[:, 3].sum() / rows[:, 2].sum()) / (rows[:, 1].sum() / rows[:, 0].sum()))
 
 
-def _quality_difference(rows: np.ndarray) -> float:
+def _score_difference(rows: np.ndarray) -> float:
     return float(100 * (rows[:, 0].mean() - rows[:, 1].mean()))
 
 
@@ -98,8 +116,8 @@ def _loglik_difference(rows: np.ndarray) -> float:
 
 
 def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None, bool]:
-    """Per pair, the rows the energy, quality or log-likelihood statistic reads; why energy
-    is missing; and whether quality sits at the floor."""
+    """Per pair, the rows the energy, score or log-likelihood statistic reads; why energy
+    is missing; and whether the score sits at the floor."""
     assert claim.reference is not None and claim.reference.name is not None
     mine = _scores(tidy, claim, str(claim.method.name))
     theirs = _scores(tidy, claim, claim.reference.name)
@@ -113,7 +131,7 @@ def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None, 
     else:
         columns = [claim.metric, f"{claim.metric}_ref"]
         joined = joined.dropna(subset=columns)
-        if claim.metric == "quality" and len(joined):
+        if claim.metric in SCORE_COLUMNS and len(joined):
             both_zero = joined[columns].to_numpy().max() == 0
             differing = int((joined[columns[0]] != joined[columns[1]]).sum())
             floor = both_zero or differing < MIN_DIFFERING
@@ -132,27 +150,32 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
     claim's sides must name their runs (`Setting.name`)."""
     reason, floor = None, False
     method = str(claim.method.name)
-    if claim.kind == "value" and claim.metric == "tau":
+    if claim.metric == "tau":
         table = _forwards(tidy, claim, method)
-        groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
         statistic = _tau
-    elif claim.metric in ("energy", "quality", "loglik"):
+        if claim.kind == "ratio":
+            assert claim.reference is not None
+            theirs = _forwards(tidy, claim, str(claim.reference.name))
+            table = table.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+            statistic = _tau_ratio
+        groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
+    elif claim.metric in ("energy", "quality", "f1", "loglik"):
         groups, reason, floor = _paired_scores(tidy, claim)
         statistic = {
-            "energy": _energy_ratio, "quality": _quality_difference, "loglik": _loglik_difference,
+            "energy": _energy_ratio, "quality": _score_difference, "f1": _score_difference,
+            "loglik": _loglik_difference,
         }[claim.metric]  # fmt: skip
     else:
         denominator = claim.reference.name if claim.reference else baseline
-        mine = _questions(tidy, claim, method)
-        theirs = _questions(tidy, claim, str(denominator))
-        joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+        joined = _speed_pairs(tidy, claim, method, str(denominator))
         groups = {p: g.to_numpy(dtype=float) for p, g in joined.groupby(level="pair")}
         statistic = SPEED_ESTIMATORS[claim.estimator]
     groups = {p: rows for p, rows in groups.items() if len(rows)}
     if not groups:
         return empty_result(reason)
     point, reps = _replicates(groups, statistic, seed)
-    low, high = np.quantile(reps, [0.025, 0.975])
+    tail = (1 - claim.level) / 2
+    low, high = np.quantile(reps, [tail, 1 - tail])
     return {
         "measured": point,
         "low": float(low),
@@ -162,3 +185,98 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
         "reason": None,
         "floor": floor,
     }
+
+
+def _log_mean_tps(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    return np.log(np.mean(a / b, axis=axis) / np.mean(c / d, axis=axis))
+
+
+def _log_totals(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    return np.log((a.sum(axis=axis) / b.sum(axis=axis)) / (c.sum(axis=axis) / d.sum(axis=axis)))
+
+
+# The speed estimators on the log scale, vectorised over bootstrap resamples (scipy's form).
+LOG_SPEED = {"mean_tps": _log_mean_tps, "totals": _log_totals}
+SPEED_COLUMNS = ["new_tokens", "wall_time_s", "new_tokens_ref", "wall_time_s_ref"]
+
+
+def paired_interval(
+    columns: tuple[np.ndarray, ...], statistic: Callable, level: float, seed: int = 0
+) -> tuple[float, float, float]:
+    """(low, high, standard error) of `statistic` by a paired bootstrap over questions: BCa,
+    or percentile where BCa is degenerate (every resample alike); a point below 2 questions."""
+    if len(columns[0]) < 2:
+        point = float(statistic(*columns))
+        return point, point, 0.0
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.bootstrap(
+                columns, statistic, n_resamples=N_RESAMPLES, confidence_level=level,
+                method=method, paired=True, vectorized=True, rng=np.random.default_rng(seed),
+            )  # fmt: skip
+        low, high = res.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            return float(low), float(high), float(res.standard_error)
+    point = float(statistic(*columns))
+    return point, point, 0.0
+
+
+def measure_control(tidy: pd.DataFrame, claim: Claim, seed: int = 0) -> dict[str, dict]:
+    """Per timing group of a control's runs: its pairs, paired questions `n` and, per speed
+    estimator, d = log(aa / reference) with its interval at the claim's level and bootstrap
+    standard error ({"log", "low", "high", "se"}). Sides must name their runs."""
+    assert claim.reference is not None
+    method, reference = str(claim.method.name), str(claim.reference.name)
+    rows = claim_rows(tidy, claim)
+    groups = timing_groups(rows)
+    out = {}
+    for group in sorted(set(groups[rows["method"] == method])):
+        joined = _speed_pairs(rows[groups == group], claim, method, reference)
+        if joined.empty:
+            continue
+        columns = tuple(joined[c].to_numpy(dtype=float) for c in SPEED_COLUMNS)
+        entry: dict = {"n": len(joined), "pairs": sorted(set(joined.index.get_level_values(0)))}
+        for estimator in ESTIMATORS:
+            statistic = LOG_SPEED[estimator]
+            low, high, se = paired_interval(columns, statistic, claim.level, seed)
+            entry[estimator] = {
+                "log": float(statistic(*columns)), "low": low, "high": high, "se": se,
+            }  # fmt: skip
+        out[group] = entry
+    return out
+
+
+def pooled(log_ratios: list[float], errors: list[float]) -> dict | None:
+    """DerSimonian-Laird random-effects mean of per-group log ratios with standard errors:
+    {k, ratio, low, high (95%), tau2 (between-group variance, log scale)}; None without a
+    group that has a positive standard error."""
+    kept = [(y, s) for y, s in zip(log_ratios, errors, strict=True) if np.isfinite(s) and s > 0]
+    if not kept:
+        return None
+    y, v = np.array([k[0] for k in kept]), np.array([k[1] for k in kept]) ** 2
+    w = 1 / v
+    fixed = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - fixed) ** 2))
+    scale = float(np.sum(w) - np.sum(w**2) / np.sum(w))
+    tau2 = max(0.0, (q - (len(y) - 1)) / scale) if scale > 0 else 0.0
+    w = 1 / (v + tau2)
+    mu, se = float(np.sum(w * y) / np.sum(w)), math.sqrt(1 / float(np.sum(w)))
+    return {
+        "k": len(y), "ratio": math.exp(mu), "low": math.exp(mu - Z95 * se),
+        "high": math.exp(mu + Z95 * se), "tau2": tau2,
+    }  # fmt: skip
+
+
+def pooled_aa(table: pd.DataFrame) -> dict | None:
+    """The A/A controls of a claims table (`check_claims`) pooled over timing groups, each in
+    its claims file's estimator: `pooled` of their log ratios and bootstrap standard errors."""
+    if "log_ratio" not in table:
+        return None
+    rows = table[(table["kind"] == "control") & table["log_ratio"].notna()]
+    return pooled(rows["log_ratio"].astype(float).tolist(), rows["log_se"].astype(float).tolist())

@@ -12,20 +12,30 @@ import numpy as np
 import yaml
 
 MIN_QUESTIONS = 8
-CONTROL_TOLERANCE = 0.05
+# The A/A control's equivalence bound: |log(aa / vanilla)| within log(1 + delta).
+DELTA = 0.03
 KINDS = ("ratio", "value", "difference", "study", "control")
 METRICS = {
-    "ratio": ("speedup", "energy"),
+    "ratio": ("speedup", "energy", "tau"),
     "value": ("speedup", "tau"),
-    "difference": ("quality", "loglik"),
+    "difference": ("quality", "f1", "loglik"),
     "study": ("throughput_ratio", "tar_accuracy_r", "tar_perplexity_r"),
     "control": ("speedup",),
 }
 # Quantities the hardware does not change: checked two-sided against the published value.
 HARDWARE_INDEPENDENT = ("tau", "quality", "loglik")
-# Measured from timings: withheld when the A/A control shows the machine drifted.
+# Measured from timings: gated by their timing group's A/A control and widened by its margin.
 TIMED = ("speedup", "throughput_ratio")
 QUALITY_COLUMNS = {"squad": "em", "spider": "exec_match"}
+# Per-question scores in percentage points (0..1 in the tidy table), by metric and dataset.
+SCORE_COLUMNS = {"quality": QUALITY_COLUMNS, "f1": {"squad": "f1"}}
+# `hardware: gpu`: a speed value measured against the baseline on a GPU in the paper; on any
+# other device it is reported for reference, never judged.
+HARDWARE = ("any", "gpu")
+# A correlation's x-variable (the drafts' accuracy) must spread at least this much (absolute,
+# accuracy in 0..1) over at least this many distinct values, else the correlation is at floor.
+MIN_X_SPREAD = 0.05
+MIN_X_DISTINCT = 3
 ESTIMATORS = ("mean_tps", "totals")
 CORRELATIONS = ("tar_accuracy_r", "tar_perplexity_r")
 LOOKAHEADS = ("tuned", "fixed")
@@ -114,9 +124,12 @@ class Claim:
     min_drafts: int | None = None  # study correlation: drafts needed for a decidable interval
     member: str | None = None  # study ratio: a draft named in advance, or "all" (Bonferroni)
     lookahead: str = "tuned"  # study ratio: each draft's best gamma (tuned) or the fixed one
+    margin: float | None = None  # difference: two-sided equivalence bound (TOST, 90%)
     tolerance: float = 0.1
     estimator: str = "mean_tps"
     min_questions: int = MIN_QUESTIONS
+    delta: float = DELTA  # control: equivalence bound on aa / vanilla
+    hardware: str = "any"
 
     def threshold(self) -> float | None:
         """The bound a one-sided claim is checked against (None for two-sided ones)."""
@@ -126,6 +139,16 @@ class Claim:
         if self.kind == "value" and self.published is not None and not self.two_sided:
             return self.published * (1 - self.tolerance)
         return None
+
+    @property
+    def level(self) -> float:
+        """The interval's confidence: 90% for equivalence (two one-sided tests at 5%)."""
+        return 0.90 if self.kind == "control" or self.margin is not None else 0.95
+
+    @property
+    def hardware_bound(self) -> bool:
+        """A speed value against the baseline that the paper measured on a GPU."""
+        return self.hardware == "gpu" and self.kind == "value" and self.metric == "speedup"
 
     @property
     def two_sided(self) -> bool:
@@ -160,9 +183,13 @@ def load_claims(paths: list[Path]) -> list[Claim]:
         defaults = {
             "estimator": data.get("estimator", "mean_tps"),
             "min_questions": int(data.get("min_questions", MIN_QUESTIONS)),
+            "delta": float(data.get("delta", DELTA)),
+            "hardware": data.get("hardware", "any"),
         }
         if defaults["estimator"] not in ESTIMATORS:
             raise ClaimError(f"{path}: estimator must be one of {ESTIMATORS}")
+        if not 0 < defaults["delta"] < 1:
+            raise ClaimError(f"{path}: delta must lie in (0, 1)")
         for entry in data["claims"]:
             claims.append(_claim(path, data["paper"], defaults, dict(entry)))
     return claims
@@ -182,26 +209,26 @@ def _claim(path: Path, paper: str, defaults: dict, entry: dict) -> Claim:
         entry["reference"] = Setting.parse(entry["reference"], f"{where}: reference")
     if kind == "difference":
         entry.setdefault("metric", "quality")
-    if kind == "control":
-        entry.setdefault("tolerance", CONTROL_TOLERANCE)
     try:
         claim = Claim(paper=paper, **{**defaults, **entry})
     except TypeError as err:
         raise ClaimError(f"{where}: {err}") from err
     if claim.metric not in METRICS[kind]:
         raise ClaimError(f"{where}: a {kind} claim's metric must be one of {METRICS[kind]}")
-    if claim.metric == "quality" and claim.dataset not in QUALITY_COLUMNS:
-        raise ClaimError(
-            f"{where}: no task score on {claim.dataset!r} (only {sorted(QUALITY_COLUMNS)})"
-        )
+    columns = SCORE_COLUMNS.get(claim.metric)
+    if columns is not None and claim.dataset not in columns:
+        raise ClaimError(f"{where}: no task score on {claim.dataset!r} (only {sorted(columns)})")
+    if claim.hardware not in HARDWARE:
+        raise ClaimError(f"{where}: hardware must be one of {HARDWARE}")
     if kind == "ratio" or claim.metric == "throughput_ratio":
         if claim.published is None:
             raise ClaimError(f"{where}: a ratio claim needs `published` (its magnitude)")
     elif kind == "difference":
-        if (claim.at_least is None) == (claim.higher_than is None):
-            raise ClaimError(f"{where}: give one of `at_least` (no lower) or `higher_than`")
+        _check_difference(claim, where)
     elif kind == "value" and claim.published is None:
         raise ClaimError(f"{where}: a value claim needs `published`")
+    if claim.margin is not None and kind != "difference":
+        raise ClaimError(f"{where}: `margin` belongs to difference claims")
     if (claim.metric in CORRELATIONS) != (claim.at_most is not None):
         raise ClaimError(f"{where}: `at_most` belongs to (and is needed by) {CORRELATIONS} claims")
     if claim.metric in CORRELATIONS:
@@ -224,3 +251,24 @@ def _claim(path: Path, paper: str, defaults: dict, entry: dict) -> Claim:
     elif claim.member is not None:
         raise ClaimError(f"{where}: `member` belongs to throughput_ratio claims")
     return claim
+
+
+def _check_difference(claim: Claim, where: str) -> None:
+    bounds = [b for b in (claim.at_least, claim.higher_than, claim.margin) if b is not None]
+    if len(bounds) != 1:
+        raise ClaimError(
+            f"{where}: give one of `at_least` (no lower), `higher_than` or `margin` (equivalence)"
+        )
+    if claim.margin is not None and not claim.margin > 0:
+        raise ClaimError(f"{where}: `margin` must be positive")
+    if claim.metric not in SCORE_COLUMNS:
+        return
+    # A score moves in steps of one question (100 / n points): a bound finer than that step at
+    # the minimum n separates outcomes that differ by less than one question.
+    step = 100 / claim.min_questions
+    if 0 < abs(bounds[0]) < step:
+        raise ClaimError(
+            f"{where}: a bound of {abs(bounds[0])} points is finer than one question at "
+            f"min_questions {claim.min_questions} ({step:.2f} points); raise the bound or "
+            "min_questions"
+        )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from specrepro.report.claim_estimators import empty_result
-from specrepro.report.claim_loading import Claim
+from specrepro.report.claim_loading import MIN_X_DISTINCT, MIN_X_SPREAD, Claim
 
 
 def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
@@ -43,7 +43,8 @@ def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
             "note": note,
         }  # fmt: skip
     key = "accuracy" if claim.metric == "tar_accuracy_r" else "perplexity"
-    corr = ((entry.get("correlations") or {}).get(claim.dataset) or {}).get(key)
+    per_dataset = (entry.get("correlations") or {}).get(claim.dataset) or {}
+    corr = per_dataset.get(key)
     if not corr:
         return empty_result()
     n = int(corr["n"])
@@ -55,6 +56,9 @@ def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
         "high": corr["high"] if np.isfinite(corr["high"]) else None,
         "pairs": [pair], "questions": n, "reason": corr.get("reason"), "floor": False,
     }  # fmt: skip
+    floor = _x_floor(per_dataset.get(f"{key}_values"))
+    if floor:
+        result.update(floor=True, floor_reason=floor)
     assert claim.min_drafts is not None
     if n < claim.min_drafts:
         result["undecided"] = f"undecided: needs {claim.min_drafts} drafts, has {n}"
@@ -62,3 +66,17 @@ def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
         result["measured"] = None
         result["reason"] = corr.get("reason") or f"no interval from {n} drafts"
     return result
+
+
+def _x_floor(values: list[float] | None) -> str | None:
+    """Why the drafts' x-values (e.g. their accuracy) cannot carry a correlation: too little
+    spread or too few distinct values; None when they can, or were not stored."""
+    if not values:
+        return None
+    spread, distinct = max(values) - min(values), len(set(values))
+    if spread < MIN_X_SPREAD or distinct < MIN_X_DISTINCT:
+        return (
+            f"drafts' x spread {spread:.3f} (min {MIN_X_SPREAD}), {distinct} distinct values "
+            f"(min {MIN_X_DISTINCT})"
+        )
+    return None

@@ -46,8 +46,11 @@ def correlations(table: pd.DataFrame, method: str, temperature: float) -> dict:
     rows = table[(table["method"] == method) & np.isclose(table["temperature"], temperature)]
     for dataset, per_draft in rows.groupby("dataset"):
         tar = per_draft["tar"].astype(float).tolist()
+        accuracy = per_draft["accuracy"].astype(float).tolist()
         out[dataset] = {
-            "accuracy": pearson(per_draft["accuracy"].astype(float).tolist(), tar),
+            "accuracy": pearson(accuracy, tar),
+            # The x-values themselves: a claim checks whether they spread enough to correlate.
+            "accuracy_values": [a for a in accuracy if np.isfinite(a)],
             "accuracy_metric": ACCURACY_METRIC.get(dataset),
             "perplexity": pearson(per_draft["perplexity"].astype(float).tolist(), tar),
         }

@@ -23,6 +23,8 @@ def _rows(path: Path) -> list[dict]:
     if not metas:
         raise ResultsError(f"{path}: no metadata line; not a specrepro result file")
     rows = []
+    # The runs timed together (one result file): a timing group's A/A control governs them.
+    group = "/".join([*path.parts[-3:-1], path.stem])
     for rec in records:
         meta = metas.get(member_key(rec))
         if meta is None:
@@ -36,6 +38,7 @@ def _rows(path: Path) -> list[dict]:
             rows.append(
                 {
                     "run_id": run_id,
+                    "timing_group": group,
                     "pair": meta["pair"],
                     # The target's weights: runs of pairs that share them share vanilla's output.
                     "target_model": (meta.get("model_fingerprints") or {}).get("target")
@@ -59,6 +62,11 @@ def _rows(path: Path) -> list[dict]:
                     # recorded)
                     "stop_reason": t.get("stop_reason"),
                     "wall_time_s": t["wall_time"],
+                    # Every timing of this turn (the record keeps its fastest repeat's).
+                    "wall_time_repeats": json.dumps(
+                        [times[turn] for times in (rec.get("timing") or {}).get("wall_times", [])]
+                        or [t["wall_time"]]
+                    ),
                     "target_forwards": t["target_forwards"],
                     "verify_forwards": t["verify_forwards"],
                     "verified_tokens": t["verified_tokens"],
