@@ -10,14 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 
 import specrepro
 from specrepro.report.aggregate import question_speedups, summarise
+from specrepro.report.ddd import sweep_markdown, sweep_points
 from specrepro.report.figures import (
+    _length_panel,
     accepted_length_figure,
+    ddd_sweep_figure,
     draft_depth_figure,
+    method_color,
+    series_styles,
     speedup_figure,
     time_split_figure,
+    verification_lengths,
 )
 from specrepro.report.notebook import NotebookExecutionError, execute_notebook
 from specrepro.report.tables import latex_escape, write_dataset_tables
@@ -354,3 +362,92 @@ def test_notebook_failure_names_the_notebook(tmp_path: Path) -> None:
             timeout_s=120,
         )
     assert (tmp_path / "failed.ipynb").exists()
+
+
+def _full_length_sps(tidy: pd.DataFrame) -> pd.DataFrame:
+    """sps generated to full length on SQuAD, every other run stopped at the answer."""
+    ruled = tidy.assign(stop_at_answer=True)
+    ruled.loc[(ruled["dataset"] == "squad") & (ruled["method"] == "sps"), "stop_at_answer"] = False
+    return ruled
+
+
+def test_table_rows_state_n_and_rule_and_no_speedup_across_rules(
+    tidy: pd.DataFrame, tmp_path: Path
+) -> None:
+    summary = summarise(_full_length_sps(tidy))
+    squad_sps = _pick(summary, "squad", "sps")
+    assert not squad_sps["comparable"] and math.isnan(squad_sps["speedup"])
+    assert (squad_sps["rule"], squad_sps["baseline_rule"]) == ("full length", "to answer")
+    write_dataset_tables(summary, tmp_path)
+    squad_md = (tmp_path / "table_squad.md").read_text()
+    squad = _cells_by_column(squad_md)
+    assert squad["sps"]["rule"] == "full length" and squad["sps"]["n"] == str(N_QUESTIONS)
+    assert squad["vanilla"]["rule"] == "to answer" and squad["vanilla"]["n"] == str(N_QUESTIONS)
+    assert squad["sps"]["speedup, mean tok/s [95% CI]"] == "-"
+    assert squad["sps"]["speedup, totals [95% CI]"] == "-"
+    assert "different generation rule from the baseline: full length vs to answer" in squad_md
+    assert "speedup n/a" not in squad_md
+    # The same rule on MT-bench: the speedup is printed.
+    mt = _cells_by_column((tmp_path / "table_mtbench.md").read_text())
+    assert mt["sps"]["rule"] == "to answer"
+    assert mt["sps"]["speedup, mean tok/s [95% CI]"].startswith("2.00 [")
+    tex = (tmp_path / "table_squad.tex").read_text()
+    assert " & full length & 6 & " in tex and "different generation rule" in tex
+    # The figure draws no bar for it, and says why.
+    _assert_written(speedup_figure(summary, tmp_path / "speedup"))
+
+
+def test_a_method_keeps_its_colour_whatever_else_a_panel_shows(tidy: pd.DataFrame) -> None:
+    defaults = ["vanilla", "vanilla-aa", "sps", "eagle", "eagle2", "eagle2-cpu", "ddd"]
+    defaults += ["ddd-cpu", "beam", "dsbd", "dsbd-t0p9"]
+    assert len({method_color(m) for m in defaults}) == len(defaults)
+    assert method_color("ddd-cpu_x-0p3_S3-5") == method_color("ddd-cpu_x-0p3_S3-5")
+    frame = pd.DataFrame({"method": ["sps", "eagle2", "my-new-method", "dsbd"]})
+    whole = series_styles(frame, frame["method"])
+    for subset in (frame.iloc[[0]], frame.iloc[[2, 0]], frame.iloc[[3, 2, 1]]):
+        styles = series_styles(subset, subset["method"])
+        assert all(styles[m]["color"] == whole[m]["color"] for m in styles)
+    # The bars a figure draws carry those colours, whichever subset it holds.
+    fig = Figure()
+    ax = fig.subplots()
+    accepted = tidy[tidy["method"] == "sps"]
+    _length_panel(ax, accepted.assign(accept_lengths=verification_lengths(accepted)))
+    assert {to_hex(p.get_facecolor()) for p in ax.patches} == {method_color("sps")}
+
+
+def _sweep_tidy() -> pd.DataFrame:
+    """vanilla, eagle2 and two DDD settings (x = -0.3, the paper's, and x = -3) on MT-bench."""
+    tidy = make_tidy()
+    tidy = tidy[tidy["dataset"] == "mtbench"]
+    speculative = tidy[tidy["method"] == "sps"]
+    settings = {"eagle2": ("eagle2", None), "ddd": ("ddd", -0.3), "ddd_x-3": ("ddd", -3.0)}
+    frames = [tidy[tidy["method"] == "vanilla"].assign(params="{}", draft_levels="[]")]
+    for method, (algorithm, x) in settings.items():
+        params = {} if x is None else {"threshold": x, "check_levels": [3, 5], "max_levels": 6}
+        frames.append(
+            speculative.assign(
+                method=method, algorithm=algorithm, params=json.dumps(params), draft_levels="[3, 5]"
+            )  # fmt: skip
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_sweep_has_tau_intervals_n_the_papers_x_and_the_eagle2_reference(
+    tmp_path: Path,
+) -> None:
+    points = sweep_points(_sweep_tidy(), PAIR)
+    ddd = points[~points["reference"]]
+    assert list(ddd["threshold"]) == [-3.0, -0.3] and list(ddd["paper_x"]) == [False, True]
+    assert (points["tau_low"] <= points["tau"]).all() and (
+        points["tau"] <= points["tau_high"]
+    ).all()
+    assert points["tau"].tolist() == pytest.approx([SPS_TAU] * 3)
+    assert (points["questions"] == N_QUESTIONS).all()
+    (reference,) = points[points["reference"]].itertuples()
+    assert reference.method == "eagle2"
+    text = sweep_markdown(points, "sweep")
+    assert "| ddd | -0.3 (paper's x) | 3-5 | 6 | 2.00 [" in text
+    assert f"| 2.50 [2.50, 2.50] | 4.00 | to answer | {N_QUESTIONS} |" in text
+    assert "| eagle2 (EAGLE-2 reference) | - | - | - |" in text
+    assert "The paper's x = -0.3: the row(s) of ddd." in text
+    _assert_written(ddd_sweep_figure(points, tmp_path / "sweep", "sweep"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -53,6 +55,14 @@ SPEEDUP_COLUMNS = [
     f"{prefix}{suffix}" for prefix in SPEEDUP_DEFINITIONS for suffix in ("", "_low", "_high")
 ]
 PAIRING_COLUMNS = ["n_paired", "n_unpaired_method", "n_unpaired_baseline"]
+# stop_at_answer -> the generation rule every table and figure prints.
+RULE_LABELS = {True: "to answer", False: "full length"}
+MIXED_RULE = "mixed"
+RULE_COLUMNS = ["rule", "baseline_rule", "comparable"]
+RULE_NOTE = (
+    "rule: the generation rule, to answer = stopped at the token that ends the task's answer, "
+    "full length = to EOS or max_new_tokens; n: questions run."
+)
 
 
 def prepare(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +94,62 @@ def per_question(tidy: pd.DataFrame) -> pd.DataFrame:
     )
     summed["tokens_per_s"] = summed["new_tokens"] / summed["wall_time_s"]
     return summed
+
+
+def _params_rule(params: object) -> object:
+    return json.loads(params).get("stop_at_answer", True) if isinstance(params, str) else True
+
+
+def stop_rules(tidy: pd.DataFrame) -> pd.Series:
+    """Each row's stop_at_answer as a bool, True where unrecorded (tidy's default).
+
+    Tables written before the column existed carry it in params only. A CSV round trip gives
+    bools, or strings where some cells are blank.
+    """
+    if "stop_at_answer" in tidy:
+        values = tidy["stop_at_answer"]
+    elif "params" in tidy:
+        values = tidy["params"].map(_params_rule)
+    else:
+        return pd.Series(True, index=tidy.index)
+    return values.map(lambda v: str(v).strip().lower() not in {"false", "0"})
+
+
+def rule_label(rows: pd.DataFrame) -> str:
+    """The generation rule of these rows ("to answer", "full length"), "mixed" if both."""
+    rules = set(stop_rules(rows))
+    return MIXED_RULE if len(rules) > 1 else RULE_LABELS[next(iter(rules), True)]
+
+
+def comparable(rule: str, reference_rule: str) -> bool:
+    """Whether a ratio between runs of these rules compares like with like: tokens/s of runs
+    stopped at the answer and of runs to full length differ by their length alone."""
+    return rule == reference_rule and rule != MIXED_RULE
+
+
+def rule_note(rule: str, reference_rule: str, reference: str = "the baseline") -> str:
+    """Why a ratio is not printed."""
+    return f"different generation rule from {reference}: {rule} vs {reference_rule}"
+
+
+def config_rules(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Per configuration: its rule, its baseline's (same pair, dataset, T, dtype; NaN with no
+    baseline run) and whether a speedup over that baseline is comparable."""
+    rows = [
+        {**dict(zip(GROUP_KEYS, key, strict=True)), "rule": rule_label(group)}
+        for key, group in tidy.groupby(GROUP_KEYS, dropna=False, sort=True)
+    ]
+    rules = pd.DataFrame(rows, columns=[*GROUP_KEYS, "rule"])
+    base = rules[rules["method"] == baseline].drop(columns="method")
+    keys = [k for k in GROUP_KEYS if k != "method"]
+    rules = rules.merge(base.rename(columns={"rule": "baseline_rule"}), on=keys, how="left")
+    rules["comparable"] = [
+        method == baseline or (pd.notna(base_rule) and comparable(rule, base_rule))
+        for method, rule, base_rule in rules[["method", "rule", "baseline_rule"]].itertuples(
+            index=False
+        )
+    ]
+    return rules.astype({"comparable": bool})
 
 
 def _with_baseline(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -156,13 +222,17 @@ def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
 
 
 def speedup_table(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> pd.DataFrame:
-    """Every speedup definition with 95% bootstrap intervals, one row per configuration."""
+    """Every speedup definition with 95% bootstrap intervals, one row per configuration; NaN
+    where the configuration's generation rule differs from its baseline's."""
     paired = question_speedups(tidy, baseline)
+    allowed = config_rules(prepare(tidy), baseline).set_index(GROUP_KEYS)["comparable"]
     rows = []
     for key, group in paired.groupby(GROUP_KEYS, dropna=False, sort=True):
         if key[GROUP_KEYS.index("method")] == baseline:
             # Exactly 1 by definition; computing it would only add rounding noise.
             stats = dict.fromkeys(SPEEDUP_COLUMNS, 1.0)
+        elif not allowed[key]:
+            stats = dict.fromkeys(SPEEDUP_COLUMNS, float("nan"))
         else:
             try:
                 stats = _speedup_stats(group, seed)
@@ -262,7 +332,9 @@ def group_stats(group: pd.DataFrame) -> dict[str, object]:
 def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> pd.DataFrame:
     """One row per (pair, dataset, method, temperature, dtype) with speed, energy, quality.
 
-    Speedups are NaN where no matching baseline run exists; the baseline's own are 1.0.
+    Speedups are NaN where no matching baseline run exists or where the configuration's
+    generation rule differs from its baseline's (`comparable` False, `rule` and
+    `baseline_rule` say which); the baseline's own are 1.0.
     """
     tidy = prepare(tidy)
     rows = [
@@ -272,7 +344,8 @@ def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> p
     stats = pd.DataFrame(rows)
     summary = stats.merge(speedup_table(tidy, baseline, seed), on=GROUP_KEYS, how="left")
     summary = summary.merge(pairing_counts(tidy, baseline), on=GROUP_KEYS, how="left")
+    summary = summary.merge(config_rules(tidy, baseline), on=GROUP_KEYS, how="left")
     front = [*GROUP_KEYS, "n_questions", "n_seeds", "n_runs", "new_tokens", "wall_time_s"]
-    front += ["tokens_per_s", *SPEEDUP_COLUMNS, *PAIRING_COLUMNS]
+    front += ["tokens_per_s", *SPEEDUP_COLUMNS, *PAIRING_COLUMNS, *RULE_COLUMNS]
     rest = [c for c in summary.columns if c not in front]
     return summary[front + rest]

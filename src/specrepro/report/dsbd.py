@@ -1,8 +1,9 @@
 """The DSBD paper's comparison, one table per pair and dataset: every method that ran at T > 0
 against beam sampling of the same width (tokens/s, speedup, J/token, energy ratio, task quality,
 the target's log-likelihood, the width DSBD used, KV and device memory, target forwards per
-token); and the w_thres and per-level width views behind the two DSBD figures. Speed is the
-DSBD paper's estimator throughout: total tokens over total seconds (SPEC 7)."""
+token), each with its generation rule and n; and the w_thres and per-level width views behind
+the two DSBD figures. Speed is the DSBD paper's estimator throughout: total tokens over total
+seconds (SPEC 7). No ratio is printed between runs of different generation rules."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specrepro.report.aggregate import group_stats, prepare
+from specrepro.report.aggregate import comparable, group_stats, prepare, rule_label, rule_note
 from specrepro.report.claims import measure, query
-from specrepro.report.tables import LOGLIK_NOTE, MEMORY_NOTE, TAU_NOTE, TOKS_TOTALS
+from specrepro.report.tables import (
+    LOGLIK_NOTE,
+    MEMORY_NOTE,
+    NOT_COMPARABLE,
+    TAU_NOTE,
+    TOKS_TOTALS,
+)
 
 # Per dataset, (summary column, label) of each task score, F1 always beside EM.
 QUALITY = {
@@ -91,7 +98,7 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
                 "forwards_per_token": _forwards_per_token(group),
                 # New tokens per question, every turn: the length the speed was measured at.
                 "new_tokens": float(group.groupby("question_id")["new_tokens"].sum().mean()),
-                "length": "full" if params.get("stop_at_answer") is False else "answer",
+                "rule": rule_label(group),
                 "questions": stats["n_questions"],
             }
         )
@@ -109,8 +116,8 @@ def _header(dataset: str) -> list[str]:
     return [
         "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", "J/token",
         "energy ratio vs beam", *scores, "target log-lik/token", "mean width",
-        "KV peak (MiB)", "peak device MiB", "target forwards / token", "generated to",
-        "new tokens / question", "questions",
+        "KV peak (MiB)", "peak device MiB", "target forwards / token", "rule",
+        "new tokens / question", "n",
     ]  # fmt: skip
 
 
@@ -123,7 +130,7 @@ def _cells(r: Any, reference: str, speed: str, energy: str, dataset: str) -> lis
         _num(r.j_per_token, "{:.3f}"), energy, *scores, _num(r.target_loglik, "{:.2f}"),
         _num(r.mean_width, "{:.2f}"), _num(r.kv_peak_mib, "{:.1f}"),
         _num(r.peak_device_mib, "{:.1f}"), _num(r.forwards_per_token, "{:.2f}"),
-        r.length, _num(r.new_tokens, "{:.1f}"), str(r.questions),
+        r.rule, _num(r.new_tokens, "{:.1f}"), str(r.questions),
     ]  # fmt: skip
 
 
@@ -144,11 +151,12 @@ def _notes(pair: str, dataset: str) -> list[str]:
         MEMORY_NOTE,
         LOGLIK_NOTE,
         f"Target forwards / token = 1 / tau, with {TAU_NOTE}",
-        "Generated to: full = to EOS or the dataset's max_new_tokens, every token counted, as "
-        "the DSBD paper's evaluation runs (the answer is cut only for scoring); answer = "
-        "stopped at the token that ends the task's answer. Speeds compare only at equal "
-        "lengths: a run stopped at the answer is a few tokens long, where the prefill "
-        "dominates.",
+        "rule: the generation rule, full length = to EOS or the dataset's max_new_tokens, every "
+        "token counted, as the DSBD paper's evaluation runs (the answer is cut only for "
+        "scoring); to answer = stopped at the token that ends the task's answer; n: questions "
+        "run. Speeds and energies compare only at equal lengths (a run stopped at the answer "
+        "is a few tokens long, where the prefill dominates): no ratio between runs of "
+        f"different rules is printed ({NOT_COMPARABLE}).",
     ]
 
 
@@ -159,6 +167,7 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
     header = _header(dataset)
     lines = []
     reasons = set()
+    different: list[str] = []
     qualities: list[float] = []
     temperatures = sorted(t for t in rows["temperature"].astype(float).unique() if t > 0)
     for temperature in temperatures:
@@ -169,10 +178,17 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
         lines += [f"#### T = {temperature:g}", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         j_of = dict(zip(summary["method"], summary["j_per_token"], strict=True))
+        rule_of = dict(zip(summary["method"], summary["rule"], strict=True))
         for r in summary.itertuples():
             reference = beam_reference(at_t, r.width)
             if r.method == reference:
                 speed, energy = "1.00", "1.00" if r.j_per_token else "n/a"
+            elif not comparable(r.rule, rule_of[reference]):
+                speed = energy = NOT_COMPARABLE
+                different.append(
+                    f"{r.method} at T={temperature:g}: "
+                    f"{rule_note(r.rule, rule_of[reference], reference)}"
+                )
             else:
                 ratio = _ratio(tidy, r.method, reference, pair, dataset, temperature)
                 speed = _ci(ratio)
@@ -189,6 +205,8 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
     notes = _notes(pair, dataset)
     if reasons:
         notes.append("J/token n/a: " + "; ".join(sorted(reasons)) + ".")
+    if different:
+        notes.append(f"speedup and energy ratio {NOT_COMPARABLE}: " + "; ".join(different) + ".")
     if qualities and max(qualities) < FLOOR_QUALITY:
         notes.append(
             f"Every method scores below {FLOOR_QUALITY:g}% {label} here: at this floor the "
@@ -211,9 +229,10 @@ def _num(value: object, fmt: str) -> str:
 
 
 def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
-    """One row per (dataset, temperature, dsbd entry): its w_thres, min width, speedup over
-    beam of the same width (totals, as the table) with the interval, and quality (EM or EA,
-    and F1 on SQuAD; NaN elsewhere) beside beam's; for the w_thres figure."""
+    """One row per (dataset, temperature, dsbd entry): its w_thres, min width, the beam entry
+    it is compared with, its rule, speedup over that beam (totals, as the table; NaN where the
+    rules differ, `comparable` False) with the interval, and quality (EM or EA, and F1 on
+    SQuAD; NaN elsewhere) beside beam's; for the w_thres figure."""
     points = []
     rows = tidy[tidy["pair"] == pair]
     keys = ["dataset", "temperature"]
@@ -223,18 +242,27 @@ def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
         if summary.empty:
             continue
         quality = dict(zip(summary["method"], summary["quality"], strict=True))
+        rule_of = dict(zip(summary["method"], summary["rule"], strict=True))
         f1 = summary.set_index("method")["f1"] if "f1" in summary else pd.Series(dtype=float)
         for r in summary[summary["algorithm"] == "dsbd"].itertuples():
             reference = beam_reference(group, r.width)
             if reference is None:
                 continue
-            ratio = _ratio(tidy, r.method, reference, pair, dataset, temperature)
+            same = comparable(r.rule, rule_of[reference])
+            ratio = (
+                _ratio(tidy, r.method, reference, pair, dataset, temperature)
+                if same
+                else {"measured": None, "low": None, "high": None}
+            )
             params = _params(group[group["method"] == r.method])
             points.append(
                 {
                     "dataset": dataset,
                     "temperature": temperature,
                     "method": r.method,
+                    "reference": reference,
+                    "rule": r.rule,
+                    "comparable": same,
                     "width": r.width,
                     "w_thres": r.w_thres,
                     "min_width": params.get("min_width"),

@@ -7,21 +7,69 @@ notebook that imports this module keeps its inline backend.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from specrepro.report.aggregate import rule_note
+from specrepro.report.ddd import PAPER_THRESHOLD
+
 SERIES_KEYS = ["pair", "method", "temperature", "dtype"]
+# A method keeps its colour in every figure and panel, whichever others it stands beside:
+# the default config's methods have fixed ones (a family in shades of one hue) ...
+METHOD_COLORS = {
+    "vanilla": "#7f7f7f",
+    "vanilla-aa": "#c7c7c7",
+    "sps": "#1f77b4",
+    "eagle": "#2ca02c",
+    "eagle2": "#ff7f0e",
+    "eagle2-cpu": "#ffbb78",
+    "ddd": "#d62728",
+    "ddd-cpu": "#ff9896",
+    "beam": "#9467bd",
+    "dsbd": "#8c564b",
+    "dsbd-t0p9": "#c49c94",
+}
+# ... and any other name hashes into a second palette (md5, not hash(): that is salted per
+# process, and the colour must not change between runs).
+OTHER_COLORS = [to_hex(c) for c in colormaps["tab20b"].colors]
+HATCHES = ["", "//", "..", "xx", "\\\\", "++"]  # series of one method in one panel
 QUALITY_LABELS = {"squad": "EM", "spider": "EA"}  # the first task score of each dataset
 SPLIT_PARTS = [("frac_draft", "draft"), ("frac_verify", "verify"), ("frac_other", "other")]
 
 
 def _format_key(column: str, value: object) -> str:
     return f"T={value:g}" if column == "temperature" else str(value)
+
+
+def method_color(name: str) -> str:
+    """The colour of a method (or any named series) in every figure."""
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    digest = hashlib.md5(name.encode()).digest()
+    return OTHER_COLORS[int.from_bytes(digest[:4], "big") % len(OTHER_COLORS)]
+
+
+def series_styles(frame: pd.DataFrame, labels: pd.Series) -> dict[str, dict[str, str]]:
+    """Bar style per series label: its method's colour, and a hatch where one panel holds
+    several series of the same method (other pairs, temperatures or dtypes)."""
+    styles: dict[str, dict[str, str]] = {}
+    seen: dict[str, int] = {}
+    pairs = pd.DataFrame({"label": labels, "method": frame["method"].astype(str)})
+    for label, method in (
+        pairs.drop_duplicates("label").sort_values("label").itertuples(index=False)
+    ):
+        index = seen[method] = seen.get(method, -1) + 1
+        styles[label] = {"color": method_color(method), "hatch": HATCHES[index % len(HATCHES)]}
+    return styles
 
 
 def series_labels(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -69,21 +117,30 @@ def _grouped_bars(
     ax: Axes,
     groups: list[str],
     heights: dict[str, list[float]],
+    styles: dict[str, dict[str, str]],
     errors: dict | None = None,
     notes: dict[str, list[str]] | None = None,
 ) -> None:
-    """Bars for each series side by side within each group on the x axis, optionally with a
-    short note (e.g. the number of paired questions) at the foot of each bar."""
+    """Bars for each series side by side within each group on the x axis, in the series'
+    style, optionally with a short note (e.g. the number of paired questions) at the foot of
+    each bar."""
     positions = np.arange(len(groups))
     width = 0.8 / max(len(heights), 1)
     for i, (label, values) in enumerate(heights.items()):
         offset = (i - (len(heights) - 1) / 2) * width
         yerr = None if errors is None else errors[label]
-        ax.bar(positions + offset, values, width, yerr=yerr, capsize=3, label=label)
+        ax.bar(positions + offset, values, width, yerr=yerr, capsize=3, label=label,
+               edgecolor="black", linewidth=0.3, **styles[label])  # fmt: skip
         for x, text in zip(positions + offset, (notes or {}).get(label, []), strict=False):
             ax.annotate(text, (x, 0), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7, rotation=90)  # fmt: skip
     ax.set_xticks(positions, groups)
+
+
+def _bar_note(row: pd.Series) -> str:
+    if pd.notna(row["baseline_rule"]) and not row["comparable"]:
+        return "rule \u2260"  # no bar: its baseline ran under another generation rule
+    return "" if pd.isna(row["n_paired"]) else f"n={int(row['n_paired'])}"
 
 
 def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
@@ -96,15 +153,26 @@ def _speedup_panel(ax: Axes, rows: pd.DataFrame, datasets: list[str]) -> None:
     heights, errors, notes = {}, {}, {}
     for label, series in rows.groupby("label", sort=True):
         by_dataset = series.set_index("dataset").reindex(datasets)
+        # summarise leaves the speedup of a run of another rule than its baseline's NaN.
         point = by_dataset["speedup"].to_numpy(dtype=float)
-        low = np.nan_to_num(point - by_dataset["speedup_low"].to_numpy(dtype=float))
-        high = np.nan_to_num(by_dataset["speedup_high"].to_numpy(dtype=float) - point)
         heights[label] = point
-        errors[label] = np.clip(np.vstack([low, high]), 0, None)
-        paired = by_dataset["n_paired"] if "n_paired" in by_dataset else pd.Series(dtype=float)
-        notes[label] = ["" if pd.isna(n) else f"n={int(n)}" for n in paired]
-    _grouped_bars(ax, datasets, heights, errors, notes)
+        errors[label] = _interval_bars(point, by_dataset["speedup_low"], by_dataset["speedup_high"])
+        notes[label] = [
+            "" if pd.isna(row["method"]) else _bar_note(row) for _, row in by_dataset.iterrows()
+        ]
+    _grouped_bars(ax, datasets, heights, series_styles(rows, rows["label"]), errors, notes)
     _legend_on_top(ax, len(heights))
+
+
+def _rule_caption(rows: pd.DataFrame, baseline: str, width: int) -> str:
+    """Which bars are absent because the run's rule differs from its baseline's, and why."""
+    different = rows[rows["baseline_rule"].notna() & ~rows["comparable"].astype(bool)]
+    notes = []
+    for (rule, base_rule), group in different.groupby(["rule", "baseline_rule"], sort=True):
+        runs = ", ".join(f"{r.method} T={r.temperature:g} {r.dataset}" for r in group.itertuples())
+        notes.append(f"no bar (rule \u2260) for {runs}: {rule_note(rule, base_rule)} ({baseline})")
+    # Wrapped to the figure's width: one panel is narrower than a note.
+    return "\n".join(textwrap.fill(note, width) for note in notes)
 
 
 def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanilla") -> list[Path]:
@@ -120,6 +188,9 @@ def speedup_figure(summary: pd.DataFrame, out_base: Path, baseline: str = "vanil
         _speedup_panel(ax, methods[methods["temperature"] == temperature], datasets)
         ax.set_title(f"T = {temperature:g}")
         ax.set_ylabel(f"speedup over {baseline}, mean tok/s\n(mean tok/s / {baseline}'s)")
+    caption = _rule_caption(methods, baseline, 70 * len(axes))
+    if caption:
+        fig.supxlabel(caption, fontsize=7)
     hardware = sorted({str(h) for h in summary.get("hardware", pd.Series(dtype=str)).dropna()})
     if hardware:
         fig.suptitle("; ".join(hardware), fontsize=8, y=0.995)
@@ -165,9 +236,10 @@ def verification_lengths(tidy: pd.DataFrame) -> pd.Series:
 
 
 def _length_panel(ax: Axes, rows: pd.DataFrame, column: str = "accept_lengths") -> None:
+    labels = series_labels(rows, SERIES_KEYS)
     distributions = {
         label: length_distribution(series[column])
-        for label, series in rows.groupby(series_labels(rows, SERIES_KEYS), sort=True)
+        for label, series in rows.groupby(labels, sort=True)
     }
     distributions = {k: v for k, v in distributions.items() if v.sum() > 0}
     if not distributions:
@@ -175,7 +247,7 @@ def _length_panel(ax: Axes, rows: pd.DataFrame, column: str = "accept_lengths") 
         return
     longest = max(len(v) for v in distributions.values())
     padded = {k: np.pad(v, (0, longest - len(v)))[1:] for k, v in distributions.items()}
-    _grouped_bars(ax, [str(k) for k in range(1, longest)], padded)
+    _grouped_bars(ax, [str(k) for k in range(1, longest)], padded, series_styles(rows, labels))
     _legend_on_top(ax, len(padded))
 
 
@@ -244,32 +316,75 @@ def time_split_figure(summary: pd.DataFrame, out_base: Path) -> list[Path]:
     return _save(fig, out_base)
 
 
+SWEEP_PANELS = [
+    ("speedup", "speedup, mean tok/s"),
+    ("tau", "tau (95% CI over questions)"),
+    ("mean_levels", "levels"),
+]
+
+
+def _sweep_bars(line: pd.DataFrame, column: str, y: np.ndarray) -> np.ndarray | None:
+    if column == "mean_levels":
+        return None
+    return _interval_bars(y, line[f"{column}_low"], line[f"{column}_high"])
+
+
+def _sweep_references(ax: Axes, references: pd.DataFrame, column: str) -> None:
+    """Each EAGLE-2 run of the group as a horizontal line in its method's colour."""
+    for r in references.itertuples():
+        value = getattr(r, column)
+        if pd.notna(value):
+            ax.axhline(float(value), color=method_color(r.method), linestyle="-.",
+                       linewidth=1.2, label=f"{r.method} (EAGLE-2)")  # fmt: skip
+
+
 def ddd_sweep_figure(points: pd.DataFrame, out_base: Path, title: str) -> list[Path]:
-    """Speedup (with its interval), tau and mean drafted levels against the threshold x, one
-    line per set of check levels S (from report.ddd.sweep_points)."""
+    """Speedup and tau (with their 95% intervals) and mean drafted levels against the
+    threshold x, one line per set of check levels S, n beside each point, the paper's x as a
+    vertical line and the EAGLE-2 runs of the group as horizontal ones (from
+    report.ddd.sweep_points)."""
     fig, axes = _panels(3)
-    panels = [("speedup", "speedup, mean tok/s"), ("tau", "tau"), ("mean_levels", "levels")]
-    for ax, (column, label) in zip(axes, panels, strict=True):
+    sweep = points[~points["reference"].astype(bool)] if len(points) else points
+    references = points[points["reference"].astype(bool)] if len(points) else points
+    for ax, (column, label) in zip(axes, SWEEP_PANELS, strict=True):
         ax.set_xlabel("threshold x on H")
         ax.set_ylabel(label)
-        if points.empty:
+        if sweep.empty:
             _empty(ax, "no DDD runs")
             continue
-        for (levels, algorithm), line in points.groupby(["check_levels", "algorithm"], sort=True):
+        for (levels, algorithm), line in sweep.groupby(["check_levels", "algorithm"], sort=True):
             line = line.sort_values("threshold")
             x, y = line["threshold"].to_numpy(float), line[column].to_numpy(float)
-            yerr = None
-            if column == "speedup":
-                low = np.nan_to_num(y - line["speedup_low"].to_numpy(float))
-                high = np.nan_to_num(line["speedup_high"].to_numpy(float) - y)
-                yerr = np.clip(np.vstack([low, high]), 0, None)
             name = f"S={levels}" + (" (async)" if algorithm == "ddd_async" else "")
-            ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
+            ax.errorbar(x, y, yerr=_sweep_bars(line, column, y), marker="o", capsize=3,
+                        label=name, color=method_color(name))  # fmt: skip
+            if column == "tau":
+                for xi, yi, n in zip(x, y, line["questions"], strict=True):
+                    ax.annotate(f"n={n}", (xi, yi), xytext=(3, -10), textcoords="offset points",
+                                fontsize=6)  # fmt: skip
+        _sweep_references(ax, references, column)
+        ax.axvline(PAPER_THRESHOLD, color="black", linestyle=":", linewidth=1,
+                   label=f"paper's x = {PAPER_THRESHOLD:g}")  # fmt: skip
         if column == "speedup":
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.legend(fontsize="small")
+    different = sweep[~sweep["comparable"].astype(bool)] if len(sweep) else sweep
+    if len(different):
+        fig.supxlabel(f"no speedup point for {', '.join(different['method'])}: different "
+                      "generation rule from the baseline", fontsize=7)  # fmt: skip
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)
+
+
+def _method_points(
+    ax: Axes, line: pd.DataFrame, x: np.ndarray, y: np.ndarray, marker: str = "o"
+) -> None:
+    """Each point in its method's colour, each method in the legend once."""
+    named = set(ax.get_legend_handles_labels()[1])
+    for method, xi, yi in zip(line["method"].astype(str), x, y, strict=True):
+        ax.scatter([xi], [yi], color=method_color(method), marker=marker, edgecolors="black",
+                   linewidths=0.5, zorder=3, label=None if method in named else method)  # fmt: skip
+        named.add(method)
 
 
 def _beam_line(ax: Axes, values: pd.Series, color: str, label: str, style: str = "--") -> None:
@@ -300,24 +415,38 @@ def dsbd_threshold_figure(points: pd.DataFrame, out_base: Path, title: str) -> l
             _empty(bottom, "no DSBD runs next to beam sampling")
             continue
         keys = ["width", "min_width", "temperature"]
-        for (width, min_width, temperature), line in rows.groupby(keys, sort=True):
+        for (width, min_width, temperature), line in rows.groupby(keys, sort=True, dropna=False):
             line = line.sort_values("w_thres")
             x = line["w_thres"].to_numpy(float)
             y = line["speedup"].to_numpy(float)
             yerr = _interval_bars(y, line["low"], line["high"])
             name = f"W={width:g} min={min_width} T={temperature:g}"
-            top.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
+            # A line joins several methods (one per w_thres): it takes its setting's colour,
+            # each point its method's.
+            color = method_color(name)
+            top.errorbar(x, y, yerr=yerr, capsize=3, color=color, label=name)
+            _method_points(top, line, x, y)
             quality = line["quality"].to_numpy(float)
-            drawn = bottom.plot(x, quality, marker="o", label=f"{score} {name}")
-            color = drawn[0].get_color()
-            _beam_line(bottom, line["beam_quality"], color, f"beam {score} W={width:g}")
+            bottom.plot(x, quality, color=color, label=f"{score} {name}")
+            _method_points(bottom, line, x, quality)
+            beam = str(line["reference"].iloc[0])
+            beam_color = method_color(beam)
+            _beam_line(bottom, line["beam_quality"], beam_color, f"{beam} {score} W={width:g}")
             if "f1" in line and line["f1"].notna().any():
                 f1 = line["f1"].to_numpy(float)
-                bottom.plot(x, f1, marker="s", linestyle=":", color=color, label=f"F1 {name}")
-                _beam_line(bottom, line["beam_f1"], color, f"beam F1 W={width:g}", ":")
+                bottom.plot(x, f1, linestyle=":", color=color, label=f"F1 {name}")
+                _method_points(bottom, line, x, f1, "s")
+                _beam_line(bottom, line["beam_f1"], beam_color, f"{beam} F1 W={width:g}", ":")
         top.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         top.legend(fontsize="small")
         bottom.legend(fontsize="small")
+    different = points[~points["comparable"].astype(bool)] if len(points) else points
+    if len(different):
+        runs = ", ".join(
+            f"{r.method} T={r.temperature:g} {r.dataset}" for r in different.itertuples()
+        )
+        fig.supxlabel(f"no speedup point for {runs}: different generation rule from the beam "
+                      "entry", fontsize=7)  # fmt: skip
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_base)
 
@@ -340,7 +469,8 @@ def dsbd_width_figure(widths: pd.DataFrame, out_base: Path, title: str) -> list[
         for i, method in enumerate(methods):
             line = rows[rows["method"] == method].sort_values("level")
             x = line["level"].to_numpy(float) + (i - (len(methods) - 1) / 2) * step
-            bars = ax.bar(x, line["mean_width"].to_numpy(float), step, label=method)
+            bars = ax.bar(x, line["mean_width"].to_numpy(float), step, label=method,
+                          color=method_color(method))  # fmt: skip
             ax.bar_label(bars, labels=[str(n) for n in line["levels"]], fontsize=6)
         ax.set_xticks(sorted(rows["level"].unique()))
         _legend_on_top(ax, len(methods))

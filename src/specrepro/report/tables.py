@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from specrepro.report.aggregate import SPEEDUP_ESTIMATORS
+from specrepro.report.aggregate import RULE_NOTE, SPEEDUP_ESTIMATORS, rule_note
 
 Row = pd.Series
 NOT_COMPARED = "\u2013"  # en dash: a cell with no comparison to make, unlike n/a (not measured)
+NOT_COMPARABLE = "-"  # a ratio between runs of different generation rules, never printed
 # One wording per quantity, shared by every table (dataset, DDD, DSBD) so that the same label
 # always means the same estimator.
 TOKS_TOTALS = "tok/s (totals)"
@@ -61,6 +62,15 @@ def _with_ci(row: Row, prefix: str) -> str:
     return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def incomparable(row: Row) -> bool:
+    """A run whose baseline ran under another generation rule (no baseline at all is n/a)."""
+    return pd.notna(row["baseline_rule"]) and not row["comparable"]
+
+
+def _speedup(row: Row, prefix: str) -> str:
+    return NOT_COMPARABLE if incomparable(row) else _with_ci(row, prefix)
+
+
 def _count(value: float) -> str:
     return "n/a" if pd.isna(value) else str(int(value))
 
@@ -82,18 +92,20 @@ BASE_COLUMNS = [
     Column("pair", "pair", "l", lambda r: str(r["pair"])),
     Column("method", "method", "l", lambda r: str(r["method"])),
     Column("T", "$T$", "r", lambda r: f"{r['temperature']:g}"),
+    Column("rule", "rule", "l", lambda r: str(r["rule"])),
+    Column("n", "$n$", "r", lambda r: _count(r["n_questions"])),
     Column(TOKS_TOTALS, TOKS_TOTALS, "r", lambda r: _number(r["tokens_per_s"], "{:.1f}")),
     Column(
         "speedup, mean tok/s [95% CI]",
         "speedup, mean tok/s [95\\% CI]",
         "r",
-        lambda r: _with_ci(r, "speedup"),
+        lambda r: _speedup(r, "speedup"),
     ),
     Column(
         "speedup, totals [95% CI]",
         "speedup, totals [95\\% CI]",
         "r",
-        lambda r: _with_ci(r, "speedup_totals"),
+        lambda r: _speedup(r, "speedup_totals"),
     ),
     Column("paired", "paired", "r", lambda r: _count(r["n_paired"])),
     Column("tau", "$\\tau$", "r", lambda r: _number(r["tau"])),
@@ -179,6 +191,7 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
     hardware = sorted({str(h) for h in rows.get("hardware", pd.Series(dtype=str)).dropna()})
     notes = [f"Measured on {'; '.join(hardware)}."] if hardware else []
     notes += [
+        RULE_NOTE,
         TOKS_TOTALS_NOTE,
         f"speedup, mean tok/s: {SPEEDUP_ESTIMATORS['speedup']}; "
         f"speedup, totals: {SPEEDUP_ESTIMATORS['speedup_totals']}. Both over the paired "
@@ -197,7 +210,7 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
         )
     for _, row in rows.iterrows():
         alone, missing = row["n_unpaired_method"], row["n_unpaired_baseline"]
-        if row["method"] == baseline or not (alone or missing):
+        if row["method"] == baseline or incomparable(row) or not (alone or missing):
             continue
         notes.append(
             f"{row['method']} at T={row['temperature']:g}: {int(alone)} question(s) without a "
@@ -207,9 +220,22 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
     no_energy = rows[rows["j_per_token"].isna()]
     reasons = dict.fromkeys(_energy_footnote(r) for r in no_energy["energy_reason"])
     notes += [f"J/token n/a: {reason}." for reason in reasons]
-    unmatched = rows[(rows["method"] != baseline) & rows["speedup"].isna()]
+    different = rows["baseline_rule"].notna() & ~rows["comparable"].astype(bool)
+    unmatched = rows[(rows["method"] != baseline) & rows["speedup"].isna() & ~different]
     if len(unmatched):
         notes.append(f"speedup n/a: no matching {baseline} run.")
+    return notes + _rule_footnotes(rows[different], baseline)
+
+
+def _rule_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
+    """One note per pair of rules: which runs print no speedup, and why."""
+    notes = []
+    for (rule, base_rule), group in rows.groupby(["rule", "baseline_rule"], sort=True):
+        runs = ", ".join(f"{r.method} at T={r.temperature:g}" for r in group.itertuples())
+        notes.append(
+            f"speedup {NOT_COMPARABLE} ({runs}): {rule_note(rule, base_rule)} ({baseline}); "
+            "tokens/s of runs of different lengths do not compare."
+        )
     return notes
 
 
