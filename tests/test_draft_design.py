@@ -184,6 +184,24 @@ def test_every_member_is_compared_with_the_existing_draft() -> None:
     assert row["accuracy"] == 0.25 and row["accuracy_metric"] == "f1"
 
 
+def test_a_reference_member_replaces_the_existing_draft_in_every_ratio() -> None:
+    # The pair's own draft is trained by another rule: with a reference member it stays in the
+    # table but leaves the ratios, and the Bonferroni count drops with it.
+    base = inputs()
+    base.reference = "deep-1"
+    table, _, (entry,) = study(base)
+    assert list(table["draft"]) == ["existing", "deep-1", "deep-4", "wide-1"]
+    values = entry["datasets"]["squad"]
+    assert set(values["comparisons"]) == {"deep-4", "wide-1"}
+    assert entry["members"] == 2 and entry["existing"] == "deep-1"
+    fixed = values["comparisons"]["wide-1"]["fixed"]
+    expected = SPEED[("wide-1", 3)][0] / SPEED[("deep-1", 3)][0]
+    assert fixed["measured"] == pytest.approx(expected, rel=0.05) and fixed["comparisons"] == 2
+    base.reference = "nobody"
+    with pytest.raises(ValueError, match="reference draft 'nobody' is not a member"):
+        study(base)
+
+
 def test_the_lookahead_is_chosen_on_tuning_questions_and_reported_on_the_others() -> None:
     table, sweep, (entry,) = study(inputs())
     row = table.set_index("draft").loc["deep-1"]

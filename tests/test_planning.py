@@ -113,3 +113,20 @@ def test_a_configured_entry_under_a_generated_name_is_refused(tmp_path: Path) ->
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=f"methods.sps-g{gamma} is generated"):
         load_config(path)
+
+
+def test_the_study_reference_and_the_dataset_temperatures_shape_the_runs(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    plan = make_plan(load_config(REPO / "config" / "config.yaml"))
+    assert plan.study.reference == "smollm2-draft-d2"
+    assert "--reference smollm2-draft-d2" in plan.study_report_args(
+        None, type("Input", (), {"quality": plan.quality_files()})
+    )
+    # MT-bench runs at T=0 only (datasets.mtbench.temperatures), every other dataset at both.
+    temperatures = {(d, t) for _, _, d, t, _ in plan.runs}
+    assert ("mtbench", 1.0) not in temperatures and ("squad", 1.0) in temperatures
+    config["studies"]["draft_design"]["reference"] = {"family": "depth", "depth": 3}
+    path = tmp_path / "reference.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="the depth family builds no 3-layer member"):
+        load_config(path)

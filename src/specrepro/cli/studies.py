@@ -66,6 +66,13 @@ def draft_design_report_parser(sub: argparse._SubParsersAction) -> None:
         help="each draft's role: existing (the pair's own), a family (depth, wide) or other",
     )
     p.add_argument(
+        "--reference",
+        default=None,
+        metavar="DRAFT",
+        help="the draft every other is compared with (default: the pair's own); the pair's "
+        "own draft is then left out of the ratios",
+    )
+    p.add_argument(
         "--sweep",
         nargs="*",
         default=[],
@@ -184,6 +191,7 @@ def cmd_draft_design_report(args: argparse.Namespace) -> int:
             d: [str(p["question_id"]) for p in read_prompts_jsonl(Path(path))]
             for d, path in _pairs_arg(args.prompts).items()
         },
+        reference=args.reference,
     )
     table, sweep, results = dd.study(inputs)
     title = f"Draft design (depth and width at equal counted size): {args.pair}"

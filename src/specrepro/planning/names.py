@@ -76,6 +76,9 @@ class Study:
     shapes: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     gammas: dict[str, list[str]] = field(default_factory=dict)
+    # The member every other is compared with: a built member trained by the same rule
+    # (`reference`), or else the pair's own draft.
+    reference: str | None = None
 
     @property
     def pair(self) -> str:
@@ -141,6 +144,16 @@ def expand_study(config: dict, spec: dict) -> Study:
             study.shapes[name] = f"{depth}:{hidden}" if hidden else str(depth)
             study.roles[name] = family
             study.members[pair] = name
+    if spec.get("reference"):
+        ref = spec["reference"]
+        hidden = study_families(spec).get(ref["family"], {}).get("hidden_size")
+        name = family_member_names(spec["pair"], ref["depth"], hidden)[1]
+        if name not in study.shapes:
+            raise PlanError(
+                f"studies.draft_design.reference: the {ref['family']} family builds no "
+                f"{ref['depth']}-layer member"
+            )
+        study.reference = name
     for pair in spec.get("pairs", []):
         study.members[pair] = config["pairs"][pair]["draft"]
         study.roles.setdefault(study.members[pair], spec.get("roles", {}).get(pair, "other"))

@@ -80,6 +80,7 @@ class Plan:
             )
             if dataset in only.get(method, [dataset])
             and float(temperature) in [float(t) for t in only_t.get(method, [temperature])]
+            and float(temperature) in self._dataset_temperatures(dataset, temperature)
         ]
         if self.sweep:
             methods = [self.baseline, *self.sweep_methods]
@@ -104,6 +105,10 @@ class Plan:
                     [self.study.pair], [self.baseline], spec["datasets"], temperatures, seeds
                 )
         return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
+
+    def _dataset_temperatures(self, dataset: str, default: float) -> list[float]:
+        entry = self.config["datasets"].get(dataset, {})
+        return [float(t) for t in entry.get("temperatures", [default])]
 
     def _timing_groups(self) -> dict[tuple[str, str, float, int], list[str]]:
         """The runs timed together, {(target, dataset, temperature, seed): ["pair/method[@N]"]}.
@@ -145,6 +150,41 @@ class Plan:
     def group_models(self, w) -> list[str]:
         members = [self.pair_models(pair, method) for pair, method in self.group_members(w)]
         return list(dict.fromkeys(name for names in members for name in names))
+
+    # -- tree tuning -------------------------------------------------------------------------
+
+    def tuned_methods(self) -> list[str]:
+        """Method entries (sweep points included) with a value chosen by rule tune_trees."""
+        return [
+            name
+            for name, entry in self.config["methods"].items()
+            if any(value == "tuned" for value in entry.values())
+        ]
+
+    def tuning_pairs(self) -> list[str]:
+        tuned = set(self.tuned_methods())
+        return list(dict.fromkeys(pair for pair, method, *_ in self.runs if method in tuned))
+
+    def tuning_file(self, pair: str) -> str:
+        return f"results/tuning/{pair}/trees.json"
+
+    def group_tuning(self, w) -> list[str]:
+        """The tuning files a timing group's tuned runs read."""
+        tuned = set(self.tuned_methods())
+        pairs = [pair for pair, method in self.group_members(w) if method in tuned]
+        return [self.tuning_file(pair) for pair in dict.fromkeys(pairs)]
+
+    def tuning_args(self, w, input) -> str:
+        files = list(input.tuning)
+        pairs = [f.split("/")[-2] for f in files]
+        return " ".join(f"--tuning {p}={f}" for p, f in zip(pairs, files, strict=True))
+
+    def tuning_models(self, w) -> list[str]:
+        entry = self.config["pairs"][w.pair]
+        return [self.model_ready(entry["target"]), self.model_ready(entry["head"])]
+
+    def tuning_fetch_record(self, w) -> str:
+        return self.fetch_record().format(dataset=self.config["tree_tuning"]["dataset"])
 
     # -- files ---------------------------------------------------------------------------
 
@@ -365,6 +405,7 @@ class Plan:
         prompts = " ".join(f"{d}=results/prompts/{d}.jsonl" for d in study.spec["datasets"])
         args = f"--members {members} --roles {roles} --sweep {gammas} --prompts {prompts}"
         args += f" --training-logs {logs}" if logs else ""
+        args += f" --reference {study.reference}" if study.reference else ""
         return args + (f" --tune {tune}" if tune else "")
 
     # -- the config entries each job reads, and the jobs ------------------------------------

@@ -103,13 +103,20 @@ class StudyInputs:
     tune: dict[str, int] | None = None  # dataset -> tuning questions
     order: dict[str, list[str]] | None = None  # dataset -> question ids in prompt-file order
     seed: int = 0
+    # The draft every other is compared with, trained by the members' own rule; None: the pair's
+    # existing draft. With a reference, the existing draft (trained otherwise) is in the table
+    # but left out of the ratios, so no ratio mixes two training rules.
+    reference: str | None = None
 
 
 def study(inputs: StudyInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(the per-draft table, the lookahead sweep table, the results the claims read)."""
     members = order_members(inputs.members)
-    existing = next((m for m in members if m.role == "existing"), members[0])
-    others = [m for m in members if m is not existing]
+    own = next((m for m in members if m.role == "existing"), members[0])
+    existing = next((m for m in members if m.draft == inputs.reference), own)
+    if inputs.reference and existing.draft != inputs.reference:
+        raise ValueError(f"the study's reference draft {inputs.reference!r} is not a member")
+    others = [m for m in members if m is not existing and (m is not own or not inputs.reference)]
     sweep = inputs.sweep or {}
     tidy = inputs.tidy
     methods = sorted({*tidy.loc[tidy["pair"].isin([m.pair for m in members]), "method"]})
@@ -155,7 +162,7 @@ def study(inputs: StudyInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
                 gamma = float(mine["gamma"].iloc[0]) if len(mine) else float("nan")
                 tau = tau_of(kept) if len(kept) else float("nan")
                 vs = {"fixed": None, "tuned": None}
-                if member is not existing:
+                if member in others:
                     theirs = select_run(q, existing.pair, method, dataset, temperature)
                     their_best = select_run(
                         q, existing.pair, best[existing.pair], dataset, temperature
