@@ -133,16 +133,16 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
         # an unknown dataset, and a family around a draft with explicit widths.
         (
             DEFAULT_CONFIG.read_text().replace(
-                "tune_questions: {squad: 2}", "tune_questions: {squad: 6}"
+                "tune_questions: {squad: 2}", "tune_questions: {squad: 10}"
             ),
-            "tune_questions.squad = 6 leaves none of the 6 study",
+            "tune_questions.squad = 10 leaves none of the 10 study",
         ),
         (
             DEFAULT_CONFIG.read_text().replace("methods: {sps: [0.0]}", "methods: {dsbd: [0.0]}"),
             "dsbd needs T > 0",
         ),
         (
-            DEFAULT_CONFIG.read_text().replace("questions: {squad: 6}", "questions: {sqad: 6}"),
+            DEFAULT_CONFIG.read_text().replace("questions: {squad: 10}", "questions: {sqad: 10}"),
             "dataset 'sqad'",
         ),
         (

@@ -266,12 +266,37 @@ claims:
 """
 
 
+CONTROL = """
+paper: A/A control
+min_questions: 4
+claims:
+  - {id: aa, text: aa, kind: control, method: {name: vanilla-aa}, reference: {name: vanilla},
+     dataset: squad, temperature: 0.0}
+"""
+
+
+def with_twin(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The base pair's vanilla again as `vanilla-aa`, within 0.2% of it: a control that passes."""
+    aa = tidy[(tidy["pair"] == "base") & (tidy["method"] == "vanilla")].assign(method="vanilla-aa")
+    jitter = np.random.default_rng(3).uniform(0.998, 1.002, len(aa))
+    return pd.concat([tidy, aa.assign(wall_time_s=aa["wall_time_s"] * jitter)], ignore_index=True)
+
+
 def test_the_study_claims_read_the_study_results(tmp_path) -> None:
     tidy = frame()
     _, _, results = study(inputs(tidy))
     path = tmp_path / "claims.yaml"
     path.write_text(CLAIMS)
-    table = check_claims(tidy, load_claims([path]), study={"base": results}).set_index("claim")
+    control = tmp_path / "control.yaml"
+    control.write_text(CONTROL)
+    # The study's drafts ran in the base pair's timing group: without its A/A control, no speed
+    # verdict.
+    alone = check_claims(tidy, load_claims([path]), study={"base": results}).set_index("claim")
+    assert alone.loc["all", "status"] == "inconclusive (no A/A control in this group)"
+    tidy = with_twin(tidy)
+    claims = load_claims([control, path])
+    table = check_claims(tidy, claims, study={"base": results}).set_index("claim")
+    assert table.loc["aa", "status"] == "passed"
     # The largest tuned ratio (deep-1, 30/24 = 1.25 on 6 report questions): above 1 even by the
     # simultaneous interval, and nowhere near the paper's 2.11.
     assert table.loc["all", "status"] == "direction supported; magnitude not supported"
@@ -283,7 +308,8 @@ def test_the_study_claims_read_the_study_results(tmp_path) -> None:
     assert "undecided: needs 16 drafts, has 4" in claims_markdown(table.reset_index())
     # At the default minimum of 8 questions, the 6 report questions decide nothing.
     path.write_text(CLAIMS.replace("min_questions: 4\n", ""))
-    table = check_claims(tidy, load_claims([path]), study={"base": results}).set_index("claim")
+    claims = load_claims([control, path])
+    table = check_claims(tidy, claims, study={"base": results}).set_index("claim")
     assert table.loc["all", "status"] == "inconclusive (n = 6 questions < 8)"
     assert table.loc["fixed-member", "status"].startswith("direction")  # 10 questions
 

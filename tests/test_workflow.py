@@ -279,8 +279,10 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     # cannot be checked, its speedup over vanilla can.
     claims = pd.read_csv(workdir / "figures" / "tables" / "claims.csv").set_index("claim")
     assert claims.loc["ddd-over-eagle2", "status"] == "not run"
-    # tiny's ddd is not the paper's setting: measured, and said so.
-    assert claims.loc["ddd-speedup", "status"] == "ran with other parameters"
+    # tiny's ddd is not the paper's setting, and a GPU paper's speedup is not tested on a CPU:
+    # measured for reference, and both said so.
+    status = claims.loc["ddd-speedup", "status"]
+    assert status.startswith("hardware-bound: GPU claim") and "ran with other parameters" in status
     assert claims.loc["ddd-speedup", "measured"] > 0
     # The A/A control ran end to end; on two questions it decides nothing.
     assert claims.loc["aa-squad-t0", "runs"] == "vanilla-aa / vanilla"
@@ -290,7 +292,7 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert claims.loc["dsbd-energy-squad", "status"] == "not measured"
     assert claims.loc["dsbd-quality-squad", "status"] != "not run"
     assert claims.loc["dsbd-speedup-spider", "status"] == "not run"
-    assert "ddd speedup" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
+    assert "| ddd |" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
     # The draft-design study: its pair stays out of the general tables, into its own.
     study = tidy[tidy["pair"] == "tiny-d2"]
     assert set(study["method"]) == {"sps"} and set(study["temperature"]) == {0.0}
@@ -310,8 +312,10 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert quality["shape"]["num_layers"] == 2 and quality["holdout_perplexity"] > 1
     assert abs(quality["counted_parameters"] / base["counted_parameters"] - 1) < 0.25
     assert claims.loc["wide-draft-throughput-squad", "status"] != "not run"
-    assert claims.loc["weak-tar-accuracy-correlation-squad", "status"] == (
-        "undecided: needs 16 drafts, has 2"
+    # Two tiny drafts that both score 0: the correlation's x sits at the floor, which no number
+    # of drafts would lift.
+    assert claims.loc["weak-tar-accuracy-correlation-squad", "status"].startswith(
+        "inconclusive (at floor: drafts' x spread 0.000"
     )
     assert dry_run(workdir) == {}  # a finished workflow plans nothing
 

@@ -258,7 +258,7 @@ def _claim_row(
         result = measure_study(claim, study)
         resolved = None
         # The study's drafts run in their base pair's timing group, beside its A/A control.
-        if result["pairs"]:
+        if result["pairs"] and len(tidy):
             rows = claim_rows(tidy, claim)
             base = sorted(set(timing_groups(rows[rows["pair"].isin(result["pairs"])])))
             groups = (base, base)
