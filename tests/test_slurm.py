@@ -24,9 +24,10 @@ PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
 CONFIGS = [DEFAULT_CONFIG, *PAPER_CONFIGS]
 # The rules that compute with a model, on a GPU; the timed ones among them get a node alone.
 GPU_RULES = {
-    "generate", "teacher_corpus", "train_draft", "train_head", "latency_profile", "draft_quality"
+    "generate", "teacher_corpus", "train_draft", "train_head", "latency_profile", "draft_quality",
+    "tune_trees",
 }  # fmt: skip
-TIMED_RULES = {"generate", "latency_profile"}
+TIMED_RULES = {"generate", "tune_trees", "latency_profile"}
 MAX_CPUS = 64
 
 # What each config's first layer submits, given the files prepared below: the default config

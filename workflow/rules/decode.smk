@@ -38,8 +38,7 @@ rule generate:
 # questions with the pair's head: rerun whenever the head or the settings change.
 rule tune_trees:
     input:
-        models=PLAN.tuning_models,
-        data=PLAN.tuning_fetch_record,
+        PLAN.tuning_inputs,
     output:
         "results/tuning/{pair}/trees.json",
     log:

@@ -30,6 +30,11 @@ def algorithm_of(config: dict, method: str) -> str:
     return config["methods"].get(method, {}).get("algorithm", method)
 
 
+def tuned_methods(config: dict) -> set[str]:
+    """Method entries (sweep points included) with a value that rule tune_trees chooses."""
+    return {name for name, entry in config["methods"].items() if "tuned" in entry.values()}
+
+
 def sweep_points(config: dict) -> dict[str, dict]:
     """The DDD sweep's points (threshold x check levels over its base entry) as {name: entry}.
     Names carry the settings ("." written "p": config paths are dotted); the base's own point

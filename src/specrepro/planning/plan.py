@@ -20,6 +20,7 @@ from .names import (
     algorithm_of,
     expand_study,
     sweep_points,
+    tuned_methods,
 )
 
 
@@ -69,6 +70,7 @@ class Plan:
         only = runs_spec.get("only", {})
         only_t = runs_spec.get("only_temperatures", {})
         seeds = runs_spec["seeds"]
+        config_datasets = self.config["datasets"]
         runs = [
             (pair, method, dataset, temperature, seed)
             for pair, method, dataset, temperature, seed in itertools.product(
@@ -80,7 +82,8 @@ class Plan:
             )
             if dataset in only.get(method, [dataset])
             and float(temperature) in [float(t) for t in only_t.get(method, [temperature])]
-            and float(temperature) in self._dataset_temperatures(dataset, temperature)
+            and float(temperature)
+            in map(float, config_datasets[dataset].get("temperatures", [temperature]))
         ]
         if self.sweep:
             methods = [self.baseline, *self.sweep_methods]
@@ -106,16 +109,10 @@ class Plan:
                 )
         return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
 
-    def _dataset_temperatures(self, dataset: str, default: float) -> list[float]:
-        entry = self.config["datasets"].get(dataset, {})
-        return [float(t) for t in entry.get("temperatures", [default])]
-
     def _timing_groups(self) -> dict[tuple[str, str, float, int], list[str]]:
-        """The runs timed together, {(target, dataset, temperature, seed): ["pair/method[@N]"]}.
-        One job runs a group question by question, every run of it in turn (README "Timing"):
-        the runs on one target's weights share a group, so every speedup, ratio and the A/A
-        control compares runs timed under the same conditions. A study pair, and the base
-        pair's lookahead-sweep points, run only the first `questions` prompts (@N)."""
+        """The runs timed together (README "Timing"), {(target, dataset, temperature, seed):
+        ["pair/method[@N]"]}: a study pair and the base pair's lookahead points run only the
+        first `questions` prompts (@N)."""
         groups: dict[tuple[str, str, float, int], list[str]] = {}
         study = self.study
         for pair, method, dataset, temperature, seed in self.runs:
@@ -151,40 +148,25 @@ class Plan:
         members = [self.pair_models(pair, method) for pair, method in self.group_members(w)]
         return list(dict.fromkeys(name for names in members for name in names))
 
-    # -- tree tuning -------------------------------------------------------------------------
-
-    def tuned_methods(self) -> list[str]:
-        """Method entries (sweep points included) with a value chosen by rule tune_trees."""
-        return [
-            name
-            for name, entry in self.config["methods"].items()
-            if any(value == "tuned" for value in entry.values())
-        ]
-
     def tuning_pairs(self) -> list[str]:
-        tuned = set(self.tuned_methods())
+        tuned = tuned_methods(self.config)
         return list(dict.fromkeys(pair for pair, method, *_ in self.runs if method in tuned))
 
     def tuning_file(self, pair: str) -> str:
         return f"results/tuning/{pair}/trees.json"
 
     def group_tuning(self, w) -> list[str]:
-        """The tuning files a timing group's tuned runs read."""
-        tuned = set(self.tuned_methods())
-        pairs = [pair for pair, method in self.group_members(w) if method in tuned]
-        return [self.tuning_file(pair) for pair in dict.fromkeys(pairs)]
+        tuned = tuned_methods(self.config)
+        pairs = dict.fromkeys(pair for pair, method in self.group_members(w) if method in tuned)
+        return [self.tuning_file(pair) for pair in pairs]
 
     def tuning_args(self, w, input) -> str:
-        files = list(input.tuning)
-        pairs = [f.split("/")[-2] for f in files]
-        return " ".join(f"--tuning {p}={f}" for p, f in zip(pairs, files, strict=True))
+        return " ".join(f"--tuning {f.split('/')[-2]}={f}" for f in input.tuning)
 
-    def tuning_models(self, w) -> list[str]:
-        entry = self.config["pairs"][w.pair]
-        return [self.model_ready(entry["target"]), self.model_ready(entry["head"])]
-
-    def tuning_fetch_record(self, w) -> str:
-        return self.fetch_record().format(dataset=self.config["tree_tuning"]["dataset"])
+    def tuning_inputs(self, w) -> list[str]:
+        entry, dataset = self.config["pairs"][w.pair], self.config["tree_tuning"]["dataset"]
+        models = [self.model_ready(entry[role]) for role in ("target", "head")]
+        return [*models, self.fetch_record().format(dataset=dataset)]
 
     # -- files ---------------------------------------------------------------------------
 
@@ -317,25 +299,22 @@ class Plan:
         return [f"{self.study.pair}={path}" for path in self.study_results()]
 
     def study_latency(self, scale: str) -> list[str]:
-        if not self.study:
-            return []
-        if scale == "paper" and not self.study.spec.get("latency", {}).get("paper_scale"):
+        paper = self.study and self.study.spec.get("latency", {}).get("paper_scale")
+        if not self.study or (scale == "paper" and not paper):
             return []
         return [f"results/draft_design/{self.study.pair}/latency_{scale}.json"]
 
     def latency_drafts(self) -> list[str]:
         """The drafts profiled at their own shapes, read from their configs: they must exist."""
-        if not self.study:
-            return []
-        return [d for d in self.study.members.values() if d not in self.study.shapes]
+        members = self.study.members.values() if self.study else []
+        return [d for d in members if d not in self.study.shapes]
 
     def latency_draft_files(self) -> list[str]:
         return [self.model_ready(d) for d in self.latency_drafts()]
 
     def latency_members(self, w) -> str:
-        """latency-profile's arguments at the default scale: the built families (solved shapes:
-        depth, and width for the wide family) and the other drafts, the pair's own first
-        (profiled at their own shapes)."""
+        """latency-profile's arguments at the default scale: the built families' solved shapes
+        and the other drafts, the pair's own first (profiled at their own shapes)."""
         if w.scale != "default":
             return ""
         shapes = self.study.shapes if self.study else {}
