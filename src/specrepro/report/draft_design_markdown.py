@@ -50,16 +50,19 @@ def draft_markdown(
             f"| {fmt(r['agreement'])} | {fmt(r['training_steps'])} "
             f"({fmt(r['training_stop'])}) |"
         )
+    reference = (
+        ", ".join(sorted({str(entry["existing"]) for entry in results})) or "the existing draft"
+    )
     lines += [
         "",
         "Per dataset (fixed gamma: every study question; best gamma: chosen on the tuning "
-        "questions, reported on the others; ratios over the existing draft with their 95% and "
-        "Bonferroni intervals):",
+        f"questions, reported on the others; ratios over {reference} with their 95% and "
+        "Bonferroni intervals; a draft trained by another rule is left out of the ratios):",
         "",
         "| draft | role | method | dataset | T | task acc. (alone) | gamma | n | tok/s (totals) "
         "| speedup, fixed gamma [95% CI] | tau | TAR | best gamma (tune n) "
-        "| report: fixed gamma | report: best gamma (n) | / existing, fixed [95%] {Bonf.} "
-        "| / existing, best [95%] {Bonf.} |",
+        "| report: fixed gamma | report: best gamma (n) | / reference, fixed [95%] {Bonf.} "
+        "| / reference, best [95%] {Bonf.} |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---|---|",
     ]
     ordered = table.assign(_o=table["role"].map(ROLE_ORDER).fillna(9))
@@ -96,7 +99,7 @@ def draft_markdown(
                 if top["measured"] is None:
                     continue
                 lines.append(
-                    f"- {dataset}, {label}: the largest ratio over the existing draft is "
+                    f"- {dataset}, {label}: the largest ratio over {entry['existing']} is "
                     f"{top['measured']:.2f}; simultaneous 95% interval for the largest true "
                     f"ratio [{top['low']:.2f}, {top['high']:.2f}] (Bonferroni over "
                     f"{top['comparisons']} drafts, {top['questions']} questions)"
