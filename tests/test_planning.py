@@ -29,7 +29,12 @@ def planned_by_snakemake(output: str) -> set[tuple[str, tuple[str, ...]]]:
     jobs = set()
     for match in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", output, re.M):
         files = re.search(r"^    output: (.*)$", match.group(2), re.M)
-        jobs.add((match.group(1), tuple(sorted(files.group(1).split(", "))) if files else ()))
+        # Flags print after the name: "results/.../T0.0-s0.jsonl (update)".
+        names = [re.sub(r" \(\w+\)$", "", f) for f in files.group(1).split(", ")] if files else []
+        jobs.add((match.group(1), tuple(sorted(names))))
+    # A rule with a message (generate) is listed by it: "Job N: generate OUTPUT: holds ...".
+    for match in re.finditer(r"^Job \d+: (\w+) (\S+): holds ", output, re.M):
+        jobs.add((match.group(1), (match.group(2),)))
     return jobs
 
 
@@ -130,3 +135,29 @@ def test_the_study_reference_and_the_dataset_temperatures_shape_the_runs(tmp_pat
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="the depth family builds no 3-layer member"):
         load_config(path)
+
+
+def test_a_group_over_the_gpu_budget_is_split_into_jobs_that_each_fit() -> None:
+    from specrepro.planning.memory import budget_bytes, registry_weight
+
+    config = load_config(REPO / "config" / "paper_draft_design.yaml")
+    plan = make_plan(config)
+    budget = budget_bytes(config["runs"])
+    weight = registry_weight(config, config["runs"]["dtype"])
+    outputs = [job.outputs[0] for job in plan.jobs() if job.rule == "generate"]
+    for dataset in ("mtbench", "squad", "spider"):
+        for temperature in ("0.0", "1.0"):
+            stem = f"results/paper_draft_design/raw/llama2-13b/{dataset}/T{temperature}-s0"
+            assert [o for o in outputs if o.startswith(stem)] == [
+                f"{stem}-part1.jsonl",
+                f"{stem}-part2.jsonl",
+            ]
+    for key, specs in plan.timing_groups.items():
+        members = [tuple(spec.partition("@")[0].split("/", 1)) for spec in specs]
+        # Every part is its own timing group: the baseline and the A/A control in each.
+        assert ("llama2-13b", "vanilla") in members and ("llama2-13b", "vanilla-aa") in members
+        w = type("W", (), {"target": key[0], "dataset": key[1], "group": plan.group_name(key)})
+        assert sum(weight(name) for name in plan.group_models(w)) <= budget
+    # Unsplit, the draft-design groups would hold ~90 GB of float16 weights.
+    unsplit = make_plan({**config, "runs": {**config["runs"], "gpu_memory_gb": None}})
+    assert all(key[4] == 0 for key in unsplit.timing_groups)

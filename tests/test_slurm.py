@@ -93,23 +93,24 @@ def prepare_inputs(root: Path, config_path: Path) -> None:
     mtime: fetched data, prompts, models (hub markers, converted targets, the configured
     drafts; not the heads), teachers' training prompts, and the corpus where WITH_CORPUS."""
     config = yaml.safe_load(config_path.read_text())
+    results = f"results/{config.get('run', config_path.stem)}"
     files = []
     for dataset in config["datasets"]:
         files.append(f"{config['data']['dir']}/{dataset}/fetch_record.json")
-        files.append(f"results/prompts/{dataset}.jsonl")
+        files.append(f"{results}/prompts/{dataset}.jsonl")
     cache = config["models"]["cache_dir"]
     for name, entry in config["models"]["registry"].items():
         if entry["source"] == "hub":
-            files.append(f"resources/hub/{name}.json")
+            files.append(f"{results}/hub/{name}.json")
         elif entry["source"] == "pypi_gguf":
             files.append(f"{cache}/{name}/config.json")
     for name in config.get("drafts", {}):
         path = config["models"]["registry"][name]["path"]
         files += [f"{path}/config.json", f"{path}/training_log.json"]
     for teacher in config.get("teachers", {}):
-        files.append(f"results/teachers/{teacher}/train_prompts.jsonl")
+        files.append(f"{results}/teachers/{teacher}/train_prompts.jsonl")
         if config_path.name in WITH_CORPUS:
-            files.append(f"resources/teachers/{teacher}/corpus.pt")
+            files.append(f"{results}/teachers/{teacher}/corpus.pt")
     stamp = time.time() - 3600
     for file in files:
         path = root / file

@@ -98,16 +98,18 @@ def test_the_plan_tunes_once_per_pair_and_the_tree_group_reads_it() -> None:
     plan = make_plan(load_config(DEFAULT_CONFIG))
     assert plan.tuning_pairs() == ["smollm2"]
     assert [j.outputs for j in plan.jobs() if j.rule == "tune_trees"] == [
-        ("results/tuning/smollm2/trees.json",)
+        ("results/default/tuning/smollm2/trees.json",)
     ]
 
     class W:
-        target, dataset, temperature, seed = "smollm2-135m-instruct", "mtbench", "0.0", "0"
+        target, dataset, group = "smollm2-135m-instruct", "mtbench", "T0.0-s0"
 
     class Input:
-        tuning = ["results/tuning/smollm2/trees.json"]
+        tuning = ["results/default/tuning/smollm2/trees.json"]
 
     assert plan.group_tuning(W) == Input.tuning
-    assert plan.tuning_args(W, Input) == "--tuning smollm2=results/tuning/smollm2/trees.json"
+    assert (
+        plan.tuning_args(W, Input) == "--tuning smollm2=results/default/tuning/smollm2/trees.json"
+    )
     W.dataset = "squad"
     assert plan.group_tuning(W) == []

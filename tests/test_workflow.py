@@ -241,43 +241,47 @@ def dry_run(workdir: Path, *extra: str) -> dict[str, int]:
 def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     import pandas as pd
 
+    # The config's run name is its file's stem: everything it computes is under that name.
+    results, figures = workdir / "results" / "tiny", workdir / "figures" / "tiny"
     for dataset in ("mtbench", "squad", "spider"):
-        assert (workdir / "figures" / "tables" / f"table_{dataset}.md").is_file()
-    assert (workdir / "results" / "notebooks" / "results.ipynb").is_file()
+        assert (figures / "tables" / f"table_{dataset}.md").is_file()
+    assert (results / "notebooks" / "results.ipynb").is_file()
     for built in ("tiny-draft", "tiny-head"):
         assert (workdir / "resources" / "models" / built / "training_log.json").is_file()
     assert (workdir / "resources" / "models" / "tiny-head" / "model.safetensors").is_file()
-    assert (workdir / "resources" / "teachers" / "tiny" / "corpus.pt").is_file()
-    tidy = pd.read_csv(workdir / "results" / "tidy.csv")
+    assert (results / "teachers" / "tiny" / "corpus.pt").is_file()
+    tidy = pd.read_csv(results / "tidy.csv")
     methods = {"vanilla", "vanilla-aa", "sps", "ddd", "ddd_x5_S2", "beam", "dsbd"}
     assert set(tidy["method"]) == methods
     # One result file per timing group: every run on the target's weights at one dataset and
     # temperature, interleaved question by question.
-    raw = sorted(p.relative_to(workdir).as_posix() for p in workdir.glob("results/raw/**/*.jsonl"))
+    raw = sorted(
+        p.relative_to(workdir).as_posix() for p in workdir.glob("results/tiny/raw/**/*.jsonl")
+    )
     assert raw == [
-        f"results/raw/tiny/{d}/T{t}-s0.jsonl"
+        f"results/tiny/raw/tiny/{d}/T{t}-s0.jsonl"
         for d, t in (("mtbench", 0.0), ("spider", 0.0), ("squad", 0.0), ("squad", 1.0))
     ]
     beams = tidy[tidy["algorithm"].isin(["beam", "dsbd"])]
     assert set(beams["dataset"]) == {"squad"} and set(beams["temperature"]) == {1.0}
-    dsbd_table = (workdir / "figures" / "tables" / "dsbd_tiny_squad.md").read_text()
+    dsbd_table = (figures / "tables" / "dsbd_tiny_squad.md").read_text()
     assert "| beam | 2 |" in dsbd_table and "| dsbd (vs beam) | 2 |" in dsbd_table
     assert "energy not measured" in dsbd_table or "J/token n/a" in dsbd_table
     for kind in ("threshold", "width"):
-        assert (workdir / "figures" / f"dsbd_{kind}_tiny.png").is_file()
+        assert (figures / f"dsbd_{kind}_tiny.png").is_file()
     assert set(tidy["dataset"]) == {"mtbench", "squad", "spider"}
     assert set(tidy.loc[tidy["method"] == "ddd", "dataset"]) == {"mtbench", "spider"}  # runs.only
     assert set(tidy.loc[tidy["method"] == "ddd_x5_S2", "dataset"]) == {"mtbench"}
-    sweep = (workdir / "figures" / "tables" / "ddd_sweep_tiny.md").read_text()
+    sweep = (figures / "tables" / "ddd_sweep_tiny.md").read_text()
     assert "| ddd_x5_S2 | 5 | 2 | 3 |" in sweep and "| ddd |" in sweep
-    assert (workdir / "figures" / "ddd_sweep_tiny.png").is_file()
-    assert (workdir / "figures" / "draft_depth.png").is_file()
-    assert "ddd_x5_S2" not in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
+    assert (figures / "ddd_sweep_tiny.png").is_file()
+    assert (figures / "draft_depth.png").is_file()
+    assert "ddd_x5_S2" not in (figures / "tables" / "ddd_tiny.md").read_text()
     greedy = tidy[(tidy["method"] != "vanilla") & (tidy["temperature"] == 0)]
     assert (greedy["lossless_match"] == 1).all()
     # The DDD paper's claims, checked on what ran: tiny's ddd against its own (absent) eagle2
     # cannot be checked, its speedup over vanilla can.
-    claims = pd.read_csv(workdir / "figures" / "tables" / "claims.csv").set_index("claim")
+    claims = pd.read_csv(figures / "tables" / "claims.csv").set_index("claim")
     assert claims.loc["ddd-over-eagle2", "status"] == "not run"
     # tiny's ddd is not the paper's setting, and a GPU paper's speedup is not tested on a CPU:
     # measured for reference, and both said so.
@@ -292,23 +296,21 @@ def test_tiny_workflow_runs_end_to_end(workdir: Path, tiny_run: Path) -> None:
     assert claims.loc["dsbd-energy-squad", "status"] == "not measured"
     assert claims.loc["dsbd-quality-squad", "status"] != "not run"
     assert claims.loc["dsbd-speedup-spider", "status"] == "not run"
-    assert "| ddd |" in (workdir / "figures" / "tables" / "ddd_tiny.md").read_text()
+    assert "| ddd |" in (figures / "tables" / "ddd_tiny.md").read_text()
     # The draft-design study: its pair stays out of the general tables, into its own.
     study = tidy[tidy["pair"] == "tiny-d2"]
     assert set(study["method"]) == {"sps"} and set(study["temperature"]) == {0.0}
     assert study.loc[study["dataset"] == "squad", "question_id"].nunique() == 1
     assert (greedy.loc[greedy["pair"] == "tiny-d2", "lossless_match"] == 1).all()
-    assert "tiny-d2" not in (workdir / "figures" / "tables" / "table_squad.md").read_text()
-    design = (workdir / "figures" / "tables" / "draft_design_tiny.md").read_text()
+    assert "tiny-d2" not in (figures / "tables" / "table_squad.md").read_text()
+    design = (figures / "tables" / "draft_design_tiny.md").read_text()
     assert "| tiny-draft | existing | 1 |" in design and "| tiny-draft-d2 | depth | 2 |" in design
     for kind in ("latency", "tar", "throughput", "gamma", "training"):
-        assert (workdir / "figures" / f"draft_{kind}_tiny.png").is_file()
+        assert (figures / f"draft_{kind}_tiny.png").is_file()
     quality = json.loads(
-        (workdir / "results" / "draft_design" / "tiny" / "quality_tiny-draft-d2.json").read_text()
+        (results / "draft_design" / "tiny" / "quality_tiny-draft-d2.json").read_text()
     )
-    base = json.loads(
-        (workdir / "results" / "draft_design" / "tiny" / "quality_tiny-draft.json").read_text()
-    )
+    base = json.loads((results / "draft_design" / "tiny" / "quality_tiny-draft.json").read_text())
     assert quality["shape"]["num_layers"] == 2 and quality["holdout_perplexity"] > 1
     assert abs(quality["counted_parameters"] / base["counted_parameters"] - 1) < 0.25
     assert claims.loc["wide-draft-throughput-squad", "status"] != "not run"
@@ -421,6 +423,46 @@ def test_another_path_to_the_config_or_a_moved_checkout_reruns_nothing(
     moved = tmp_path / "moved"
     shutil.copytree(workdir, moved, symlinks=True)
     assert dry_run(moved) == {}
+
+
+def test_two_configs_in_one_checkout_rerun_nothing_of_each_others(
+    workdir: Path, tiny_run: Path
+) -> None:
+    # Another config on the same target and datasets (its own question count and runs): its
+    # prompts, results and figures go under its own run name, and the first run stays done.
+    other = yaml.safe_load(tiny_run.read_text())
+    other["datasets"] = {"mtbench": {"n": 1, "max_new_tokens": 4}}
+    other["runs"] = {**other["runs"], "methods": ["vanilla", "vanilla-aa"], "datasets": ["mtbench"]}
+    for key in ("teachers", "drafts", "heads", "studies", "sweeps", "claims"):
+        other.pop(key)
+    other["runs"].pop("only")
+    other["runs"].pop("only_temperatures")
+    other["runs"]["temperatures"] = [0.0]
+    (workdir / "config" / "other.yaml").write_text(yaml.safe_dump(other))
+    args = ("--configfile", "config/other.yaml")
+    result = snakemake(*args, "--cores", "2", cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (workdir / "results" / "other" / "raw" / "tiny" / "mtbench" / "T0.0-s0.jsonl").is_file()
+    assert (workdir / "figures" / "other" / "tables" / "table_mtbench.md").is_file()
+    assert dry_run(workdir) == {}  # the first config: nothing to redo
+    assert planned_jobs(snakemake("-n", "--quiet", "rules", *args, cwd=workdir)) == {}
+    first = workdir / "results" / "tiny" / "prompts" / "mtbench.jsonl"
+    assert len(first.read_text().splitlines()) == 2  # not the other config's one question
+
+
+def test_a_plan_change_sets_raw_results_aside_and_never_deletes_them(
+    workdir: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)
+    raw = Path("results/tiny/raw/tiny/mtbench/T0.0-s0.jsonl")
+    before = (copy / raw).read_text()
+    edit_config(copy / "config" / "tiny.yaml", "datasets.mtbench.max_new_tokens", 5)
+    result = snakemake("--configfile", "config/tiny.yaml", "--cores", "2", str(raw), cwd=copy)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Snakemake would delete the finished file before the rerun; it is set aside instead.
+    assert (copy / raw.with_name(raw.name + ".stale1")).read_text() == before
+    assert (copy / raw).read_text() != before
 
 
 def test_a_forced_rerun_of_fetch_data_over_present_data_succeeds(

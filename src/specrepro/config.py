@@ -37,6 +37,9 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         merge_into(config, loaded)
+    # As the workflow names it: a config without `run` is named by its (first) file's stem.
+    if paths:
+        config.setdefault("run", Path(paths[0]).stem)
     source = ", ".join(str(p) for p in paths)
     for dotted, value in (entries or {}).items():
         set_entry(config, dotted, value)

@@ -2,9 +2,9 @@ rule tidy_target:
     input:
         lambda w: PLAN.target_run_files(w.target),
     output:
-        "results/tidy/{target}.csv",
+        RESULTS("tidy/{target}.csv"),
     log:
-        "logs/analysis/tidy_{target}.log",
+        LOGS("analysis/tidy_{target}.log"),
     wildcard_constraints:
         target=PLAN.constraint(PLAN.targets),
     conda:
@@ -21,10 +21,10 @@ rule tidy:
     input:
         PLAN.target_tidy_files(),
     output:
-        tidy=report("results/tidy.csv", category="Tables", caption="../report/tidy.rst"),
-        coverage="results/coverage.json",
+        tidy=report(RESULTS("tidy.csv"), category="Tables", caption="../report/tidy.rst"),
+        coverage=RESULTS("coverage.json"),
     log:
-        "logs/analysis/tidy.log",
+        LOGS("analysis/tidy.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -45,11 +45,13 @@ rule dsbd_report:
             PLAN.dsbd_outputs("{pair}")[1], category="Figures", caption="../report/dsbd.rst"
         ),
     log:
-        "logs/analysis/dsbd_report_{pair}.log",
+        LOGS("analysis/dsbd_report_{pair}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
         datasets=PLAN.dsbd_datasets,
+        tables=lambda w, output: os.path.dirname(output.tables[0]),
+        figures=lambda w, output: os.path.dirname(output.figures[0]),
     shell:
         "specrepro dsbd-report --tidy {input} --pair {wildcards.pair} --datasets {params.datasets} "
-        "--tables-dir figures/tables --figures-dir figures > {log} 2>&1"
+        "--tables-dir {params.tables} --figures-dir {params.figures} > {log} 2>&1"

@@ -18,7 +18,16 @@ def load_planner():
     return planner
 
 
-PLAN = load_planner().make_plan(config)
+# A config's run name (its `run`, else its file's stem) keeps its results, figures, logs and
+# benchmarks in their own folders: configs run in one checkout never touch each other's files.
+config.setdefault("run", os.path.splitext(os.path.basename(workflow.configfiles[0]))[0])
+PLANNER = load_planner()
+PLAN = PLANNER.make_plan(config)
+GROUP_NAME = PLANNER.GROUP_NAME
+RESULTS = PLAN.in_results
+FIGURES = PLAN.in_figures
+LOGS = PLAN.in_logs
+BENCHMARKS = PLAN.in_benchmarks
 
 # Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
 # (workflow.cores is undefined for --report and --lint, so it cannot be used here.)
@@ -40,6 +49,9 @@ def job_environment():
     os.environ["SPECREPRO_CONFIG"] = os.pathsep.join(
         os.path.abspath(p) for p in workflow.configfiles
     )
+    # models.hub_cache: the hub cache every job reads (a twin's, or a cluster's shared one).
+    if PLAN.hub_cache:
+        os.environ.update(HF_HUB_CACHE=os.path.abspath(PLAN.hub_cache))
 
 
 job_environment()

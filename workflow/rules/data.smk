@@ -2,7 +2,7 @@ rule fetch_data:
     output:
         PLAN.fetch_record(),
     log:
-        "logs/data/fetch_{dataset}.log",
+        LOGS("data/fetch_{dataset}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -15,9 +15,9 @@ rule prompts:
     input:
         rules.fetch_data.output,
     output:
-        "results/prompts/{dataset}.jsonl",
+        RESULTS("prompts/{dataset}.jsonl"),
     log:
-        "logs/data/prompts_{dataset}.log",
+        LOGS("data/prompts_{dataset}.log"),
     wildcard_constraints:
         dataset=PLAN.constraint(PLAN.datasets),
     conda:

@@ -1,19 +1,24 @@
 rule generate:
     input:
-        prompts="results/prompts/{dataset}.jsonl",
+        prompts=RESULTS("prompts/{dataset}.jsonl"),
         models=PLAN.decode_models,
         tuning=PLAN.group_tuning,
+    # update(): Snakemake would delete a finished file before rerunning its job; the job itself
+    # resumes it, or sets it aside as FILE.staleN when the group's runs or settings changed.
     output:
-        "results/raw/{target}/{dataset}/T{temperature}-s{seed}.jsonl",
+        update(RESULTS("raw/{target}/{dataset}/{group}.jsonl")),
     log:
-        "logs/decode/{target}/{dataset}/T{temperature}-s{seed}.log",
+        LOGS("decode/{target}/{dataset}/{group}.log"),
     benchmark:
-        "benchmarks/decode/{target}/{dataset}/T{temperature}-s{seed}.tsv"
+        BENCHMARKS("decode/{target}/{dataset}/{group}.tsv")
+    # Dry runs list what the job loads, with the weight bytes the plan sized it by
+    # (runs.gpu_memory_gb); a message replaces the job's listing, so it names the output too.
+    message:
+        "generate {output}: {params.holds}"
     wildcard_constraints:
         target=PLAN.constraint(PLAN.targets),
         dataset=PLAN.constraint(PLAN.datasets),
-        temperature=r"\d+(\.\d+)?",
-        seed=r"\d+",
+        group=GROUP_NAME,
     conda:
         "../envs/specrepro.yaml"
     # Timed runs never share the machine: each takes every core and the one timing slot.
@@ -26,11 +31,14 @@ rule generate:
         max_new_tokens=PLAN.max_new_tokens,
         dtype=PLAN.runs_spec["dtype"],
         tuning=PLAN.tuning_args,
+        temperature=PLAN.group_temperature,
+        seed=PLAN.group_seed,
+        holds=PLAN.group_holds,
     shell:
         "HF_HUB_OFFLINE=1 specrepro generate --set-json {params.entries:q} {params.members} "
         "{params.tuning} "
         "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
-        "--temperature {wildcards.temperature} --seed {wildcards.seed} --dtype {params.dtype} "
+        "--temperature {params.temperature} --seed {params.seed} --dtype {params.dtype} "
         "--out {output} > {log} 2>&1"
 
 
@@ -40,11 +48,11 @@ rule tune_trees:
     input:
         PLAN.tuning_inputs,
     output:
-        "results/tuning/{pair}/trees.json",
+        RESULTS("tuning/{pair}/trees.json"),
     log:
-        "logs/tuning/{pair}.log",
+        LOGS("tuning/{pair}.log"),
     benchmark:
-        "benchmarks/tuning/{pair}.tsv"
+        BENCHMARKS("tuning/{pair}.tsv")
     wildcard_constraints:
         pair=PLAN.constraint(PLAN.tuning_pairs()),
     conda:

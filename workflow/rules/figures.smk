@@ -1,45 +1,47 @@
 rule report_outputs:
     input:
-        tidy="results/tidy.csv",
-        coverage="results/coverage.json",
+        tidy=RESULTS("tidy.csv"),
+        coverage=RESULTS("coverage.json"),
     output:
         tables=report(
             PLAN.report_tables(),
             category="Tables",
             caption="../report/tables.rst",
         ),
-        runs=report("figures/tables/runs.csv", category="Tables", caption="../report/tables.rst"),
+        runs=report(FIGURES("tables/runs.csv"), category="Tables", caption="../report/tables.rst"),
         figures=[
             report(path, category="Figures", caption=f"../report/{name}.rst")
             for name, path in PLAN.report_figures_by_name()
         ],
     log:
-        "logs/analysis/report.log",
+        LOGS("analysis/report.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
         baseline=PLAN.baseline,
         skip=PLAN.sweep_only,
         skip_pairs=PLAN.study_pairs,
+        tables=lambda w, output: os.path.dirname(output.tables[0]),
+        figures=lambda w, output: os.path.dirname(output.figures[0]),
     shell:
-        "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir figures/tables "
-        "--figures-dir figures --baseline {params.baseline} --skip {params.skip} "
+        "specrepro report --tidy {input.tidy} --coverage {input.coverage} --tables-dir {params.tables} "
+        "--figures-dir {params.figures} --baseline {params.baseline} --skip {params.skip} "
         "--skip-pairs {params.skip_pairs} > {log} 2>&1"
 
 
 rule notebook:
     input:
         template="notebooks/results.ipynb",
-        tidy="results/tidy.csv",
+        tidy=RESULTS("tidy.csv"),
     output:
         notebook=report(
-            "results/notebooks/results.ipynb",
+            RESULTS("notebooks/results.ipynb"),
             category="Notebooks",
             caption="../report/notebook.rst",
         ),
-        summary="results/notebooks/summary.csv",
+        summary=RESULTS("notebooks/summary.csv"),
     log:
-        "logs/analysis/notebook.log",
+        LOGS("analysis/notebook.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -51,14 +53,14 @@ rule notebook:
 
 rule claims:
     input:
-        tidy="results/tidy.csv",
+        tidy=RESULTS("tidy.csv"),
         claims=config.get("claims", []),
         study=PLAN.study_results(),
     output:
-        md=report("figures/tables/claims.md", category="Tables", caption="../report/claims.rst"),
-        csv="figures/tables/claims.csv",
+        md=report(FIGURES("tables/claims.md"), category="Tables", caption="../report/claims.rst"),
+        csv=FIGURES("tables/claims.csv"),
     log:
-        "logs/analysis/claims.log",
+        LOGS("analysis/claims.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -76,9 +78,9 @@ rule ddd_table:
     input:
         PLAN.pair_tidy,
     output:
-        report("figures/tables/ddd_{pair}.md", category="Tables", caption="../report/ddd.rst"),
+        report(FIGURES("tables/ddd_{pair}.md"), category="Tables", caption="../report/ddd.rst"),
     log:
-        "logs/analysis/ddd_table_{pair}.log",
+        LOGS("analysis/ddd_table_{pair}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -94,27 +96,28 @@ rule ddd_sweep:
         PLAN.pair_tidy,
     output:
         table=report(
-            "figures/tables/ddd_sweep_{pair}.md",
+            FIGURES("tables/ddd_sweep_{pair}.md"),
             category="Tables",
             caption="../report/ddd_sweep.rst",
         ),
         figures=[
             report(
-                f"figures/ddd_sweep_{{pair}}.{ext}",
+                FIGURES(f"ddd_sweep_{{pair}}.{ext}"),
                 category="Figures",
                 caption="../report/ddd_sweep.rst",
             )
             for ext in ("png", "pdf")
         ],
     log:
-        "logs/analysis/ddd_sweep_{pair}.log",
+        LOGS("analysis/ddd_sweep_{pair}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
         baseline=PLAN.baseline,
         dataset=PLAN.sweep_setting("dataset"),
         temperature=PLAN.sweep_setting("temperature"),
+        figure=lambda w, output: os.path.splitext(output.figures[0])[0],
     shell:
         "specrepro ddd-sweep --tidy {input} --pair {wildcards.pair} --dataset {params.dataset} "
         "--temperature {params.temperature} --baseline {params.baseline} --out-md {output.table} "
-        "--figure figures/ddd_sweep_{wildcards.pair} > {log} 2>&1"
+        "--figure {params.figure} > {log} 2>&1"

@@ -2,9 +2,9 @@ rule prepare_model:
     output:
         PLAN.gguf_model_file(),
     log:
-        "logs/models/prepare_{model}.log",
+        LOGS("models/prepare_{model}.log"),
     benchmark:
-        "benchmarks/models/prepare_{model}.tsv"
+        BENCHMARKS("models/prepare_{model}.tsv")
     wildcard_constraints:
         model=PLAN.constraint(PLAN.gguf_models),
     conda:
@@ -20,9 +20,9 @@ rule prepare_model:
 # offline. On a cluster the cache (HF_HOME) must sit on a filesystem the nodes share.
 rule download_model:
     output:
-        "resources/hub/{model}.json",
+        RESULTS("hub/{model}.json"),
     log:
-        "logs/models/download_{model}.log",
+        LOGS("models/download_{model}.log"),
     wildcard_constraints:
         model=PLAN.constraint(PLAN.hub_models),
     conda:
@@ -39,9 +39,9 @@ rule train_prompts:
     input:
         PLAN.fetch_records(),
     output:
-        "results/teachers/{teacher}/train_prompts.jsonl",
+        PLAN.teacher_prompts("{teacher}"),
     log:
-        "logs/models/train_prompts_{teacher}.log",
+        LOGS("models/train_prompts_{teacher}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -52,14 +52,14 @@ rule train_prompts:
 
 rule teacher_corpus:
     input:
-        prompts="results/teachers/{teacher}/train_prompts.jsonl",
+        prompts=PLAN.teacher_prompts("{teacher}"),
         teacher=lambda w: PLAN.model_ready(w.teacher),
     output:
-        "resources/teachers/{teacher}/corpus.pt",
+        PLAN.teacher_corpus("{teacher}"),
     log:
-        "logs/models/teacher_corpus_{teacher}.log",
+        LOGS("models/teacher_corpus_{teacher}.log"),
     benchmark:
-        "benchmarks/models/teacher_corpus_{teacher}.tsv"
+        BENCHMARKS("models/teacher_corpus_{teacher}.tsv")
     conda:
         "../envs/specrepro.yaml"
     threads: ALL_CORES
@@ -84,9 +84,9 @@ rule train_draft:
             caption="../report/draft.rst",
         ),
     log:
-        "logs/models/train_draft_{draft_dir}.log",
+        LOGS("models/train_draft_{draft_dir}.log"),
     benchmark:
-        "benchmarks/models/train_draft_{draft_dir}.tsv"
+        BENCHMARKS("models/train_draft_{draft_dir}.tsv")
     wildcard_constraints:
         draft_dir=PLAN.constraint(list(PLAN.built_drafts)),
     conda:
@@ -114,9 +114,9 @@ rule train_head:
             caption="../report/head.rst",
         ),
     log:
-        "logs/models/train_head_{head_dir}.log",
+        LOGS("models/train_head_{head_dir}.log"),
     benchmark:
-        "benchmarks/models/train_head_{head_dir}.tsv"
+        BENCHMARKS("models/train_head_{head_dir}.tsv")
     wildcard_constraints:
         head_dir=PLAN.constraint(list(PLAN.built_heads)),
     conda:

@@ -8,11 +8,11 @@ rule latency_profile:
         target=lambda w: PLAN.model_ready(PLAN.pair_target(w)),
         drafts=PLAN.latency_draft_files(),
     output:
-        "results/draft_design/{pair}/latency_{scale}.json",
+        RESULTS("draft_design/{pair}/latency_{scale}.json"),
     log:
-        "logs/draft_design/latency_{pair}_{scale}.log",
+        LOGS("draft_design/latency_{pair}_{scale}.log"),
     benchmark:
-        "benchmarks/draft_design/latency_{pair}_{scale}.tsv"
+        BENCHMARKS("draft_design/latency_{pair}_{scale}.tsv")
     wildcard_constraints:
         scale="default|paper",
     conda:
@@ -38,11 +38,11 @@ rule draft_quality:
         draft=lambda w: PLAN.model_ready(w.draft),
         prompts=PLAN.quality_prompts,
     output:
-        "results/draft_design/{pair}/quality_{draft}.json",
+        RESULTS("draft_design/{pair}/quality_{draft}.json"),
     log:
-        "logs/draft_design/quality_{pair}_{draft}.log",
+        LOGS("draft_design/quality_{pair}_{draft}.log"),
     benchmark:
-        "benchmarks/draft_design/quality_{pair}_{draft}.tsv"
+        BENCHMARKS("draft_design/quality_{pair}_{draft}.tsv")
     conda:
         "../envs/specrepro.yaml"
     threads: ALL_CORES
@@ -64,18 +64,18 @@ rule draft_design_report:
         prompts=PLAN.study_prompts(),
     output:
         table=report(
-            "figures/tables/draft_design_{pair}.md",
+            FIGURES("tables/draft_design_{pair}.md"),
             category="Tables",
             caption="../report/draft_design.rst",
         ),
-        results="results/draft_design/{pair}/results.json",
+        results=RESULTS("draft_design/{pair}/results.json"),
         figures=report(
             PLAN.study_figures("{pair}"),
             category="Figures",
             caption="../report/draft_design.rst",
         ),
     log:
-        "logs/draft_design/report_{pair}.log",
+        LOGS("draft_design/report_{pair}.log"),
     conda:
         "../envs/specrepro.yaml"
     params:
@@ -84,7 +84,8 @@ rule draft_design_report:
             f"--paper-latency {input.paper_latency}" if input.paper_latency else ""
         ),
         baseline=PLAN.baseline,
+        figures=lambda w, output: os.path.dirname(output.figures[0]),
     shell:
         "specrepro draft-design-report --tidy {input.tidy} --pair {wildcards.pair} {params.members} "
         "--latency {input.latency} {params.paper} --baseline {params.baseline} --out-md {output.table} "
-        "--out-json {output.results} --figures-dir figures > {log} 2>&1"
+        "--out-json {output.results} --figures-dir {params.figures} > {log} 2>&1"

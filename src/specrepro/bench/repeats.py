@@ -68,6 +68,6 @@ def print_repeats(report: dict, args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("repeats")
-    parser.add_argument("--tidy", default="results/tidy.csv")
+    parser.add_argument("--tidy", default="results/default/tidy.csv")
     parser.add_argument("--claims", nargs="+", default=["config/claims/control.yaml"])
     parser.add_argument("--out", help="also write the numbers as JSON")

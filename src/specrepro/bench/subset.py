@@ -28,7 +28,7 @@ def run_subset(args: argparse.Namespace) -> dict:
     pair = resolve_pair(load_config(args.config), args.pair)
     roles = tuple(r for r in ("draft", "head") if r in pair)
     config, report, loads = loaded_prompts(args, roles)
-    corpus = Path(args.corpus or f"resources/teachers/{pair['target']}/corpus.pt")
+    corpus = Path(args.corpus or f"results/default/teachers/{pair['target']}/corpus.pt")
     samples, _ = load_corpus(corpus)
     methods = {name: resolve_method(config, name) for name in args.methods}
     for dtype, loaded, encoded in loads:
@@ -95,4 +95,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="subset sizes k (the k most frequent corpus tokens), or 'full'",
     )  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=["sps", "eagle2-cpu"])
-    parser.add_argument("--corpus", help="teacher corpus (default: resources/teachers/TARGET)")
+    parser.add_argument("--corpus", help="teacher corpus (default: the default run's)")

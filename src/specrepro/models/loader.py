@@ -53,7 +53,9 @@ class ModelSpec:
         source = entry.get("source")
         if source not in SOURCES:
             raise ModelError(f"model {name!r}: source must be one of {SOURCES}, got {source!r}")
+        # parameters and twin describe the model for planning and twins, not for loading.
         known = {"source", "id", "path", "package", "file", "revision", "description"}
+        known |= {"parameters", "twin"}
         unknown = set(entry) - known
         if unknown:
             raise ModelError(f"model {name!r}: unknown keys {sorted(unknown)}")

@@ -17,10 +17,11 @@ from .names import (
     study_families,
     sweep_points,
 )
-from .plan import Plan, make_plan
+from .plan import GROUP_NAME, Plan, make_plan
 
 __all__ = [
     "DRAFT_ALGORITHMS",
+    "GROUP_NAME",
     "HEAD_ALGORITHMS",
     "Job",
     "Plan",

