@@ -471,9 +471,11 @@ def test_a_forced_rerun_of_fetch_data_over_present_data_succeeds(
     # Snakemake deletes a job's output before rerunning it: the record must be written even when
     # every file is already there.
     record = workdir / "resources" / "data" / "squad" / "fetch_record.json"
+    # The target first: --forcerun takes every word after it (a target there would be forced,
+    # and the whole DAG below `all` rerun).
     result = snakemake(
-        "--configfile", "config/tiny.yaml", "--cores", "1", "--forcerun", "fetch_data",
-        "resources/data/squad/fetch_record.json", cwd=workdir,
+        "resources/data/squad/fetch_record.json", "--configfile", "config/tiny.yaml",
+        "--cores", "1", "--forcerun", "fetch_data", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert record.is_file()

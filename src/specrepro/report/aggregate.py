@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 
 from specrepro.metrics.speed import paired_speedup_ci
+from specrepro.report.pairing import TIMING_GROUP, align_reference, pool_questions, timing_groups
 
 GROUP_KEYS = ["pair", "dataset", "method", "temperature", "dtype"]
 # A method run is compared with the baseline run that differs from it only in the method.
 MATCH_KEYS = ["pair", "dataset", "temperature", "dtype", "seed"]
+# Where a run's measurement of a question meets its reference's: the same configuration but
+# the method, timed in the same job (prepare() fills the column for tables without one).
+PAIR_KEYS = [*MATCH_KEYS, TIMING_GROUP]
 REQUIRED_COLUMNS = [*GROUP_KEYS, "seed", "question_id", "new_tokens", "wall_time_s"]
 NUMERIC_COLUMNS = [
     "new_tokens",
@@ -80,12 +84,32 @@ def prepare(tidy: pd.DataFrame) -> pd.DataFrame:
         out[column] = pd.to_numeric(values, errors="coerce")
     if "energy_reason" not in out.columns:
         out["energy_reason"] = None
+    out[TIMING_GROUP] = timing_groups(out)
     return out
 
 
+def collapse_groups(tidy: pd.DataFrame) -> pd.DataFrame:
+    """A prepared tidy table with one row per run, question and turn: a run timed in several
+    groups (the baseline and A/A control in every part of a split group) has each turn's
+    numbers averaged over its groups, so that its own statistics count every question once and
+    its time per question is the mean of its measurements (tokens and scores are the same at
+    T=0; at T>0 the parts' samples differ and are averaged too); peaks take the largest."""
+    keys = [*GROUP_KEYS, "seed", "question_id"] + (["turn"] if "turn" in tidy else [])
+    if not len(tidy) or tidy.groupby(keys, dropna=False)[TIMING_GROUP].nunique().max() <= 1:
+        return tidy  # one group per run: nothing to average, every number exactly as it was
+    peaks = ("kv_bytes_peak", "peak_gpu_memory_bytes")
+    how = {
+        c: ("max" if c in peaks else "mean" if c in NUMERIC_COLUMNS else "first")
+        for c in tidy.columns
+        if c not in keys
+    }
+    return tidy.groupby(keys, dropna=False, sort=False).agg(how).reset_index()
+
+
 def per_question(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Sum turns per question: one row per (configuration, seed, question_id)."""
-    keys = [*GROUP_KEYS, "seed", "question_id"]
+    """Sum turns per question: one row per (configuration, seed, timing group, question_id),
+    a measurement (a run timed in several groups has one per group)."""
+    keys = [*GROUP_KEYS, "seed", TIMING_GROUP, "question_id"]
     summed = (
         prepare(tidy)
         .groupby(keys, dropna=False, sort=True)[["new_tokens", "wall_time_s"]]
@@ -153,24 +177,21 @@ def config_rules(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
 
 
 def _with_baseline(tidy: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Every method's questions next to the matching baseline question (outer join, with the
-    `_merge` indicator: "both", "left_only" = no baseline, "right_only" = baseline only)."""
+    """Every method's measurements next to the matching baseline measurement, same timing
+    group (align_reference; outer join, with the `_merge` indicator: "both", "left_only" = no
+    baseline, "right_only" = baseline only)."""
     questions = per_question(tidy)
-    base = questions[questions["method"] == baseline].drop(columns="method")
-    base = base.rename(
-        columns={
-            "new_tokens": "base_new_tokens",
-            "wall_time_s": "base_wall_time_s",
-            "tokens_per_s": "base_tokens_per_s",
-        }
-    )
+    measured = [*PAIR_KEYS, "question_id", "new_tokens", "wall_time_s"]
+    base = questions.loc[questions["method"] == baseline, measured]
     rows = []
     for method in questions["method"].unique():
         mine = questions[questions["method"] == method].drop(columns="method")
-        # A method run pairs only with baseline runs of its own configurations.
-        configs = mine[MATCH_KEYS].drop_duplicates()
-        theirs = base.merge(configs, on=MATCH_KEYS, how="inner")
-        merged = mine.merge(theirs, on=[*MATCH_KEYS, "question_id"], how="outer", indicator=True)
+        # A method run pairs only with baseline runs of its own configurations and groups.
+        theirs = align_reference(mine, base, MATCH_KEYS).rename(
+            columns={"new_tokens": "base_new_tokens", "wall_time_s": "base_wall_time_s"}
+        )
+        theirs["base_tokens_per_s"] = theirs["base_new_tokens"] / theirs["base_wall_time_s"]
+        merged = mine.merge(theirs, on=[*PAIR_KEYS, "question_id"], how="outer", indicator=True)
         merged["method"] = method
         rows.append(merged)
     return pd.concat(rows, ignore_index=True) if rows else questions.assign(_merge=[])
@@ -201,10 +222,11 @@ def pairing_counts(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFram
 
 
 def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
-    # Seeds are pooled per question so the bootstrap resamples questions, as SPEC 6 asks,
-    # rather than (seed, question) rows that are not independent.
+    # Seeds (and the parts of a split group) are pooled per question so the bootstrap
+    # resamples questions, as SPEC 6 asks, rather than (seed, group, question) rows that are
+    # not independent.
     columns = ["new_tokens", "wall_time_s", "base_new_tokens", "base_wall_time_s"]
-    pooled = paired.groupby("question_id", dropna=False)[columns].sum()
+    pooled = pool_questions(paired, [], columns)
     result = paired_speedup_ci(
         pooled["new_tokens"].to_numpy(dtype=float),
         pooled["wall_time_s"].to_numpy(dtype=float),
@@ -294,7 +316,8 @@ def excluded_questions(group: pd.DataFrame) -> float:
 
 def group_stats(group: pd.DataFrame) -> dict[str, object]:
     """Speed, tau, time split, energy, memory and quality of one configuration (a prepared
-    tidy slice): every figure pools all its questions, turns and seeds."""
+    tidy slice, one row per run, question and turn: collapse_groups): every figure pools all
+    its questions, turns and seeds."""
     tokens = group["new_tokens"].sum()
     wall = group["wall_time_s"].sum()
     return {
@@ -339,7 +362,7 @@ def summarise(tidy: pd.DataFrame, baseline: str = "vanilla", seed: int = 0) -> p
     tidy = prepare(tidy)
     rows = [
         {**dict(zip(GROUP_KEYS, key, strict=True)), **group_stats(group)}
-        for key, group in tidy.groupby(GROUP_KEYS, dropna=False, sort=True)
+        for key, group in collapse_groups(tidy).groupby(GROUP_KEYS, dropna=False, sort=True)
     ]
     stats = pd.DataFrame(rows)
     summary = stats.merge(speedup_table(tidy, baseline, seed), on=GROUP_KEYS, how="left")

@@ -16,11 +16,16 @@ from scipy import stats
 
 from specrepro.report.aggregate import per_question, prepare
 from specrepro.report.claim_loading import ESTIMATORS, SCORE_COLUMNS, Z95, Claim
-from specrepro.report.claim_runs import claim_rows, timing_groups
+from specrepro.report.claim_runs import claim_rows
+from specrepro.report.pairing import TIMING_GROUP, align_reference, pool_questions, timing_groups
 
 N_RESAMPLES = 2000
 # Fewer questions than this scored differently by the two sides: the difference is noise.
 MIN_DIFFERING = 3
+# One measurement: a run's question in one timing group (each seed is a run of its own). A
+# claim pairs measurements within a timing group (align_reference), then pools them per
+# (pair, question) (pool_questions): the bootstrap below resamples questions within a pair.
+MEASUREMENT = ["pair", "seed", TIMING_GROUP, "question_id"]
 
 
 def _claim_rows(rows: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
@@ -33,40 +38,55 @@ def _claim_rows(rows: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     return rows if claim.pair == "all" else rows[rows["pair"] == claim.pair]
 
 
-def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
-    """Per question of `method`: energy, tokens, the task score and the target log-likelihood
-    (means over turns and seeds)."""
+def _paired(mine: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
+    """Per measurement of `mine` (MEASUREMENT columns, then values): its values, then the
+    reference's (suffix _ref) in the same timing group (align_reference)."""
+    ref = align_reference(mine, theirs, ["pair", "seed"])
+    return mine.merge(ref, on=MEASUREMENT, suffixes=("", "_ref"))
+
+
+def _pooled(table: pd.DataFrame, means: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per (pair, question) of per-measurement rows: every value column pooled over the
+    question's timing groups and seeds (pool_questions)."""
+    values = [c for c in table.columns if c not in MEASUREMENT]
+    return pool_questions(table, ["pair"], values, means)
+
+
+def _scores(tidy: pd.DataFrame, claim: Claim, method: str) -> tuple[pd.DataFrame, str | None]:
+    """Per measurement of `method`: tokens, energy (and the turns it lacks), the task score and
+    the target log-likelihood (means over turns); and why energy was not measured, if said."""
     rows = _claim_rows(prepare(tidy), claim, method)
-    grouped = rows.groupby(["pair", "question_id"])
+    grouped = rows.groupby(MEASUREMENT, dropna=False)
     out = grouped[["new_tokens"]].sum()
-    # min_count: one unmeasured turn leaves the question's energy unmeasured, never zero.
+    # min_count: one unmeasured turn leaves the question's energy unmeasured, never zero; the
+    # count of such turns travels along so that no pooling over groups or seeds can hide it.
     out["energy_j"] = grouped["energy_j"].sum(min_count=1)
-    out["energy_j"] = out["energy_j"].where(grouped["energy_j"].count() == grouped.size())
+    out["energy_missing"] = grouped.size() - grouped["energy_j"].count()
     for metric, columns in SCORE_COLUMNS.items():
         out[metric] = grouped[columns.get(claim.dataset, "em")].mean()
     out["loglik"] = grouped["target_loglik"].mean()
     reasons = rows["energy_reason"].dropna() if "energy_reason" in rows else pd.Series()
-    out.attrs["reason"] = str(reasons.iloc[0]) if len(reasons) else None
-    return out
+    return out.reset_index(), (str(reasons.iloc[0]) if len(reasons) else None)
 
 
-def _questions(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+def _speeds(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
+    """Per measurement of `method`: tokens and seconds (turns summed)."""
     rows = _claim_rows(per_question(tidy), claim, method)
-    # Seeds pooled per question: the bootstrap resamples questions.
-    return rows.groupby(["pair", "question_id"])[["new_tokens", "wall_time_s"]].sum()
+    return rows[[*MEASUREMENT, "new_tokens", "wall_time_s"]]
 
 
 def _speed_pairs(tidy: pd.DataFrame, claim: Claim, method: str, reference: str) -> pd.DataFrame:
-    """Per (pair, question) both ran: tokens and seconds of `method`, then of `reference`."""
-    mine = _questions(tidy, claim, method)
-    theirs = _questions(tidy, claim, reference)
-    return mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+    """Per (pair, question) both ran: tokens and seconds of `method`, then of `reference`,
+    each measurement paired with the reference's in its timing group, then pooled."""
+    joined = _paired(_speeds(tidy, claim, method), _speeds(tidy, claim, reference))
+    return _pooled(joined)
 
 
 def _forwards(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     rows = _claim_rows(prepare(tidy), claim, method)
     # Tau (SPEC 6): tokens committed by verification forwards per verification forward.
-    return rows.groupby(["pair", "question_id"])[["verified_tokens", "verify_forwards"]].sum()
+    columns = ["verified_tokens", "verify_forwards"]
+    return rows.groupby(MEASUREMENT, dropna=False)[columns].sum().reset_index()
 
 
 def _replicates(
@@ -119,14 +139,20 @@ def _paired_scores(tidy: pd.DataFrame, claim: Claim) -> tuple[dict, str | None, 
     """Per pair, the rows the energy, score or log-likelihood statistic reads; why energy
     is missing; and whether the score sits at the floor."""
     assert claim.reference is not None and claim.reference.name is not None
-    mine = _scores(tidy, claim, str(claim.method.name))
-    theirs = _scores(tidy, claim, claim.reference.name)
-    joined = mine.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+    mine, my_reason = _scores(tidy, claim, str(claim.method.name))
+    theirs, their_reason = _scores(tidy, claim, claim.reference.name)
+    paired = _paired(mine, theirs)
+    # Scores and log-likelihoods are means (over seeds too); tokens and joules are summed.
+    means = tuple(c for c in paired.columns if c.removesuffix("_ref") in (*SCORE_COLUMNS, "loglik"))
+    joined = _pooled(paired, means)
+    for side in ("", "_ref"):
+        missing = joined[f"energy_missing{side}"] > 0
+        joined[f"energy_j{side}"] = joined[f"energy_j{side}"].where(~missing)
     floor = False
     if claim.metric == "energy":
         columns = ["new_tokens", "energy_j", "new_tokens_ref", "energy_j_ref"]
         if len(joined) and joined[columns].isna().any().any():
-            reason = mine.attrs.get("reason") or theirs.attrs.get("reason") or "not recorded"
+            reason = my_reason or their_reason or "not recorded"
             return {}, f"energy not measured: {reason}", False
     else:
         columns = [claim.metric, f"{claim.metric}_ref"]
@@ -155,10 +181,10 @@ def measure(tidy: pd.DataFrame, claim: Claim, baseline: str = "vanilla", seed: i
         statistic = _tau
         if claim.kind == "ratio":
             assert claim.reference is not None
-            theirs = _forwards(tidy, claim, str(claim.reference.name))
-            table = table.merge(theirs, left_index=True, right_index=True, suffixes=("", "_ref"))
+            table = _paired(table, _forwards(tidy, claim, str(claim.reference.name)))
             statistic = _tau_ratio
-        groups = {p: g.to_numpy(dtype=float) for p, g in table.groupby(level="pair")}
+        pooled = _pooled(table)
+        groups = {p: g.to_numpy(dtype=float) for p, g in pooled.groupby(level="pair")}
     elif claim.metric in ("energy", "quality", "f1", "loglik"):
         groups, reason, floor = _paired_scores(tidy, claim)
         statistic = {

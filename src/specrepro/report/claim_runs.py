@@ -1,7 +1,8 @@
 """Which runs of the tidy table a claim's sides mean: a config entry by name, or the run of an
 algorithm closest to the paper's setting (fewest differing parameters, then most questions);
 every run that could stand for a side is kept as a candidate. Also the timing groups a run's
-rows were timed in (one result file each: its runs were interleaved question by question)."""
+rows were timed in (one result file each: its runs were interleaved question by question; a
+split group's parts are groups of their own; aggregate.timing_groups reads them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from specrepro.report.claim_loading import Claim, Setting
+from specrepro.report.pairing import timing_groups
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,6 @@ def claim_rows(tidy: pd.DataFrame, claim: Claim) -> pd.DataFrame:
         & np.isclose(tidy["temperature"].astype(float), claim.temperature)
     ]
     return rows if claim.pair == "all" else rows[rows["pair"] == claim.pair]
-
-
-def timing_groups(rows: pd.DataFrame) -> pd.Series:
-    """Each row's timing group: the result file it came from, or (dataset, temperature, seed)
-    where the table does not say (a file holds one of each)."""
-    fallback = (
-        rows["dataset"].astype(str)
-        + "/T"
-        + rows["temperature"].astype(float).astype(str)
-        + "-s"
-        + rows["seed"].astype(str)
-    )
-    if "timing_group" not in rows:
-        return fallback
-    return rows["timing_group"].where(rows["timing_group"].notna(), fallback).astype(str)
 
 
 def run_groups(tidy: pd.DataFrame, claim: Claim, method: str) -> list[str]:

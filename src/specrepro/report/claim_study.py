@@ -40,7 +40,7 @@ def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:
         return {
             "measured": ratio["measured"], "low": ratio["low"], "high": ratio["high"],
             "pairs": [pair], "questions": ratio["questions"], "reason": None, "floor": False,
-            "note": note,
+            "note": note, "groups": ratio.get("timing_groups") or None,
         }  # fmt: skip
     key = "accuracy" if claim.metric == "tar_accuracy_r" else "perplexity"
     per_dataset = (entry.get("correlations") or {}).get(claim.dataset) or {}

@@ -45,6 +45,16 @@ measured and listed (`candidates`, JSON). Kinds:
   as d_g = log(aa / reference) in each speed estimator, by a paired BCa bootstrap over
   questions (percentile where BCa is degenerate). It passes when the 90% interval of d_g lies
   inside +-log(1 + delta), fails when it lies wholly outside, and is undetermined otherwise.
+  A group too large for one GPU is split into parts (`...-part1`, `...-part2`: one job and
+  one result file each, every part repeating the baseline and the control): each part is a
+  timing group of its own, with its own control.
+
+Every comparison of two runs pairs a question's measurement of one with the other's in the
+same timing group (aggregate.align_reference: the baseline of a split group is measured in
+every part, a method in one); two runs that share no group are paired by question on their
+means over their groups. A run measured in several groups has each question's measurements
+averaged, so that n and the bootstrap over questions count questions, never parts
+(aggregate.pool_questions).
 
 Timed claims (speed, throughput ratios) are gated by the control of their timing group only:
 when it failed, is undetermined or has fewer than `min_questions`, when the group has no
@@ -257,8 +267,13 @@ def _claim_row(
     if claim.kind == "study":
         result = measure_study(claim, study)
         resolved = None
-        # The study's drafts run in their base pair's timing group, beside its A/A control.
-        if result["pairs"] and len(tidy):
+        # The study's drafts run in their base pair's timing group, beside its A/A control; in
+        # a split study, the ratio names the parts it was timed in (results without: every
+        # group of the base pair).
+        used = result.pop("groups", None)
+        if used:
+            groups = (used, used)
+        elif result["pairs"] and len(tidy):
             rows = claim_rows(tidy, claim)
             base = sorted(set(timing_groups(rows[rows["pair"].isin(result["pairs"])])))
             groups = (base, base)

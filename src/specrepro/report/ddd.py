@@ -19,6 +19,7 @@ from specrepro.report.aggregate import (
     RULE_NOTE,
     comparable,
     per_question,
+    pool_questions,
     rule_label,
     rule_note,
 )
@@ -43,8 +44,9 @@ def _speed_and_tau(
 
 def mean_tokens_per_s(questions: pd.DataFrame) -> float:
     """EAGLE's tokens/s: the mean over questions of each question's tokens / seconds, seeds
-    pooled per question as the speedup's bootstrap pools them."""
-    pooled = questions.groupby("question_id")[["new_tokens", "wall_time_s"]].sum()
+    pooled per question as the speedup's bootstrap pools them (per_question rows of one run; a
+    question timed in several groups, a split group's parts, at its mean over them)."""
+    pooled = pool_questions(questions, [], ["new_tokens", "wall_time_s"])
     return float((pooled["new_tokens"] / pooled["wall_time_s"]).mean())
 
 

@@ -167,10 +167,14 @@ def study(inputs: StudyInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
                     their_best = select_run(
                         q, existing.pair, best[existing.pair], dataset, temperature
                     )
+                    # Through the base pair's baseline where a split put the two drafts in
+                    # different parts (speed_ratio's bridge).
                     vs = {
-                        "fixed": speed_ratio(mine, theirs, every, len(others), inputs.seed),
+                        "fixed": speed_ratio(
+                            mine, theirs, every, len(others), inputs.seed, bridge=base
+                        ),
                         "tuned": speed_ratio(
-                            tuned_rows, their_best, report, len(others), inputs.seed
+                            tuned_rows, their_best, report, len(others), inputs.seed, bridge=base
                         ),
                     }
                     comparisons[member.draft] = {"role": member.role, **vs}

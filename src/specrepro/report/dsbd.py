@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specrepro.report.aggregate import comparable, group_stats, prepare, rule_label, rule_note
+from specrepro.report.aggregate import (
+    collapse_groups,
+    comparable,
+    group_stats,
+    prepare,
+    rule_label,
+    rule_note,
+)
 from specrepro.report.claims import measure, query
 from specrepro.report.tables import (
     LOGLIK_NOTE,
@@ -52,9 +59,13 @@ def beam_reference(rows: pd.DataFrame, width: int | None) -> str | None:
     return same[0] if same else sorted(by_width)[0]
 
 
-def _ratio(tidy: pd.DataFrame, method: str, reference: str, pair, dataset, temperature) -> dict:
+def _ratio(
+    tidy: pd.DataFrame, method: str, reference: str, pair, dataset, temperature, **extra: object
+) -> dict:
+    """The method over the reference on the questions both ran, each measurement paired with
+    the reference's in its timing group (claims.measure): speed, or `metric="energy"`."""
     claim = query("ratio", method, pair, dataset, temperature, reference=reference,
-                  estimator=ESTIMATOR)  # fmt: skip
+                  estimator=ESTIMATOR, **extra)  # fmt: skip
     return measure(tidy, claim)
 
 
@@ -73,7 +84,8 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per method of one pair, dataset and temperature: the table's columns before the
     comparisons."""
     out = []
-    for method, group in prepare(rows).groupby("method"):
+    # One row per run, question and turn: a run timed in several groups counts each once.
+    for method, group in collapse_groups(prepare(rows)).groupby("method"):
         params = _params(group)
         stats = group_stats(group)
         widths = [w for levels in _widths(group) for w in levels]
@@ -146,8 +158,9 @@ def _notes(pair: str, dataset: str) -> list[str]:
         f"seconds: {TOKS_TOTALS} is all new tokens / all wall seconds of the method; speedup vs "
         f"beam, totals is its {TOKS_TOTALS} over that of beam sampling of the same width W "
         "(else the first beam entry) on the questions both ran, 95% bootstrap interval over "
-        "questions. Energy ratio: beam's J/token over the method's (how many times less "
-        f"energy). {quality} Mean width: the width DSBD chose per verified level (W for beam).",
+        "questions. Energy ratio: beam's J/token over the method's on the questions both ran "
+        f"(how many times less energy). {quality} Mean width: the width DSBD chose per "
+        "verified level (W for beam).",
         MEMORY_NOTE,
         LOGLIK_NOTE,
         f"Target forwards / token = 1 / tau, with {TAU_NOTE}",
@@ -192,8 +205,14 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
             else:
                 ratio = _ratio(tidy, r.method, reference, pair, dataset, temperature)
                 speed = _ci(ratio)
-                ref_j = j_of.get(reference)
-                energy = f"{ref_j / r.j_per_token:.2f}" if ref_j and r.j_per_token else "n/a"
+                energy = "n/a"
+                if j_of.get(reference) and r.j_per_token:
+                    # Paired like the speedup, not one run's J/token over the other's: a
+                    # question's energy meets the reference's from the same timing group.
+                    where = (pair, dataset, temperature)
+                    joules = _ratio(tidy, r.method, reference, *where, metric="energy")
+                    if joules["measured"] is not None:
+                        energy = f"{joules['measured']:.2f}"
             if r.energy_reason:
                 reasons.add(r.energy_reason)
             if r.quality is not None and not np.isnan(r.quality):

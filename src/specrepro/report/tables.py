@@ -196,7 +196,8 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
         f"speedup, mean tok/s: {SPEEDUP_ESTIMATORS['speedup']}; "
         f"speedup, totals: {SPEEDUP_ESTIMATORS['speedup_totals']}. Both over the paired "
         f"questions (paired = questions run by the method and by {baseline} with the same "
-        "pair, dataset, T, dtype and seed), with 95% paired bootstrap intervals over questions.",
+        "pair, dataset, T, dtype and seed, timed in the same job: a group split into parts "
+        f"repeats {baseline} in each), with 95% paired bootstrap intervals over questions.",
         TAU_NOTE,
         MEMORY_NOTE,
         LOGLIK_NOTE,

@@ -135,17 +135,20 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
 def _lossless(frame: pd.DataFrame) -> pd.Series:
     """1/0 where a T=0 run's tokens equal vanilla's (same target weights, dataset, seed, dtype,
     stop rule): a pair that only swaps the draft (the draft-design study) is checked against the
-    vanilla run of the pair it came from."""
+    vanilla run of the pair it came from. Vanilla's tokens from the run's own timing group come
+    first (a split group repeats vanilla in every part), any group's where that has none."""
     keys = ["target_model", "dataset", "seed", "dtype", "stop_at_answer", "question_id", "turn"]
     greedy = frame[frame["temperature"] == 0]
-    base = (
-        greedy[greedy["algorithm"] == "vanilla"].drop_duplicates(keys).set_index(keys)["_token_ids"]
-    )
+    vanilla = greedy[greedy["algorithm"] == "vanilla"]
+    in_group = [*keys, "timing_group"] if "timing_group" in frame else keys
+    same = vanilla.drop_duplicates(in_group).set_index(in_group)["_token_ids"]
+    base = vanilla.drop_duplicates(keys).set_index(keys)["_token_ids"]
     result = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     for idx, row in greedy.iterrows():
-        key = tuple(row[k] for k in keys)
+        key, group_key = tuple(row[k] for k in keys), tuple(row[k] for k in in_group)
+        tokens = same.get(group_key) if group_key in same.index else base.get(key)
         if key in base.index:
-            result[idx] = int(list(base[key]) == list(row["_token_ids"]))
+            result[idx] = int(list(tokens) == list(row["_token_ids"]))
     return result
 
 
