@@ -13,6 +13,9 @@ Checkpoint format (the one yuhuili/EAGLE-* heads use, so any EAGLE implementatio
 `model.safetensors` or `pytorch_model.bin` holding `fc.weight`, `fc.bias`,
 `layers.0.self_attn.{q,k,v,o}_proj.weight`, `layers.0.mlp.{gate,up,down}_proj.weight`,
 `layers.0.post_attention_layernorm.weight`, and optionally `embed_tokens.weight`.
+`save_head` writes our heads (model.safetensors, a transformers 5 config with the legacy rope
+keys added); `save_published_head` writes a folder exactly as the hub serves the published heads
+(pytorch_model.bin in float16 with embed_tokens.weight, a transformers 4.28-era config.json).
 """
 
 from __future__ import annotations
@@ -255,3 +258,91 @@ def save_head(head: EagleHead, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     state = {k: v.detach().to("cpu").contiguous() for k, v in head.head_state_dict().items()}
     save_file(state, str(folder / "model.safetensors"))
+
+
+# The config.json fields of the published EAGLE-1 heads (yuhuili/EAGLE-Vicuna-7B-v1.3 and its
+# siblings), as transformers 4.28.1 wrote their training config (SafeAILab/EAGLE
+# train/vicuna_7B_config.json): read from the config given, beside the constant ones below.
+# There is no head_dim and no rope_parameters: the official code derives the head size from
+# hidden_size / num_attention_heads and reads only the top-level rope keys.
+PUBLISHED_FIELDS = (
+    "bos_token_id", "eos_token_id", "hidden_act", "hidden_size", "initializer_range",
+    "intermediate_size", "max_position_embeddings", "num_attention_heads", "pad_token_id",
+    "rms_norm_eps", "vocab_size",
+)  # fmt: skip
+PUBLISHED_TRANSFORMERS_VERSION = "4.28.1"
+DEFAULT_ROPE_THETA = 10000.0  # what the official code uses when a config has no rope_theta
+
+
+def published_config(config: LlamaConfig, fc_bias: bool, dtype: torch.dtype) -> dict:
+    """The config.json of a published-format head with `config`'s shapes (see save_published_head).
+
+    Keys a default would restore are left out, as the Vicuna heads leave them out;
+    num_key_value_heads, rope_theta and `"bias": false` appear only where they differ from the
+    official code's defaults (num_attention_heads, 10,000, true), as in the LLaMA-3 heads."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if head_dim * heads != config.hidden_size:
+        raise ModelError(
+            f"published EAGLE head: head_dim {head_dim} x {heads} heads != hidden_size "
+            f"{config.hidden_size}; the format has no head_dim (the official code divides)"
+        )
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        raise ModelError("published EAGLE head: its decoder layer has no attention or MLP biases")
+    out = {key: getattr(config, key) for key in PUBLISHED_FIELDS}
+    out.update(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        num_hidden_layers=1,
+        tie_word_embeddings=False,
+        torch_dtype=str(dtype).removeprefix("torch."),
+        transformers_version=PUBLISHED_TRANSFORMERS_VERSION,
+        use_cache=True,
+    )
+    if config.num_key_value_heads != heads:
+        out["num_key_value_heads"] = config.num_key_value_heads
+    rope = config.rope_parameters or {}
+    if rope.get("rope_theta", DEFAULT_ROPE_THETA) != DEFAULT_ROPE_THETA:
+        out["rope_theta"] = rope["rope_theta"]
+    rope_type = rope.get("rope_type", "default")
+    if rope_type != "default":
+        # The official config validation accepts exactly {"type", "factor"}, linear or dynamic.
+        if rope_type not in ("linear", "dynamic"):
+            raise ModelError(f"published EAGLE head: rope type {rope_type!r} has no 4.x form")
+        out["rope_scaling"] = {"type": rope_type, "factor": float(rope["factor"])}
+    if not fc_bias:
+        out["bias"] = False
+    return out
+
+
+def save_published_head(
+    state: dict[str, torch.Tensor],
+    config: LlamaConfig,
+    folder: Path,
+    fc_bias: bool = True,
+    dtype: torch.dtype = torch.float16,
+) -> None:
+    """Write a head folder exactly as the published yuhuili/EAGLE-* heads are laid out.
+
+    `state` holds the head's tensors under the official names (expected_keys) plus
+    `embed_tokens.weight` (a copy of the target's embedding): the official loader reads
+    pytorch_model.bin with strict=True into a module that owns one. `config` is the target's
+    Llama config or a head config (head_config_for); its shapes are written as a transformers
+    4.28-era config.json with num_hidden_layers 1 (published_config), and `"bias": false` when
+    fc has no bias. Tensors are saved in `dtype` (float16, as published) with torch.save, as a
+    plain dict. load_head reads the folder back; so would the official EAGLE code.
+    """
+    layout = published_config(config, fc_bias, dtype)
+    required = expected_keys(config, fc_bias) | OPTIONAL_KEYS
+    missing, unknown = sorted(required - set(state)), sorted(set(state) - required)
+    if missing or unknown:
+        raise ModelError(
+            f"published EAGLE head {folder}: tensors do not match the official names "
+            f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    # load_head reads model.safetensors first: one left from an earlier write would shadow these.
+    (folder / "model.safetensors").unlink(missing_ok=True)
+    tensors = {k: state[k].detach().to("cpu", dtype, copy=True) for k in sorted(state)}
+    torch.save(tensors, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(layout, indent=2, sort_keys=True) + "\n")
