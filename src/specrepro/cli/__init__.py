@@ -39,8 +39,10 @@ HELP_ORDER = (
     "tidy",
     "report",
     "latency-profile",
+    "twins",
     "draft-design-report",
     "notebook",
+    "costs",
 )
 if set(HELP_ORDER) != set(SUBCOMMANDS):  # a new subcommand would otherwise be dropped silently
     raise RuntimeError(f"HELP_ORDER and the groups' subcommands differ: {HELP_ORDER}")

@@ -153,7 +153,31 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def costs_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "costs",
+        help="what each GPU job of a config holds and costs (estimated from parameter counts)",
+    )
+    config_arg(p)
+    p.add_argument("--bandwidth", type=float, help="GPU memory bandwidth in bytes/s")
+    p.add_argument("--out", help="also write the markdown table here")
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    from specrepro.config import load_config
+    from specrepro.planning import make_plan
+    from specrepro.planning.cost import cost_table_markdown, job_costs
+
+    config = load_config(args.config, args.set_json)
+    table = cost_table_markdown(config["run"], job_costs(make_plan(config), args.bandwidth))
+    if args.out:
+        Path(args.out).write_text(table)
+    print(table)
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "costs": Subcommand(costs_parser, cmd_costs),
     "tidy": Subcommand(tidy_parser, cmd_tidy),
     "report": Subcommand(report_parser, cmd_report),
     "claims": Subcommand(claims_parser, cmd_claims),

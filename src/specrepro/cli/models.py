@@ -1,4 +1,4 @@
-"""The model subcommands: prepare-model, download-model and latency-profile."""
+"""The model subcommands: prepare-model, download-model, latency-profile and twins."""
 
 from __future__ import annotations
 
@@ -60,6 +60,85 @@ def latency_profile_parser(sub: argparse._SubParsersAction) -> None:
         help="default: float32 on CPU, float16 on GPU",
     )
     p.add_argument("--out", required=True, help="JSON rows")
+
+
+def twins_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "twins",
+        help="write toy-scale twins of a config's hub models into a local hub cache, and a "
+        "config overlay that runs the config on them on a CPU (a smoke test before GPU hours)",
+    )
+    p.add_argument(
+        "--configfile",
+        nargs="+",
+        required=True,
+        metavar="YAML",
+        help="the paper config (several merge in order, as Snakemake's --configfile)",
+    )
+    p.add_argument("--out", required=True, help="folder: OUT/hub, OUT/overlay.yaml, OUT/twins.json")
+    p.add_argument(
+        "--mirror",
+        help="benchmark data folder (mtbench/, squad/, spider/): the tokenizers learn from its "
+        "prompts and the overlay reads the data from it (default for the tokenizers: the "
+        "config's data.mirror, else its data.dir)",
+    )
+    p.add_argument("--corpus", nargs="*", default=[], help="more text files the tokenizers learn")
+    p.add_argument("--questions", type=int, default=2, help="questions per dataset in the run")
+    p.add_argument("--tokens", type=int, default=8, help="new tokens per answer in the run")
+    p.add_argument("--run", help="the run's name (default: the first config's stem + '-twin')")
+
+
+def cmd_twins(args: argparse.Namespace) -> int:
+    import sys
+
+    import yaml
+
+    from specrepro.config import ConfigError, merge_into, validate_config
+    from specrepro.models.twins import build_twins, corpus_texts, merged, shape_line
+
+    # Read without validating: a user's registry may describe unknown ids with `twin:`.
+    config: dict = {}
+    for path in map(Path, args.configfile):
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        merge_into(config, yaml.safe_load(path.read_text()) or {})
+    mirror = Path(args.mirror) if args.mirror else None
+    if mirror is not None and not mirror.is_dir():
+        raise ConfigError(f"twins: --mirror {mirror} is not a folder")
+    data = config.get("data", {})
+    source = mirror or next(
+        (Path(d) for d in (data.get("mirror"), data.get("dir")) if d and Path(d).is_dir()), None
+    )
+    texts = corpus_texts(source, [Path(f) for f in args.corpus])
+    if source is None and not args.corpus:
+        print(
+            "twins: no benchmark data: the tokenizers learn the prompt formats only",
+            file=sys.stderr,
+        )
+    out = Path(args.out)
+    run = args.run or f"{Path(args.configfile[0]).stem}-twin"
+    report = build_twins(config, out, run, texts, args.questions, args.tokens, mirror)
+    for model in report.models:
+        estimate = " (estimated real shape)" if model.estimate else ""
+        print(
+            f"{model.model_id}@{model.commit[:12]} [{', '.join(model.names)}] {model.kind}: "
+            f"{shape_line(model.real)} {model.real_parameters / 1e6:,.0f}M -> "
+            f"{shape_line(model.twin)} {model.twin_parameters / 1e6:.2f}M, "
+            f"{model.bytes / 1e6:.1f} MB{estimate}"
+        )
+    sizes = ", ".join(f"{family} {n}" for family, n in report.tokenizers.items())
+    print(f"tokenizers ({sizes} tokens) from {report.corpus_chars:,} characters of text")
+    print(f"hub cache: {report.hub_cache}")
+    print(f"overlay: {out / 'overlay.yaml'}")
+    try:
+        with open(out / "overlay.yaml") as f:
+            validate_config(merged(config, yaml.safe_load(f)), source="config with the overlay")
+    except ConfigError as err:
+        print(f"twins: warning: {err}", file=sys.stderr)
+    configs = " ".join(args.configfile)
+    print(f"run it: HF_HUB_OFFLINE=1 snakemake --configfile {configs} {out / 'overlay.yaml'}")
+    print(f"built in {report.seconds:.1f} s")
+    return 0
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -138,4 +217,5 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "prepare-model": Subcommand(prepare_model_parser, cmd_prepare_model),
     "download-model": Subcommand(download_model_parser, cmd_download_model),
     "latency-profile": Subcommand(latency_profile_parser, cmd_latency_profile),
+    "twins": Subcommand(twins_parser, cmd_twins),
 }
