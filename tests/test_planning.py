@@ -32,9 +32,6 @@ def planned_by_snakemake(output: str) -> set[tuple[str, tuple[str, ...]]]:
         # Flags print after the name: "results/.../T0.0-s0.jsonl (update)".
         names = [re.sub(r" \(\w+\)$", "", f) for f in files.group(1).split(", ")] if files else []
         jobs.add((match.group(1), tuple(sorted(names))))
-    # A rule with a message (generate) is listed by it: "Job N: generate OUTPUT: holds ...".
-    for match in re.finditer(r"^Job \d+: (\w+) (\S+): holds ", output, re.M):
-        jobs.add((match.group(1), (match.group(2),)))
     return jobs
 
 

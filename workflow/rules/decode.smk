@@ -11,10 +11,6 @@ rule generate:
         LOGS("decode/{target}/{dataset}/{group}.log"),
     benchmark:
         BENCHMARKS("decode/{target}/{dataset}/{group}.tsv")
-    # Dry runs list what the job loads, with the weight bytes the plan sized it by
-    # (runs.gpu_memory_gb); a message replaces the job's listing, so it names the output too.
-    message:
-        "generate {output}: {params.holds}"
     wildcard_constraints:
         target=PLAN.constraint(PLAN.targets),
         dataset=PLAN.constraint(PLAN.datasets),
@@ -23,8 +19,11 @@ rule generate:
         "../envs/specrepro.yaml"
     # Timed runs never share the machine: each takes every core and the one timing slot.
     threads: ALL_CORES
+    # `holds` (no scheduler reads it): dry runs list with the job the models it loads and the
+    # weight bytes the plan sized it by (runs.gpu_memory_gb).
     resources:
         timing_slot=1,
+        holds=PLAN.group_holds,
     params:
         entries=PLAN.entries("generate"),
         members=PLAN.member_args,
@@ -33,7 +32,6 @@ rule generate:
         tuning=PLAN.tuning_args,
         temperature=PLAN.group_temperature,
         seed=PLAN.group_seed,
-        holds=PLAN.group_holds,
     shell:
         "HF_HUB_OFFLINE=1 specrepro generate --set-json {params.entries:q} {params.members} "
         "{params.tuning} "

@@ -166,9 +166,10 @@ class Plan(StudyFiles):
         weight = registry_weight(self.config, self.runs_spec["dtype"])
         sizes = {name: weight(name) for name in self.group_models(w)}
         known = [size for size in sizes.values() if size is not None]
-        held = ", ".join(f"{n} {'?' if b is None else f'{b / 1e9:.2f}'}" for n, b in sizes.items())
+        gb = {n: "?" if b is None else f"{b / 1e9:.2f}" for n, b in sizes.items()}
+        held = ", ".join(f"{n} {size} GB" for n, size in gb.items())
         total = f"{sum(known) / 1e9:.2f} GB" + (" + unknown" if len(known) < len(sizes) else "")
-        return f"holds {held} GB: {total} of {self.runs_spec['dtype']} weights"
+        return f"{held}: {total} of {self.runs_spec['dtype']} weights"
 
     def group_members(self, w) -> list[tuple[str, str]]:
         """A timing group's runs as (pair, method)."""
