@@ -19,8 +19,6 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 from specrepro.decoding.base import MethodError
-from specrepro.engine.runner import ModelRunner
-from specrepro.engine.tree import ancestor_mask, paths, positions
 from tests.helpers import decoder_for
 from tests.test_context_limit import watch_positions
 from tests.test_dsbd_exact import LOSSLESS
@@ -32,7 +30,7 @@ from tests.test_dsbd_exact import (
     test_memory_efficient_at_width_one_is_multinomial_sampling as check_memory_efficient_law,
 )
 from tests.test_sps import chi_square_p, exact_two_token_distribution, sampled_counts
-from tests.test_tree import HAND_TREE, alone
+from tests.test_tree import check_tree_verification
 
 VOCAB = 8  # tests/test_sps.py's law helpers enumerate this vocabulary
 LAW_VOCAB = 4  # tests/test_dsbd_exact.py's beam_law enumerates this one
@@ -140,21 +138,7 @@ def test_tree_positions_and_masks_give_each_paths_logits_deep_in_the_sequence(op
     # Tree nodes at explicit positions (prefix length + depth) under a tree mask, after 60
     # cached tokens: each path's logits are those of the path run alone from position 0.
     target, _ = opt_pair
-    prefix, tokens = LONG[:60], [5, 1, 2, 3, 4, 6, 7]
-    runner = ModelRunner(target)
-    runner.forward(prefix)
-    out = runner.forward(
-        tokens, positions=positions(HAND_TREE, len(prefix)), tree_mask=ancestor_mask(HAND_TREE)
-    )
-    for path in paths(HAND_TREE):
-        ref = alone(target, prefix + [tokens[i] for i in path])[len(prefix) :]
-        torch.testing.assert_close(out.logits[path], ref, atol=1e-4, rtol=0)
-    # Keep one path and continue: the same as a cache built on that path alone.
-    kept = [0, 1, 3, 6]
-    runner.keep(list(range(len(prefix))) + [len(prefix) + i for i in kept])
-    got = runner.forward([2]).logits[-1]
-    ref = alone(target, prefix + [tokens[i] for i in kept] + [2])[-1]
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+    check_tree_verification(target, LONG[:60], [5, 1, 2, 3, 4, 6, 7], 2)
 
 
 @pytest.mark.parametrize("prompt", [SHORT, LONG], ids=["short", "long"])

@@ -65,9 +65,10 @@ def test_tree_mask_positions_and_paths_on_a_hand_built_tree() -> None:
     assert paths(HAND_TREE) == [[0, 1, 4], [0, 2, 5], [0, 1, 3, 6]]
 
 
-def test_tree_verification_and_kept_path_match_running_the_path_alone() -> None:
-    model = tiny_llama(vocab_size=32, seed=3)
-    prefix, tokens = [5, 6, 7, 8], [9, 1, 2, 3, 4, 10, 11]
+def check_tree_verification(model, prefix: list[int], tokens: list[int], next_token: int) -> None:
+    """HAND_TREE's nodes (`tokens`) at explicit positions under its mask after a cached
+    `prefix`: each path's logits are those of the path run alone; keeping the path 0-1-3-6 and
+    continuing with `next_token` equals a cache built on that path alone."""
     runner = ModelRunner(model)
     runner.forward(prefix)
     out = runner.forward(
@@ -76,12 +77,16 @@ def test_tree_verification_and_kept_path_match_running_the_path_alone() -> None:
     for path in paths(HAND_TREE):
         ref = alone(model, prefix + [tokens[i] for i in path])[len(prefix) :]
         torch.testing.assert_close(out.logits[path], ref, atol=1e-4, rtol=0)
-    # Keep the path 0-1-3-6 and continue: the same as a cache built on that path alone.
     kept = [0, 1, 3, 6]
     runner.keep(list(range(len(prefix))) + [len(prefix) + i for i in kept])
-    got = runner.forward([12]).logits[-1]
-    ref = alone(model, prefix + [tokens[i] for i in kept] + [12])[-1]
+    got = runner.forward([next_token]).logits[-1]
+    ref = alone(model, prefix + [tokens[i] for i in kept] + [next_token])[-1]
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+
+
+def test_tree_verification_and_kept_path_match_running_the_path_alone() -> None:
+    model = tiny_llama(vocab_size=32, seed=3)
+    check_tree_verification(model, [5, 6, 7, 8], [9, 1, 2, 3, 4, 10, 11], 12)
 
 
 def test_greedy_acceptance_follows_the_argmax_child() -> None:
