@@ -8,7 +8,7 @@ from specrepro.decoding.base import make_params
 
 
 def decoder_for(
-    target, draft, algorithm: str, temperature: float, eos=(), head=None, **params
+    target, draft, algorithm: str, temperature: float, eos=(), head=None, runners=None, **params
 ) -> Decoder:
     loaded = LoadedPair(
         name="test",
@@ -21,7 +21,7 @@ def decoder_for(
         head=head,
     )
     choice = MethodChoice(algorithm, algorithm, make_params(algorithm, params))
-    return Decoder(loaded, choice, temperature)
+    return Decoder(loaded, choice, temperature, runners)
 
 
 def chat_ids(tokenizer, text: str) -> list[int]:

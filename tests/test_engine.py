@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from specrepro.engine.kvcache import PreallocatedLayer, SlidingWindowUnsupported
-from specrepro.engine.runner import ModelRunner, NonFiniteLogitsError
+from specrepro.engine.kvcache import PreallocatedCache, SlidingWindowUnsupported
+from specrepro.engine.runner import CacheNotAdvancedError, ModelRunner, NonFiniteLogitsError
 from specrepro.models.loader import ModelError
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
+from tests.test_host_reads import counting_blocking_copies
 
 ATTENTION = ["sdpa", "eager"]
 
@@ -129,21 +130,80 @@ def test_span_mask_must_cover_cache_and_new_tokens() -> None:
         runner.forward([4, 5], span_mask=torch.ones(2, 2, dtype=torch.bool))
 
 
-def test_keep_moves_only_the_entries_after_the_kept_prefix(monkeypatch) -> None:
+def test_keep_moves_only_the_entries_after_the_kept_prefix_in_one_gather(monkeypatch) -> None:
     moved: list[tuple[int, list[int]]] = []
-    original = PreallocatedLayer.keep
+    original = PreallocatedCache.keep
 
     def spy(self, start, tail):
         moved.append((start, tail.tolist()))
         original(self, start, tail)
 
-    monkeypatch.setattr(PreallocatedLayer, "keep", spy)
+    monkeypatch.setattr(PreallocatedCache, "keep", spy)
     runner = ModelRunner(tiny_llama(seed=2))
     runner.forward(list(range(1, 13)))
-    runner.keep(list(range(8)) + [9, 11])
-    # Every layer moved two entries into slots 8 and 9; positions 0..7 stayed in place.
-    assert moved == [(8, [9, 11])] * runner.num_layers
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in runner.cache.layers]
+    kept = list(range(8)) + [9, 11]
+    runner.keep(kept)
+    # One move for the whole cache (every layer, keys and values): two entries into slots 8
+    # and 9; positions 0..7 stayed in place.
+    assert moved == [(8, [9, 11])]
     assert runner.cache_len == 10
+    for layer, (keys, values) in zip(runner.cache.layers, before, strict=True):
+        assert torch.equal(layer.keys, keys[:, :, kept])
+        assert torch.equal(layer.values, values[:, :, kept])
+
+
+def test_keep_and_select_rows_launch_a_bounded_number_of_ops_whatever_the_depth() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    def ops(layers: int) -> tuple[int, int]:
+        runner = ModelRunner(tiny_llama(seed=2, layers=layers))
+        runner.forward(list(range(1, 13)))
+        with profile(activities=[ProfilerActivity.CPU]) as keep_prof:
+            runner.keep(list(range(8)) + [9, 11])
+        runner.reset()
+        runner.forward(torch.tensor([[1, 2], [3, 4]]))
+        with profile(activities=[ProfilerActivity.CPU]) as rows_prof:
+            runner.select_rows([1, 0])
+        return len(keep_prof.events()), len(rows_prof.events())
+
+    assert ops(2) == ops(8)
+
+
+def test_a_model_that_ignores_the_cache_is_caught() -> None:
+    model = tiny_llama(seed=3)
+    runner = ModelRunner(model)
+    forward = model.forward
+
+    def fresh_cache(*args, cache=None, **kwargs):  # as a release that takes another keyword
+        return forward(*args, **kwargs)
+
+    model.forward = fresh_cache
+    with pytest.raises(CacheNotAdvancedError, match="did not use the engine's cache"):
+        runner.forward([1, 2, 3])
+
+
+def test_host_lists_reach_the_device_through_a_pinned_copy(monkeypatch) -> None:
+    # On a GPU a list copied straight to the device blocks (a sync); the runner builds the
+    # tensor on the host and hands it to tree.to_device (pinned, non-blocking).
+    import specrepro.engine.runner as runner_module
+
+    sent: list[torch.Tensor] = []
+    original = runner_module.to_device
+
+    def spy(host, device):
+        sent.append(host)
+        return original(host, device)
+
+    monkeypatch.setattr(runner_module, "to_device", spy)
+    runner = ModelRunner(tiny_llama(seed=2))
+    with counting_blocking_copies() as blocking:
+        runner.forward([1, 2, 3, 4])
+        runner.forward([5, 6], tree_mask=torch.tensor([[True, False], [True, True]]))
+        runner.keep([0, 1, 2, 4])
+    assert blocking == []
+    # The token lists and the kept indices (the tree mask was a device tensor already).
+    assert [t.tolist() for t in sent] == [[1, 2, 3, 4], [5, 6], [4]]
 
 
 def test_cache_grows_past_its_capacity_exactly() -> None:
@@ -240,3 +300,26 @@ def test_draft_and_target_vocabulary_widths_must_match() -> None:
     target, draft = tiny_llama(vocab_size=16, seed=0), tiny_llama(vocab_size=20, seed=1)
     with pytest.raises(ModelError, match="draft's logits are 20 wide, the target's 16"):
         decoder_for(target, draft, "sps", 1.0)
+
+
+def test_a_members_memory_peak_starts_without_the_previous_members_cache(monkeypatch) -> None:
+    from specrepro.question_run import start_memory_peak
+
+    model = tiny_llama(seed=5)
+    runners: dict = {}
+    beam = decoder_for(model, None, "beam", 1.0, runners=runners, width=4)
+    vanilla = decoder_for(model, None, "vanilla", 0.0, runners=runners)
+    assert beam.target is vanilla.target  # one runner per model in a timing group
+    beam.generate([1, 2, 3], 6, seed=0)
+    assert beam.target.cache.storage.shape[2] == 4  # beam's rows stay allocated
+    events: list[str] = []
+    monkeypatch.setattr(vanilla.target, "device", torch.device("cuda"))
+    monkeypatch.setattr(vanilla, "release_buffers", lambda: events.append("release"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: events.append("reset"))
+    start_memory_peak(vanilla)
+    assert events == ["release", "reset"]
+    monkeypatch.undo()
+    vanilla.release_buffers()
+    assert vanilla.target.cache.storage is None and vanilla.target.cache_bytes() == 0
+    vanilla.generate([1, 2, 3], 6, seed=0)
+    assert vanilla.target.cache.storage.shape[2] == 1

@@ -129,6 +129,33 @@ def counting_reads() -> Iterator[Counter]:
         yield counts
 
 
+@contextlib.contextmanager
+def counting_blocking_copies() -> Iterator[list[str]]:
+    """The CPU stand-in for the syncs CUDA's sync debug mode reports at a copy from pageable
+    host memory: every tensor built from Python values straight onto a device
+    (`torch.tensor(list, device=...)`, `torch.as_tensor(list, device=...)`). On a GPU each such
+    copy blocks until done; the engine builds the tensor on the host and hands it to
+    tree.to_device (pinned, non-blocking) instead."""
+    calls: list[str] = []
+    originals = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+    def wrap(name: str, make: Callable) -> Callable:
+        def build(data: object, *args: object, **kwargs: object) -> torch.Tensor:
+            if kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
+                calls.append(f"torch.{name}(..., device={kwargs['device']})")
+            return make(data, *args, **kwargs)
+
+        return build
+
+    for name, make in originals.items():
+        setattr(torch, name, wrap(name, make))
+    try:
+        yield calls
+    finally:
+        for name, make in originals.items():
+            setattr(torch, name, make)
+
+
 class HostRead(RuntimeError):
     """A tensor value was read on the host where none may be (a RuntimeError, as CUDA's sync
     debug mode raises)."""
@@ -237,3 +264,28 @@ def test_the_read_refusal_catches_a_read_in_a_draft_level(models, monkeypatch) -
     monkeypatch.setattr(ModelRunner, "forward", reading)
     with host_reads.checked_levels(refusing_reads), pytest.raises(HostRead):
         gen.generate(PROMPT, MAX_NEW, seed=0)
+
+
+@pytest.mark.parametrize(("method", "temperature"), sorted(CEILINGS))
+def test_no_round_copies_host_values_straight_to_the_device(models, method, temperature) -> None:
+    gen = decoder(models, method, temperature)
+    gen.generate(PROMPT, 4, seed=0)
+    with counting_blocking_copies() as copies:
+        result, _ = gen.generate(PROMPT, MAX_NEW, seed=0)
+    assert result.verify_forwards >= 8
+    assert copies == [], f"{method} T={temperature}: blocking host-to-device copies {copies}"
+
+
+def test_the_copy_stand_in_catches_a_list_copied_to_the_device_in_a_round(models, monkeypatch):
+    gen = decoder(models, "vanilla", 0.0)
+    forward = ModelRunner.forward
+
+    def copying(self: ModelRunner, tokens, *args: object, **kwargs: object) -> object:
+        if isinstance(tokens, list):
+            tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        return forward(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(ModelRunner, "forward", copying)
+    with counting_blocking_copies() as copies:
+        result, _ = gen.generate(PROMPT, MAX_NEW, seed=0)
+    assert len(copies) >= result.target_forwards

@@ -58,6 +58,7 @@ class Decoder:
         self.module = get_method(method.algorithm)
         self.temperature = temperature
         runners = {} if runners is None else runners
+        self.shared_runners = runners
 
         def runner(model: torch.nn.Module | None, name: str) -> ModelRunner | None:
             if model is None:
@@ -81,6 +82,13 @@ class Decoder:
                 f"pair {loaded.name!r}: the draft's logits are {self.draft.vocab_size} wide, the "
                 f"target's {self.target.vocab_size}; speculative sampling needs equal widths"
             )
+
+    def release_buffers(self) -> None:
+        """Free the cache buffers of every runner this decoder shares with its timing group
+        (another member's beam rows included), so the next generation's memory peak is its own.
+        """
+        for runner in self.shared_runners.values():
+            runner.release()
 
     def used_runners(self) -> list[ModelRunner]:
         roles = needed_roles(self.method.algorithm)

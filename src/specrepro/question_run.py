@@ -17,6 +17,16 @@ def question_seed(seed: int, question_id: str, turn: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{question_id}/{turn}".encode())) % 2**63
 
 
+def start_memory_peak(engine: Decoder) -> None:
+    """On a GPU: free every shared runner's cache, then reset the device's peak. Runners are
+    shared per model in a timing group, so without the release a member's peak would hold the
+    largest earlier member's cache (beam's rows, say). On the CPU no peak is read, and reused
+    buffers spare each generation the first-touch page faults of fresh ones."""
+    if engine.target.device.type == "cuda":
+        engine.release_buffers()
+        torch.cuda.reset_peak_memory_stats(engine.target.device)
+
+
 def run_question(
     engine: Decoder,
     loaded: LoadedPair,
@@ -39,8 +49,7 @@ def run_question(
         answer_format = "free"
         if engine.method.stop_at_answer:
             answer_format = prompt.get("answer_format", "free")
-        if engine.target.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(engine.target.device)
+        start_memory_peak(engine)
         with meter.window() as energy:
             result, timer = engine.generate(
                 prompt_ids, max_new_tokens, question_seed(seed, qid, t), answer_format

@@ -13,6 +13,7 @@ import torch
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
 from specrepro.engine.beams import Beam, BeamPool, Draws, joint_distribution, make_draws
+from specrepro.engine.tree import to_device
 
 NEEDS_DRAFT = False
 NEEDS_SAMPLING = True  # at T=0 the joint is a point mass and beam sampling is greedy decoding
@@ -55,7 +56,7 @@ def step(
 ) -> tuple[list[int], list[Beam]]:
     """Sample the next level: (parent row of each new beam, the new beams), finished or not."""
     logp = torch.log_softmax(logits.double(), dim=-1)
-    scores = torch.tensor([b.score for b in beams], dtype=logp.dtype, device=logp.device)
+    scores = to_device(torch.tensor([b.score for b in beams], dtype=logp.dtype), logp.device)
     probs = joint_distribution(scores[:, None] + logp, ctx.temperature, params.top_k, params.top_p)
     vocab = logp.shape[-1]
     chosen = draws.sample(probs, params.width)

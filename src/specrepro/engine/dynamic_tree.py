@@ -110,7 +110,6 @@ def _rerank(
     kept_list, parent_list, token_list = torch.stack([kept, parents[kept], tokens[kept]]).tolist()
     node_of = {0: 0} | {cand + 1: i + 1 for i, cand in enumerate(kept_list)}
     tree_parents = [-1] + [node_of[p] for p in parent_list]
-    root = torch.tensor([start.root], dtype=torch.long, device=tokens.device)
-    return DraftTree(
-        torch.cat([root, tokens[kept]]), tree_parents, token_list=[start.root] + token_list
-    )
+    # The root is prepended on the device (a host list copied there would block).
+    on_device = torch.cat([tokens.new_full((1,), start.root), tokens[kept]])
+    return DraftTree(on_device, tree_parents, token_list=[start.root] + token_list)

@@ -7,6 +7,10 @@ a forward writes its new entries at the current length and attention reads a vie
 prefix (so its cost follows the context, not the capacity). Keeping an accepted path moves only
 the entries after the first position that changes. Exceeding the capacity grows the buffers by
 doubling (one copy), so a wrong size hint costs time, never correctness.
+
+All layers' keys and values live in one tensor, [layers, 2, rows, heads, capacity, head_dim]:
+keeping an accepted path or reordering beams is then one gather for the whole model (a bounded
+number of kernel launches, not four per layer), and a layer is a view of its slice.
 """
 
 from __future__ import annotations
@@ -40,73 +44,57 @@ def sliding_window_layers(config: object) -> list[str]:
 
 
 class PreallocatedLayer(CacheLayerMixin):
-    """One layer's keys and values in a [batch, heads, capacity, head_dim] buffer."""
+    """One layer's keys and values: a view of its slice of the cache's shared storage."""
 
     is_sliding = False
     is_croppable = True
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, owner: PreallocatedCache, index: int) -> None:
         super().__init__()
-        self.capacity = capacity
+        self.owner = owner
+        self.index = index
         self.length = 0
-        self._keys: torch.Tensor | None = None
-        self._values: torch.Tensor | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.owner.capacity
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
-        self._keys = self._empty_like(key_states, self.capacity)
-        self._values = self._empty_like(value_states, self.capacity)
         self.is_initialized = True
-
-    @staticmethod
-    def _empty_like(states: torch.Tensor, capacity: int) -> torch.Tensor:
-        b, h, _, d = states.shape
-        return torch.empty(b, h, capacity, d, dtype=states.dtype, device=states.device)
-
-    def _grow(self, needed: int) -> None:
-        capacity = max(needed, 2 * self.capacity)
-        for name in ("_keys", "_values"):
-            old = getattr(self, name)
-            new = self._empty_like(old, capacity)
-            new[:, :, : self.length] = old[:, :, : self.length]
-            setattr(self, name, new)
-        self.capacity = capacity
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized or (
-            self.length == 0 and key_states.shape[0] != self._keys.shape[0]
-        ):
-            # A new generation may start with a different number of rows (beams).
+        storage = self.owner.storage_for(self.index, key_states)
+        if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        if key_states.shape[0] != self._keys.shape[0]:
-            raise ValueError(
-                f"cache holds {self._keys.shape[0]} rows, a forward brought "
-                f"{key_states.shape[0]}; reorder the rows first (select_rows)"
-            )
         n = key_states.shape[-2]
         end = self.length + n
-        if end > self.capacity:
-            self._grow(end)
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
+        if end > self.owner.capacity:
+            storage = self.owner.grow(end)
+        storage[self.index, 0, :, :, self.length : end] = key_states
+        storage[self.index, 1, :, :, self.length : end] = value_states
         self.length = end
         return self.keys, self.values
 
+    def _live(self, kind: int) -> torch.Tensor | None:
+        storage = self.owner.storage
+        return None if storage is None else storage[self.index, kind, :, :, : self.length]
+
     @property
     def keys(self) -> torch.Tensor | None:
-        return None if self._keys is None else self._keys[:, :, : self.length]
+        return self._live(0)
 
     @keys.setter
     def keys(self, value: torch.Tensor | None) -> None:
-        # CacheLayerMixin.__init__ assigns None; the buffers are the state.
+        # CacheLayerMixin.__init__ assigns None; the storage is the state.
         if value is not None:
             raise AttributeError("PreallocatedLayer keys are written through update()")
 
     @property
     def values(self) -> torch.Tensor | None:
-        return None if self._values is None else self._values[:, :, : self.length]
+        return self._live(1)
 
     @values.setter
     def values(self, value: torch.Tensor | None) -> None:
@@ -131,61 +119,100 @@ class PreallocatedLayer(CacheLayerMixin):
     def truncate(self, length: int) -> None:
         self.length = min(self.length, max(length, 0))
 
+    def reset(self) -> None:
+        self.length = 0
+
+
+class PreallocatedCache(Cache):
+    """One PreallocatedLayer per attention layer over one storage tensor of `capacity`
+    positions, allocated at the first forward (when the rows, heads, dtype and device are known).
+    """
+
+    def __init__(self, num_layers: int, capacity: int) -> None:
+        self.capacity = capacity
+        self.storage: torch.Tensor | None = None
+        super().__init__(layers=[PreallocatedLayer(self, i) for i in range(num_layers)])
+
+    def storage_for(self, index: int, key_states: torch.Tensor) -> torch.Tensor:
+        """The storage, allocated (or reallocated for a new number of rows) when empty."""
+        b, h, _, d = key_states.shape
+        empty = all(layer.length == 0 for layer in self.layers)
+        storage = self.storage
+        if storage is None or (empty and storage.shape[2] != b):
+            # A new generation may start with a different number of rows (beams).
+            shape = (len(self.layers), 2, b, h, self.capacity, d)
+            storage = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
+            self.storage = storage
+        if (storage.shape[2], storage.shape[3], storage.shape[5]) != (b, h, d):
+            if storage.shape[2] != b:
+                raise ValueError(
+                    f"cache holds {storage.shape[2]} rows, a forward brought {b}; reorder "
+                    "the rows first (select_rows)"
+                )
+            raise ValueError(
+                f"layer {index} brings keys of {h} heads x {d}, the cache holds "
+                f"{storage.shape[3]} x {storage.shape[5]}: the engine's cache needs every "
+                "layer's keys and values of one shape"
+            )
+        return storage
+
+    def grow(self, needed: int) -> torch.Tensor:
+        """Double the capacity (at least to `needed`), copying the live entries once."""
+        assert self.storage is not None
+        self.capacity = max(needed, 2 * self.capacity)
+        old = self.storage
+        shape = (*old.shape[:4], self.capacity, old.shape[5])
+        self.storage = old.new_empty(shape)
+        longest = max(layer.length for layer in self.layers)
+        self.storage[:, :, :, :, :longest] = old[:, :, :, :, :longest]
+        return self.storage
+
+    def truncate(self, length: int) -> None:
+        for layer in self.layers:
+            layer.truncate(length)
+
     def keep(self, start: int, tail: torch.Tensor) -> None:
-        """Keep positions [0, start) and then `tail` (ascending indices >= start), contiguous."""
-        if tail.numel():
-            for buf in (self._keys, self._values):
-                buf[:, :, start : start + tail.numel()] = buf.index_select(2, tail)
-        self.length = start + tail.numel()
+        """Keep positions [0, start) and then `tail` (ascending indices >= start, a device
+        tensor), contiguous, in every layer: one gather and one copy for the whole cache."""
+        if tail.numel() and self.storage is not None:
+            moved = self.storage.index_select(4, tail)
+            self.storage[:, :, :, :, start : start + tail.numel()] = moved
+        for layer in self.layers:
+            layer.length = start + tail.numel()
 
     def select_rows(self, rows: torch.Tensor, start: int, tail: torch.Tensor) -> None:
         """Row r becomes old row rows[r]'s positions [0, start) followed by its positions
         tail[r] (ascending, >= start); every row keeps start + tail.shape[1] positions.
 
         This is the beam reorder (tail empty) and the forest keep (tail = an accepted path).
-        Only the live entries are copied, into fresh buffers of the same capacity.
+        Only the live entries are copied, into a fresh storage of the same capacity.
         """
-        if self._keys is None:
-            return
         width = tail.shape[1]
-        for name in ("_keys", "_values"):
-            old = getattr(self, name)
-            _, h, _, d = old.shape
-            new = old.new_empty(len(rows), h, self.capacity, d)
-            # Straight into the new buffer: `new[...] = old[rows]` would copy twice.
-            torch.index_select(old[:, :, :start], 0, rows, out=new[:, :, :start])
+        old = self.storage
+        if old is not None:
+            layers, _, _, h, _, d = old.shape
+            length = max(layer.length for layer in self.layers)
+            new = old.new_empty(layers, 2, len(rows), h, self.capacity, d)
+            # Straight into the new storage: `new[...] = old[:, :, rows]` would copy twice.
+            torch.index_select(old[:, :, :, :, :start], 2, rows, out=new[:, :, :, :, :start])
             if width:
-                index = (tail - start).view(len(rows), 1, width, 1).expand(-1, h, -1, d)
-                new[:, :, start : start + width] = old[:, :, start : self.length][rows].gather(
-                    2, index
-                )
-            setattr(self, name, new)
-        self.length = start + width
+                index = (tail - start).view(1, 1, len(rows), 1, width, 1)
+                index = index.expand(layers, 2, -1, h, -1, d)
+                picked = old[:, :, :, :, start:length].index_select(2, rows)
+                new[:, :, :, :, start : start + width] = picked.gather(4, index)
+            self.storage = new
+        for layer in self.layers:
+            layer.length = start + width
 
-    def reset(self) -> None:
-        self.length = 0
+    def release(self) -> None:
+        """Free the storage (the next forward allocates it again)."""
+        self.storage = None
+        for layer in self.layers:
+            layer.length = 0
 
     def nbytes(self) -> int:
         """Bytes of the live entries (what a cache of exactly this context would hold)."""
-        if self._keys is None:
+        if self.storage is None:
             return 0
-        per_position = self._keys[:, :, :1].numel() * self._keys.element_size()
-        return 2 * per_position * self.length
-
-
-class PreallocatedCache(Cache):
-    """A cache of PreallocatedLayer, one per attention layer, sized by `capacity`."""
-
-    def __init__(self, num_layers: int, capacity: int) -> None:
-        super().__init__(layers=[PreallocatedLayer(capacity) for _ in range(num_layers)])
-
-    def truncate(self, length: int) -> None:
-        for layer in self.layers:
-            layer.truncate(length)
-
-    def select_rows(self, rows: torch.Tensor, start: int, tail: torch.Tensor) -> None:
-        for layer in self.layers:
-            layer.select_rows(rows, start, tail)
-
-    def nbytes(self) -> int:
-        return sum(layer.nbytes() for layer in self.layers)
+        per_position = 2 * self.storage[0, 0, :, :, :1].numel() * self.storage.element_size()
+        return per_position * sum(layer.length for layer in self.layers)

@@ -25,12 +25,19 @@ from specrepro.engine.kvcache import (
     sliding_window_layers,
 )
 from specrepro.engine.packed import pack_linears
+from specrepro.engine.tree import to_device
 
 DEFAULT_CAPACITY = 1024
 
 
 class NonFiniteLogitsError(RuntimeError):
     """The model produced NaN or inf logits; continuing would sample garbage."""
+
+
+class CacheNotAdvancedError(RuntimeError):
+    """A model call did not write its new tokens into the engine's cache: the model ignored
+    the `cache=` it was given (a transformers release that takes another keyword, or a model
+    class that builds its own cache), so every later forward would see no context."""
 
 
 @dataclass
@@ -71,13 +78,19 @@ class ModelRunner:
 
     def reset(self, capacity: int | None = None) -> None:
         """Empty the cache for a new generation; `capacity` positions are allocated up front."""
-        if capacity is not None and capacity > self.cache.layers[0].capacity:
+        if capacity is not None and capacity > self.cache.capacity:
             self.cache = PreallocatedCache(self.num_layers, capacity)
         self.cache.truncate(0)
         self.forwards = 0
         self.peak_cache_bytes = 0
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._finite_landed: FiniteCopy | None = None
         self._checked_forwards = 0
+
+    def release(self) -> None:
+        """Free the cache's buffers (before another method's memory peak is measured)."""
+        self.cache.release()
+        self.peak_cache_bytes = 0
 
     @property
     def cache_len(self) -> int:
@@ -114,7 +127,7 @@ class ModelRunner:
           wanted, cover all N new tokens.
         features: [N, H] input features, for a model that reads them (an EAGLE head).
         """
-        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        ids = self._on_device(tokens, torch.long)
         rows = ids.dim() == 2
         ids = ids if rows else ids.view(1, -1)
         b, n = ids.shape
@@ -140,7 +153,7 @@ class ModelRunner:
         # transformers reads logits_to_keep=0 as "all": ask for one row and slice it away.
         out = self.model(
             input_ids=ids,
-            position_ids=positions.to(self.device).expand(b, n),
+            position_ids=self._on_device(positions, torch.long).expand(b, n),
             cache=self.cache,
             use_cache=True,
             output_hidden_states=want_hidden,
@@ -148,6 +161,13 @@ class ModelRunner:
             **kwargs,
         )
         self.forwards += 1
+        if self.cache_len != past + n:
+            raise CacheNotAdvancedError(
+                f"{self.name} ({type(self.model).__name__}): the cache holds {self.cache_len} "
+                f"positions after a forward of {n} new tokens over {past}, not {past + n}: the "
+                "model did not use the engine's cache (transformers >= 5.24 takes it as "
+                "`cache=`; see specrepro.compat)"
+            )
         # The cache is at its largest right after a forward (before a crop or keep).
         self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache.nbytes())
         logits = out.logits[:, out.logits.shape[1] - keep :].float()
@@ -158,6 +178,8 @@ class ModelRunner:
         # still catches all three.
         if keep:
             self._finite &= torch.isfinite(logits.amax(dim=-1)).all()
+            if self.device.type == "cuda":
+                self._finite_landed = FiniteCopy.start(self._finite, self._finite_landed)
         hidden = out.hidden_states[-1] if want_hidden else None
         if not rows:
             logits, hidden = logits[0], None if hidden is None else hidden[0]
@@ -166,9 +188,14 @@ class ModelRunner:
     def ensure_finite(self) -> None:
         """Raise NonFiniteLogitsError if any forward since the last check gave NaN/inf logits.
 
-        One host read; methods call it once per round, before committing that round's tokens.
+        Methods call it once per round, before committing that round's tokens. On a GPU it
+        reads the flag's pinned copy, queued after the round's last forward: the method's own
+        read of its decision has waited for the stream, so the copy has landed and this costs no
+        sync. On the CPU it is one host read.
         """
-        if not bool(self._finite):
+        landed = self._finite_landed
+        finite = landed.value() if landed is not None else bool(self._finite)
+        if not finite:
             raise NonFiniteLogitsError(
                 f"{self.name}: non-finite logits (NaN/inf) in forward "
                 f"{self._checked_forwards + 1}..{self.forwards} of this generation (cache length "
@@ -179,14 +206,22 @@ class ModelRunner:
     def _span_from_tree(self, tree_mask: torch.Tensor, past: int) -> torch.Tensor:
         n = tree_mask.shape[0]
         span = torch.ones(n, past + n, dtype=torch.bool, device=self.device)
-        span[:, past:] = tree_mask.to(self.device)
+        span[:, past:] = self._on_device(tree_mask, torch.bool)
         return span
+
+    def _on_device(self, values: list | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`values` as a tensor on this runner's device, copied without a host sync (pinned
+        and non-blocking on a GPU) when they come from the host."""
+        if isinstance(values, torch.Tensor) and values.device == self.device:
+            return values.to(dtype)
+        host = values if isinstance(values, torch.Tensor) else torch.tensor(values)
+        return to_device(host.to(dtype), self.device)
 
     def _additive(self, span_mask: torch.Tensor) -> torch.Tensor:
         n, width = span_mask.shape[-2:]
         dtype = self.model.dtype
         mask = torch.zeros(span_mask.shape, dtype=dtype, device=self.device)
-        mask.masked_fill_(~span_mask.to(self.device, torch.bool), torch.finfo(dtype).min)
+        mask.masked_fill_(~self._on_device(span_mask, torch.bool), torch.finfo(dtype).min)
         return mask.view(-1, 1, n, width)
 
     def crop(self, length: int) -> None:
@@ -204,9 +239,7 @@ class ModelRunner:
         start = 0
         while start < len(indices) and indices[start] == start:
             start += 1
-        tail = torch.as_tensor(indices[start:], dtype=torch.long, device=self.device)
-        for layer in self.cache.layers:
-            layer.keep(start, tail)
+        self.cache.keep(start, self._on_device(indices[start:], torch.long))
 
     @torch.inference_mode()
     def select_rows(
@@ -221,16 +254,45 @@ class ModelRunner:
         old row rows[r]'s first `prefix` positions and then its positions tail[r]: the
         accepted path of a forest verification.
         """
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        rows = self._on_device(rows, torch.long)
         if tail is None:
-            tail = torch.empty(len(rows), 0, dtype=torch.long)
-        tail = torch.as_tensor(tail, dtype=torch.long).view(len(rows), -1)
+            tail = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
+        tail = self._on_device(tail, torch.long).view(len(rows), -1)
         if prefix is None:
             if tail.numel():
                 raise ValueError("select_rows: a tail needs the prefix length it follows")
             prefix = self.cache_len
-        self.cache.select_rows(rows, prefix, tail.to(self.device))
+        self.cache.select_rows(rows, prefix, tail)
 
     def cache_bytes(self) -> int:
         """Bytes held by the live cache entries (not the preallocated headroom)."""
         return self.cache.nbytes()
+
+
+class FiniteCopy:
+    """The finite flag's copy in pinned host memory, queued on the stream after a forward, with
+    an event recorded after it."""
+
+    def __init__(self, host: torch.Tensor, event: torch.cuda.Event) -> None:
+        self.host = host
+        self.event = event
+
+    @classmethod
+    def start(cls, flag: torch.Tensor, previous: FiniteCopy | None) -> FiniteCopy:
+        # The flag only ever goes from True to False, so the newest copy is the one to read and
+        # one buffer serves every forward.
+        host = (
+            previous.host
+            if previous is not None
+            else torch.ones((), dtype=torch.bool, pin_memory=True)
+        )
+        host.copy_(flag, non_blocking=True)
+        event = previous.event if previous is not None else torch.cuda.Event()
+        event.record()
+        return cls(host, event)
+
+    def value(self) -> bool:
+        if not self.event.query():
+            # Nothing read the device since the forward: wait for the copy (a sync).
+            self.event.synchronize()
+        return bool(self.host)

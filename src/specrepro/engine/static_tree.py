@@ -20,6 +20,7 @@ from specrepro.engine.tree import (
     children,
     depths,
     sample_without_replacement,
+    to_device,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def static_buffers(
             span[row, len(seen) + row] = True
 
         def on_device(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long).to(device)
+            return to_device(torch.tensor(values, dtype=torch.long), device)
 
         expansions.append(
             Expansion(
@@ -124,13 +125,15 @@ def static_buffers(
                 child_nodes=on_device(child_nodes),
                 child_rows=on_device(rows),
                 child_ranks=on_device(ranks_used),
-                span_tail=span.to(device),
+                span_tail=to_device(span, device),
             )
         )
         if d:
             cached += nodes
     return StaticBuffers(
-        tuple(expansions), anc.to(device), torch.tensor(depth, dtype=torch.long).to(device)
+        tuple(expansions),
+        to_device(anc, device),
+        to_device(torch.tensor(depth, dtype=torch.long), device),
     )
 
 

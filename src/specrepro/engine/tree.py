@@ -108,12 +108,12 @@ def ancestor_mask(parents: list[int], device: torch.device | str = "cpu") -> tor
     mask = torch.eye(n, dtype=torch.bool)
     for i in range(1, n):
         mask[i] |= mask[parents[i]]
-    return mask.to(device)
+    return to_device(mask, device)
 
 
 def positions(parents: list[int], offset: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Position ids: the root at `offset`, each node at offset + its depth."""
-    return torch.tensor(depths(parents), dtype=torch.long, device=device) + offset
+    return to_device(torch.tensor(depths(parents), dtype=torch.long) + offset, device)
 
 
 def paths(parents: list[int]) -> list[list[int]]:
