@@ -62,11 +62,13 @@ def section_entry(config: dict, section: str, name: str) -> dict:
     return entries[name]
 
 
-def load_teacher(config: dict, name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A registry model and its tokenizer in float32 on the CPU (as corpora and training use it)."""
+def load_teacher(
+    config: dict, name: str, training: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A registry model and its tokenizer, placed as `job_placement` says."""
     from specrepro.config import model_spec
     from specrepro.models.loader import load_model
+    from specrepro.placement import job_placement
 
-    return load_model(
-        model_spec(config, name), "float32", "cpu", Path(config["models"]["cache_dir"])
-    )
+    dtype, device = job_placement(config, training)
+    return load_model(model_spec(config, name), dtype, device, Path(config["models"]["cache_dir"]))

@@ -92,7 +92,7 @@ def _student_job(args: argparse.Namespace, section: str, name: str) -> tuple:
     entry = section_entry(config, section, name)
     samples, summary = load_corpus(Path(args.corpus))
     seed_everything(entry.get("seed", 0))
-    teacher, tokenizer = load_teacher(config, entry["teacher"])
+    teacher, tokenizer = load_teacher(config, entry["teacher"], training=True)
     out = Path(args.out or config["models"]["registry"][name]["path"])
     out.parent.mkdir(parents=True, exist_ok=True)
     return entry, samples, summary, teacher, tokenizer, out

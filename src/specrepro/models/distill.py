@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -165,6 +165,9 @@ class Batch:
     top_ids: torch.Tensor  # [positions with loss, k], in the row-major order of loss_mask
     top_logp: torch.Tensor
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
 
 def trimmed(sample: Sample, context_tokens: int | None) -> Sample:
     """The sample with its prompt cut to its last `context_tokens` tokens (at least one)."""
@@ -214,6 +217,8 @@ def _response_loss(
     """Cross-entropy against the teacher's top-k distribution (renormalised); the rate at
     which the student's argmax equals the teacher's (what greedy speculation accepts); and the
     mean negative log-likelihood of the tokens the teacher generated (for perplexity)."""
+    # Batches are built on the host; the student sits on the job's device.
+    batch = batch.to(student.lm_head.weight.device)
     hidden = student.model(input_ids=batch.ids, attention_mask=batch.attention).last_hidden_state
     # Project only the positions that carry loss: the lm_head is most of the cost.
     logits = student.lm_head(hidden[batch.loss_mask]).float()

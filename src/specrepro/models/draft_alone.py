@@ -40,20 +40,20 @@ def draft_accuracy(
     format of `pair` (default: its tokenizer's). `on_dataset` gets each dataset's summary (the
     scores without per_question) as soon as it is scored.
 
-    The draft is moved to runs.device when that is not the CPU."""
+    The draft runs where and in the dtype it was loaded (cli/common.job_placement: the run's
+    device and dtype)."""
     solo = f"{draft_name}-alone"
     base = config["pairs"].get(pair or "", {})
     conversation = base.get("conversation") or default_conversation(tokenizer)
     # A copy: the caller's config keeps its pairs, while the harness finds the solo pair here.
     solo_pair = {"target": draft_name, "conversation": conversation}
     config = {**config, "pairs": {**config["pairs"], solo: solo_pair}}
-    device = config["runs"].get("device", "cpu")
-    if device != "cpu":
-        draft.to(device)
+    weight = next(draft.parameters())
+    device, dtype = str(weight.device), str(weight.dtype).removeprefix("torch.")
     # The weights already loaded are handed to the harness's loader, which then loads none.
     spec = model_spec(config, draft_name)
     shared = {draft_name: (draft, fingerprint(spec, draft, Path(config["models"]["cache_dir"])))}
-    loaded = load_pair(config, solo, "float32", device, (), shared)
+    loaded = load_pair(config, solo, dtype, device, (), shared)
     method = MethodChoice(name="vanilla", algorithm="vanilla", params=make_params("vanilla", {}))
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +63,7 @@ def draft_accuracy(
             raw.parent.mkdir(parents=True)
             budget = config["datasets"][dataset]["max_new_tokens"]
             run_group(config, {solo: loaded}, [Member(solo, method)], records, raw, budget,
-                      0.0, 0, "float32", warmup=0, progress=False)  # fmt: skip
+                      0.0, 0, dtype, warmup=0, progress=False)  # fmt: skip
             out[dataset] = _scores(tidy_table([raw], Path(config["data"]["dir"])))
             if on_dataset is not None:
                 on_dataset(dataset, {k: out[dataset][k] for k in ("n", *SCORES)})

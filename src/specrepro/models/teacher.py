@@ -78,7 +78,9 @@ def teacher_generations(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [encode_turn(tokenizer, p, 0, [], conversation) for p in prompts]
     encoded = truncated_prompts(encoded, cfg)
-    runner = ModelRunner(teacher, "teacher")
+    # Unpacked: a batch of generations gains nothing from the packed layout, whose second copy
+    # of every weight would double the host memory of a large teacher on the CPU.
+    runner = ModelRunner(teacher, "teacher", pack=False)
     stop = {tokenizer.eos_token_id, pad}
     out: dict[int, Sample] = {}
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
@@ -120,7 +122,7 @@ def generate_batch(
         else:
             token = logits.argmax(-1)
         tokens.append(token)
-        done |= torch.tensor([int(t) in stop for t in token])
+        done |= torch.tensor([t in stop for t in token.tolist()])
         real = torch.cat([real, torch.ones(b, 1, dtype=torch.bool)], dim=1)
         # This forward's hidden state is the feature of the token just sampled; after the last
         # step it is needed for nothing else, so that step asks for no logits.
@@ -146,8 +148,8 @@ def generate_batch(
             Sample(
                 ids=prompt + response[row][:cut],
                 n_prompt=len(prompt),
-                top_ids=ids_k[row, :cut].clone(),
-                top_logp=logp_k[row, :cut].clone(),
+                top_ids=ids_k[row, :cut].cpu().clone(),
+                top_logp=logp_k[row, :cut].cpu().clone(),
                 features=features[row, first : width + cut].to("cpu", FEATURE_DTYPE),
             )
         )

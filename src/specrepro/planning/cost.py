@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specrepro.placement import job_placement
+
 from .memory import GB, registry_weight, reserve_bytes
 
 # Peak memory bandwidth (bytes/s) by runs.gpu, for the memory-bound roofline of batch-1
@@ -32,7 +34,7 @@ WARMUP_TOKENS = 8
 
 # GPU jobs that job_costs does not estimate, and why (the table's caption says so).
 OMITTED = {
-    "teacher_corpus": "the CPU runs it, in float32: cli/common.load_teacher",
+    "teacher_corpus": "sampling from the target, not timed decoding",
     "latency_profile": "(warm-up + tokens) x repeats one-token forwards per draft shape: minutes",
     "train_draft": "training, not decoding",
     "train_head": "training, not decoding",
@@ -167,7 +169,8 @@ def _row(rule, label, runs, models, weight, tokens, seconds, basis) -> JobCost:
 
 
 def _quality_costs(plan, basis: CostBasis) -> list[JobCost]:
-    """draft_quality: each study draft alone in float32 on runs.device, answering every
+    """draft_quality: each study draft alone in the run's dtype on runs.device (float32 for an
+    int4 run: placement.job_placement), answering every
     accuracy dataset's n questions at T=0 without warm-up (models/draft_alone.py); its
     perplexity and agreement on the teacher corpus's holdout are forwards over a few thousand
     tokens, not counted."""
@@ -175,7 +178,7 @@ def _quality_costs(plan, basis: CostBasis) -> list[JobCost]:
     if study is None:
         return []
     config = plan.config
-    weight = registry_weight(config, "float32")
+    weight = registry_weight(config, job_placement(config)[0])
     datasets = study.spec.get("accuracy", [])
     tokens = sum(
         questions(config, d) * config["datasets"][d]["max_new_tokens"] * TURNS.get(d, 1)
@@ -225,8 +228,8 @@ def cost_table_markdown(config_name: str, costs: list[JobCost]) -> str:
     unknown = sorted({m for c in costs if c.weight_bytes is None for m in c.models})
     caption = (
         f"Estimate, not a measurement: {basis.gpu} at {basis.bandwidth / 1e12:.3g} TB/s peak "
-        f"memory bandwidth, generate jobs in {basis.dtype} (draft_quality: the draft alone in "
-        f"float32). Weights from models.registry `parameters` x bytes per parameter; memory = "
+        f"memory bandwidth, generate jobs and draft_quality (the draft alone) in {basis.dtype}. "
+        "Weights from models.registry `parameters` x bytes per parameter; memory = "
         f"weights + {basis.reserve_bytes / GB:g} GB reserve (runs.cache_reserve_gb: KV caches, "
         f"activations, CUDA context). Tokens = questions (n, or the study's first N) x "
         f"max_new_tokens x turns (2 on MT-bench) x {basis.repeats} repeat(s) per run, plus "
