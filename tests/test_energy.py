@@ -6,12 +6,19 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from specrepro.energy import (
+    IDLE_ACTIVE,
+    IDLE_AFTER,
+    IDLE_BEFORE,
+    POWER_AVERAGE,
+    POWER_INSTANT,
     SOURCE_COUNTER,
     SOURCE_SAMPLES,
     EnergyMeter,
@@ -22,6 +29,7 @@ from specrepro.energy import (
     trapezoid_joules,
 )
 from specrepro.energy import hardware as hardware_mod
+from tests.conftest import write_prompts, write_tiny_config
 
 NUMERIC_FIELDS = (
     "energy_j",
@@ -41,14 +49,35 @@ class FakeNotSupported(FakeNVMLError):
     pass
 
 
+class FakeField:
+    """One entry of nvmlDeviceGetFieldValues' answer, shaped like pynvml's c_nvmlFieldValue_t."""
+
+    def __init__(self, field_id: int, milliwatts: int, nvml_return: int) -> None:
+        self.fieldId = field_id
+        self.scopeId = 0
+        self.nvmlReturn = nvml_return
+        self.valueType = 1  # NVML_VALUE_TYPE_UNSIGNED_INT, as the driver gives power
+        self.value = type("Value", (), {"uiVal": milliwatts})()
+
+
 class FakeNVML:
     """The slice of the pynvml API the meter uses, with a GPU drawing `power_w` watts.
 
     The energy counter integrates the current power over real elapsed time, piecewise across
-    changes of `power_w`, like the driver's counter does.
+    changes of `power_w`, like the driver's counter does. The instantaneous power field reads
+    `power_w`; nvmlDeviceGetPowerUsage reads `average_w` (its 1 s average) when set. `instant`
+    is how the field behaves: "ok", "raises" (the call fails), "entry" (the entry carries
+    NVML_ERROR_NOT_SUPPORTED, as a driver without the field answers). Calls named in `fails`
+    raise Not Supported; names in `missing` do not exist (an older pynvml).
     """
 
     NVMLError = FakeNVMLError
+    NVML_SUCCESS = 0
+    NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_FI_DEV_POWER_INSTANT = 186
+    NVML_CLOCK_SM = 1
+    NVML_CLOCK_MEM = 2
+    NVML_TEMPERATURE_GPU = 0
 
     def __init__(
         self,
@@ -57,8 +86,17 @@ class FakeNVML:
         init_fails: bool = False,
         n_devices: int = 1,
         uuids: tuple[str, ...] = (),
+        instant: str = "ok",
+        average_w: float | None = None,
+        fails: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
     ) -> None:
+        self.missing = set(missing)
         self._power_w = power_w
+        self.average_w = average_w
+        self.instant = instant
+        self.fails = set(fails)
+        self.sm_clock_mhz = 1980
         self.counter_supported = counter_supported
         self.init_fails = init_fails
         self.n_devices = max(n_devices, len(uuids))
@@ -66,6 +104,7 @@ class FakeNVML:
         self.init_calls = 0
         self.shutdown_calls = 0
         self.power_calls = 0
+        self.field_calls = 0
         self._energy_mj = 1_000_000.0  # a real counter starts far from zero
         self._since = time.perf_counter()
 
@@ -108,9 +147,46 @@ class FakeNVML:
 
     def nvmlDeviceGetPowerUsage(self, handle: str) -> int:
         self.power_calls += 1
-        return int(self._power_w * 1000)
+        return int((self._power_w if self.average_w is None else self.average_w) * 1000)
+
+    def nvmlDeviceGetFieldValues(self, handle: str, field_ids: list[int]) -> list[FakeField]:
+        self.field_calls += 1
+        if self.instant == "raises":
+            raise FakeNVMLError("Function Not Found")
+        ok = self.instant == "ok"
+        code = self.NVML_SUCCESS if ok else self.NVML_ERROR_NOT_SUPPORTED
+        milliwatts = int(self._power_w * 1000) if ok else 0
+        return [FakeField(field_id, milliwatts, code) for field_id in field_ids]
+
+    def __getattribute__(self, name: str) -> Any:
+        # An older pynvml or driver lacks some names altogether.
+        if name in object.__getattribute__(self, "__dict__").get("missing", ()):
+            raise AttributeError(f"module 'pynvml' has no attribute {name!r}")
+        return object.__getattribute__(self, name)
+
+    def _check(self, call: str) -> None:
+        if call in self.fails:
+            raise FakeNotSupported("Not Supported")
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: str) -> int:
+        self._check("nvmlDeviceGetEnforcedPowerLimit")
+        return 700_000  # mW
+
+    def nvmlDeviceGetClockInfo(self, handle: str, clock: int) -> int:
+        self._check("nvmlDeviceGetClockInfo")
+        return self.sm_clock_mhz if clock == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: str, clock: int) -> int:
+        self._check("nvmlDeviceGetMaxClockInfo")
+        return 1980 if clock == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetTemperature(self, handle: str, sensor: int) -> int:
+        self._check("nvmlDeviceGetTemperature")
+        assert sensor == self.NVML_TEMPERATURE_GPU
+        return 41
 
     def nvmlDeviceGetName(self, handle: str) -> bytes:
+        self._check("nvmlDeviceGetName")
         return b"Fake GPU 80GB"  # bytes, as older pynvml returns
 
     def nvmlSystemGetDriverVersion(self) -> str:
@@ -194,18 +270,112 @@ def test_energy_counter_window() -> None:
     assert fake.shutdown_calls == 1
 
 
-def test_idle_subtraction() -> None:
+def test_idles_recorded_and_net_subtracts_the_active_idle() -> None:
+    # Deep idle at rest 50 W, 80 W idle with the clocks still raised, 60 W at rest after.
     fake = FakeNVML(power_w=50.0)
     with fake_meter(fake) as meter:
-        assert meter.measure_idle(0.2) == pytest.approx(50.0)
+        fake.sm_clock_mhz = 345
+        assert meter.measure_idle(0.2) == pytest.approx(50.0)  # IDLE_BEFORE by default
+        fake.power_w, fake.sm_clock_mhz = 80.0, 1980
+        assert meter.measure_idle(0.2, IDLE_ACTIVE) == pytest.approx(80.0)
         fake.power_w = 150.0
         with meter.window() as reading:
             time.sleep(0.2)
-    assert reading.idle_power_w == pytest.approx(50.0)
+        fake.power_w, fake.sm_clock_mhz = 60.0, 345
+        assert meter.measure_idle(0.2, IDLE_AFTER) == pytest.approx(60.0)
+        group = meter.group_record(meter.gpu_state(), meter.gpu_state())
+    assert reading.idle_subtracted == IDLE_ACTIVE == "active_idle"
+    assert reading.idle_power_w == pytest.approx(80.0)
+    assert reading.net_reason is None
     assert reading.duration_s is not None
     assert reading.energy_j == pytest.approx(150.0 * reading.duration_s, rel=0.1)
-    assert reading.energy_net_j == pytest.approx(100.0 * reading.duration_s, rel=0.1)
+    # 150 - 80 W, not 150 - 50 W: the active idle is subtracted, not the deep one.
+    assert reading.energy_net_j == pytest.approx(70.0 * reading.duration_s, rel=0.1)
     assert reading.joules_per_token(4, net=True) == pytest.approx(reading.energy_net_j / 4)
+    assert reading.to_dict()["idle_subtracted"] == "active_idle"
+
+    assert group["net_subtracts"] == "active_idle"
+    watts = {kind: group[kind]["power_w"] for kind in (IDLE_BEFORE, IDLE_ACTIVE, IDLE_AFTER)}
+    assert watts == pytest.approx({"idle_before": 50.0, "active_idle": 80.0, "idle_after": 60.0})
+    for kind in (IDLE_BEFORE, IDLE_ACTIVE, IDLE_AFTER):
+        assert group[kind]["kind"] == kind and group[kind]["reasons"] == {}
+        assert group[kind]["duration_s"] >= 0.2 and group[kind]["n_samples"] >= 2
+        assert group[kind]["power_source"] == POWER_INSTANT
+    assert group[IDLE_BEFORE]["sm_clock_start_mhz"] == 345
+    assert group[IDLE_ACTIVE]["sm_clock_start_mhz"] == 1980
+    json.dumps(group)
+
+
+def test_net_is_none_with_a_reason_without_an_active_idle() -> None:
+    fake = FakeNVML(power_w=50.0)
+    with fake_meter(fake) as meter:
+        meter.measure_idle(0.1, IDLE_BEFORE)  # deep idle only: never subtracted
+        fake.power_w = 150.0
+        with meter.window() as reading:
+            time.sleep(0.1)
+        group = meter.group_record(meter.gpu_state())
+    assert reading.energy_j is not None and reading.energy_j > 0
+    assert reading.energy_net_j is None and reading.idle_power_w is None
+    assert reading.idle_subtracted is None
+    assert (
+        reading.net_reason
+        == "no active_idle power to subtract: not measured when this was recorded"
+    )
+    assert group[IDLE_BEFORE]["power_w"] == pytest.approx(50.0)
+    assert group[IDLE_ACTIVE]["power_w"] is None
+    assert "not measured" in group[IDLE_ACTIVE]["reasons"]["power_w"]
+    # The end of the group is not read yet: every field None with the reason.
+    assert group["gpu_end"]["temperature_c"] is None
+    assert "not measured" in group["gpu_end"]["reasons"]["temperature_c"]
+    with pytest.raises(ValueError, match="idle kind"):
+        meter.measure_idle(0.1, "deep")
+
+
+def test_instant_power_field_is_sampled_when_the_driver_has_it() -> None:
+    # The 1 s average lags at 100 W while the board draws 150 W now.
+    fake = FakeNVML(power_w=150.0, average_w=100.0, counter_supported=False)
+    with fake_meter(fake) as meter:
+        assert meter.power_source == POWER_INSTANT and meter.power_source_reason is None
+        calls = fake.power_calls
+        with meter.window(keep_trace=True) as reading:
+            time.sleep(0.1)
+        info = hardware_info(meter)
+    assert fake.power_calls == calls  # the averaged reading is never sampled
+    assert reading.power_source == POWER_INSTANT
+    assert reading.peak_power_w == pytest.approx(150.0)
+    assert reading.trace is not None and all(w == pytest.approx(150.0) for _, w in reading.trace)
+    assert reading.avg_power_w == pytest.approx(150.0, rel=0.05)
+    assert info["gpu"]["power_source"] == POWER_INSTANT
+
+
+@pytest.mark.parametrize(
+    ("instant", "missing"),
+    [
+        ("raises", ()),  # the call fails
+        ("entry", ()),  # the field's own entry says Not Supported
+        ("ok", ("NVML_FI_DEV_POWER_INSTANT",)),  # a pynvml too old to name the field
+    ],
+)
+def test_power_usage_is_the_fallback_when_the_instant_field_fails(
+    instant: str, missing: tuple[str, ...]
+) -> None:
+    fake = FakeNVML(
+        power_w=150.0, average_w=100.0, counter_supported=False, instant=instant, missing=missing
+    )
+    with fake_meter(fake) as meter:
+        with meter.window() as reading:
+            time.sleep(0.1)
+        info = hardware_info(meter)
+    assert meter.power_source == POWER_AVERAGE == reading.power_source
+    assert meter.power_source_reason and "instantaneous power field unavailable" in (
+        meter.power_source_reason
+    )
+    expected = {"raises": "Function Not Found", "entry": "NVML error 3", "ok": "AttributeError"}
+    assert expected[instant] in meter.power_source_reason
+    assert reading.peak_power_w == pytest.approx(100.0)  # what nvmlDeviceGetPowerUsage says
+    assert reading.source == SOURCE_SAMPLES and reading.energy_j is not None
+    assert info["gpu"]["power_source"] == POWER_AVERAGE
+    assert info["gpu"]["power_source_reason"] == meter.power_source_reason
 
 
 def test_window_sampler_rate_and_trace() -> None:
@@ -302,6 +472,63 @@ def test_hardware_info_with_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     json.dumps(info)
 
 
+def test_gpu_state_names_the_gpu_its_power_limit_clocks_and_temperature() -> None:
+    with fake_meter(FakeNVML()) as meter:
+        state = meter.gpu_state().to_dict()
+    assert state == {
+        "name": "Fake GPU 80GB",
+        "power_limit_w": 700.0,
+        "sm_clock_mhz": 1980,
+        "mem_clock_mhz": 2619,
+        "sm_clock_max_mhz": 1980,
+        "mem_clock_max_mhz": 2619,
+        "temperature_c": 41,
+        "reasons": {},
+    }
+
+
+def test_gpu_state_is_none_with_a_reason_where_nvml_fails() -> None:
+    fails = ("nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetTemperature", "nvmlDeviceGetName")
+    fake = FakeNVML(fails=fails, missing=("nvmlDeviceGetMaxClockInfo",))
+    with fake_meter(fake) as meter:
+        state = meter.gpu_state()
+        fake.fails.add("nvmlDeviceGetClockInfo")
+        idle_w = meter.measure_idle(0.1, IDLE_ACTIVE)
+        idle = meter.idle(IDLE_ACTIVE)
+    assert state.sm_clock_mhz == 1980 and state.mem_clock_mhz == 2619  # the rest still read
+    for name in ("power_limit_w", "temperature_c", "name"):
+        assert getattr(state, name) is None
+        assert state.reasons[name] == "FakeNotSupported: Not Supported"
+    for name in ("sm_clock_max_mhz", "mem_clock_max_mhz"):
+        assert getattr(state, name) is None
+        assert "AttributeError" in state.reasons[name]
+    assert set(state.reasons) == {
+        "power_limit_w", "temperature_c", "name", "sm_clock_max_mhz", "mem_clock_max_mhz"
+    }  # fmt: skip
+    # An idle whose clocks cannot be read still has its power, and the clocks their reason.
+    assert idle_w == pytest.approx(150.0) and idle.power_w == idle_w
+    assert idle.sm_clock_start_mhz is None and idle.sm_clock_end_mhz is None
+    assert idle.reasons == {
+        "sm_clock_start_mhz": "FakeNotSupported: Not Supported",
+        "sm_clock_end_mhz": "FakeNotSupported: Not Supported",
+    }
+
+
+def test_gpu_state_and_idles_of_a_meter_that_measures_nothing() -> None:
+    meter = EnergyMeter.not_measured("run on device cpu: no GPU")
+    state = meter.gpu_state()
+    assert all(getattr(state, name) is None for name in ("name", "power_limit_w", "temperature_c"))
+    assert set(state.reasons.values()) == {"run on device cpu: no GPU"}
+    assert meter.measure_idle(0.05, IDLE_ACTIVE) is None
+    group = meter.group_record(state)
+    assert group["power_source"] is None
+    assert group["power_source_reason"] == "run on device cpu: no GPU"
+    for kind in (IDLE_BEFORE, IDLE_ACTIVE, IDLE_AFTER):
+        assert group[kind]["power_w"] is None
+        assert group[kind]["reasons"]["power_w"] == "run on device cpu: no GPU"
+    assert group["gpu_end"]["reasons"]["name"] == "run on device cpu: no GPU"
+
+
 def test_hardware_info_this_machine() -> None:
     info = hardware_info()
     for key in ("cpu_model", "cpu_count", "ram_total_bytes", "platform", "python_version"):
@@ -380,3 +607,110 @@ def test_run_device_maps_to_its_nvml_device(monkeypatch: pytest.MonkeyPatch) -> 
     assert_all_null(reading)
     assert reading.reason.startswith("run on device cpu")
     assert fake.init_calls == 1  # only the CUDA run touched NVML
+
+
+# --- a timing group's energy record ------------------------------------------------------
+
+
+def test_a_timing_group_records_three_idles_and_the_gpu_and_nets_the_active_idle(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from specrepro import cli, timing_group
+    from specrepro.records import read_records
+
+    # The fake board draws 150 W while generating and these watts in each idle.
+    idle_w = {IDLE_BEFORE: 50.0, IDLE_ACTIVE: 80.0, IDLE_AFTER: 60.0}
+    fake = FakeNVML(power_w=150.0)
+    meter = fake_meter(fake)
+    events: list[str] = []
+    measure_idle, window, warm_up = meter.measure_idle, meter.window, timing_group._warm_up
+
+    def idle(seconds: float, kind: str = IDLE_BEFORE) -> float | None:
+        events.append(kind)
+        fake.power_w = idle_w[kind]
+        try:
+            return measure_idle(seconds, kind)
+        finally:
+            fake.power_w = 150.0
+
+    @contextmanager
+    def timed(keep_trace: bool = False) -> Iterator[EnergyReading]:
+        events.append("window")
+        with window(keep_trace) as reading:
+            yield reading
+
+    def warm(*args: Any) -> None:
+        events.append("warm")
+        warm_up(*args)
+
+    monkeypatch.setattr(meter, "measure_idle", idle)
+    monkeypatch.setattr(meter, "window", timed)
+    monkeypatch.setattr(timing_group, "_warm_up", warm)
+    monkeypatch.setattr(timing_group, "open_energy_meter", lambda device, hz: meter)
+    config = write_tiny_config(tmp_path, tiny_model_dir, energy={"idle_seconds": 0.1})
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=2, turns=1)
+    out = tmp_path / "group.jsonl"
+    argv = ["generate", "--config", str(config), "--member", "tiny/vanilla"]
+    argv += ["--member", "tiny/sps", "--prompts", str(prompts), "--max-new-tokens", "4"]
+    argv += ["--temperature", "0.0", "--seed", "0", "--out", str(out), "--no-progress"]
+    assert cli.main([*argv, "--warmup", "1"]) == 0
+
+    # At rest before anything, active idle right after the first warm-up and before any timed
+    # window, at rest again after the last one.
+    assert events[:3] == [IDLE_BEFORE, "warm", IDLE_ACTIVE]
+    assert events[-1] == IDLE_AFTER and events.count(IDLE_ACTIVE) == 1
+    assert events.count("window") == 4 and "window" not in events[:3]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("group")) == [
+        "group.jsonl"
+    ]  # no .part or .tmp left behind
+
+    metas, records = read_records(out)
+    assert len(metas) == 2
+    for meta in metas.values():
+        energy = meta["energy"]
+        assert energy["net_subtracts"] == "active_idle"
+        assert energy["power_source"] == POWER_INSTANT
+        for kind, watts in idle_w.items():
+            assert energy[kind]["power_w"] == pytest.approx(watts), kind
+            assert energy[kind]["duration_s"] >= 0.1 and energy[kind]["reasons"] == {}
+        for moment in ("gpu_start", "gpu_end"):
+            assert energy[moment]["name"] == "Fake GPU 80GB"
+            assert energy[moment]["power_limit_w"] == 700.0
+            assert energy[moment]["sm_clock_max_mhz"] == 1980
+            assert energy[moment]["temperature_c"] == 41 and energy[moment]["reasons"] == {}
+        assert meta["hardware"]["gpu"]["power_source"] == POWER_INSTANT
+    assert len(records) == 4
+    for record in records:
+        (turn,) = record["turns"]
+        reading = turn["energy"]
+        assert reading["idle_subtracted"] == "active_idle" and reading["net_reason"] is None
+        assert reading["idle_power_w"] == pytest.approx(80.0)
+        assert reading["power_source"] == POWER_INSTANT
+        expected_net = reading["energy_j"] - 80.0 * reading["duration_s"]
+        assert reading["energy_net_j"] == pytest.approx(expected_net)
+
+
+# --- how the report names it -------------------------------------------------------------
+
+
+def test_tables_say_the_energy_is_the_gpu_boards(tmp_path: Path) -> None:
+    from specrepro.report.aggregate import summarise
+    from specrepro.report.dsbd import _header
+    from specrepro.report.tables import write_dataset_tables
+    from tests.test_report import _cells_by_column, make_tidy
+
+    write_dataset_tables(summarise(make_tidy()), tmp_path)
+    squad_md = (tmp_path / "table_squad.md").read_text()
+    squad = _cells_by_column(squad_md)
+    # make_tidy's vanilla spends 2 J per token and sps 1 J, on SQuAD only.
+    assert squad["vanilla"]["GPU board J/token"] == "2.000"
+    assert squad["sps"]["GPU board J/token"] == "1.000"
+    header = next(line for line in squad_md.splitlines() if line.startswith("| "))
+    labels = [c.strip() for c in header.split("|")]
+    assert "GPU board J/token" in labels and "J/token" not in labels
+    assert "GPU board J/token: the energy NVML reports for the GPU board" in squad_md
+    assert "not the whole machine" in squad_md
+    mt_md = (tmp_path / "table_mtbench.md").read_text()
+    assert "GPU board J/token n/a: energy not measured" in mt_md
+    assert "GPU board J/token" in (tmp_path / "table_squad.tex").read_text()
+    assert "GPU board J/token" in _header("squad") and "J/token" not in _header("squad")

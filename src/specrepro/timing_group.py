@@ -4,6 +4,8 @@ whole group."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import sys
 from dataclasses import asdict, dataclass, is_dataclass
@@ -15,7 +17,14 @@ from tqdm import tqdm
 
 from specrepro.config import MethodChoice
 from specrepro.decoder import Decoder, LoadedPair
-from specrepro.energy import EnergyMeter, git_commit, hardware_info
+from specrepro.energy import (
+    IDLE_ACTIVE,
+    IDLE_AFTER,
+    IDLE_BEFORE,
+    EnergyMeter,
+    git_commit,
+    hardware_info,
+)
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.prompting import encode_turn
@@ -134,6 +143,8 @@ def run_group(
     device = next(iter(engines.values())).target.device
     energy_cfg = config.get("energy", {})
     meter = open_energy_meter(device, energy_cfg.get("sample_hz", 20.0))
+    idle_seconds = energy_cfg.get("idle_seconds", 2.0)
+    gpu_start = meter.gpu_state()
     group = [m.key for m in members]
     # What every run of the group shares, computed once (the code hash reads every source file).
     shared = {
@@ -151,6 +162,9 @@ def run_group(
         "tau_definition": "tokens committed by verification forwards / verification forwards "
         "(prefill forward and its token excluded)",
         "hardware": hardware_info(meter),
+        # Completed when the group finishes (_complete_energy_meta); as written here it says
+        # what a killed group left unmeasured.
+        "energy": meter.group_record(gpu_start),
         "git_commit": git_commit(),
         "code_sha256": code_fingerprint(),
         "prompts_sha256": records_fingerprint(prompts),
@@ -173,7 +187,7 @@ def run_group(
         if todo and meter.available:
             # At rest, before warm-up raises the clocks.
             synchronize(device)
-            meter.measure_idle(energy_cfg.get("idle_seconds", 2.0))
+            meter.measure_idle(idle_seconds, IDLE_BEFORE)
         label = f"{out.parent.name}/T={temperature}: {len(members)} runs x {repeats} interleaved"
         for index, prompt in tqdm(todo, desc=label, disable=not progress):
             timings: dict[str, list[dict]] = {}
@@ -186,6 +200,12 @@ def run_group(
                     engine, pair = engines[member.key], loaded[member.pair]
                     if member.key not in warmed:
                         _warm_up(engine, pair, prompt, warmup)
+                        if not warmed and meter.available:
+                            # Before the first timed window, while the warm-up's clocks are
+                            # still up: the idle of a run's CPU-bound steps, which net energy
+                            # subtracts.
+                            synchronize(device)
+                            meter.measure_idle(idle_seconds, IDLE_ACTIVE)
                         warmed.add(member.key)
                     meta = metas[group.index(member.key)]
                     record = run_question(
@@ -197,6 +217,12 @@ def run_group(
                 member = members[group.index(key)]
                 kept = fastest_repeat(records, positions[key])
                 writer.append(score_record(engines[key], loaded[member.pair], prompt, kept))
+        if todo and meter.available:
+            synchronize(device)
+            gpu_end = meter.gpu_state()  # right after the last timed run, before cooling down
+            meter.measure_idle(idle_seconds, IDLE_AFTER)
+            writer.close()
+            _complete_energy_meta(writer.part, meter.group_record(gpu_start, gpu_end))
         return writer.finish()
     finally:
         writer.close()
@@ -208,6 +234,27 @@ TIMING_ORDER = (
     "directly after every other run equally often)"
 )
 TIMING_STATISTIC = "fastest of the repeats (minimum question wall time)"
+
+
+def _complete_energy_meta(part: Path, energy: dict) -> None:
+    """Put the group's finished energy record (idle after, GPU state at the end) into its
+    metadata lines, the first lines of the file, written before the group ran. A resumed group
+    records its last part here; every turn's energy names the idle power it subtracted."""
+    with part.open() as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record.get("record") != "meta":
+            break
+        record["energy"] = energy
+        lines[i] = json.dumps(record) + "\n"
+    # Replaced whole, so a kill leaves the old file or the new one, never a torn one.
+    tmp = part.with_name(part.name + ".tmp")
+    with tmp.open("w") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, part)
 
 
 def _pending(writer: ResultWriter, member: Member, prompt: dict) -> bool:

@@ -72,6 +72,8 @@ def hardware_info(
         "nvml_available": meter.available,
         "nvml_reason": meter.reason,
         "energy_counter_supported": meter.counter_supported if meter.available else None,
+        "power_source": meter.power_source,
+        "power_source_reason": meter.power_source_reason,
     }
     return {
         "cpu_model": _cpu_model(),

@@ -2,8 +2,12 @@
 
 Protocol (SPEC section 6): the energy of a timed window is the difference of the NVML total
 energy counter (Volta and newer); a background power sampler runs during every window as a trace
-and as the fallback when the counter is unsupported. Without NVML every energy field is None with
-a reason -- never zero and never estimated. The caller synchronises CUDA around the window; this
+and as the fallback when the counter is unsupported. All of it is the GPU board's energy, not the
+whole machine's. The sampler reads NVML's instantaneous power field where the driver has it:
+nvmlDeviceGetPowerUsage is a 1 s average on Ampere and newer GPUs, which smooths traces and peaks.
+Net energy subtracts the active idle power (the GPU idle right after warm work, clocks still
+raised), not the deep idle of a GPU at rest. Without NVML every energy field is None with a
+reason -- never zero and never estimated. The caller synchronises CUDA around the window; this
 module must not import torch.
 """
 
@@ -13,7 +17,7 @@ import dataclasses
 import importlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -23,6 +27,26 @@ from specrepro.energy.sampler import PowerSampler, Sample, trapezoid_joules
 
 SOURCE_COUNTER = "nvml_energy_counter"
 SOURCE_SAMPLES = "nvml_power_samples"
+
+# Where the sampler's watts come from.
+POWER_INSTANT = "nvml_field_power_instant"  # nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_INSTANT)
+POWER_AVERAGE = "nvml_power_usage"  # nvmlDeviceGetPowerUsage: a 1 s average since Ampere
+
+# The idle powers of a timing group: at rest before it, right after warm work, at rest after it.
+IDLE_BEFORE = "idle_before"
+IDLE_ACTIVE = "active_idle"
+IDLE_AFTER = "idle_after"
+IDLE_KINDS = (IDLE_BEFORE, IDLE_ACTIVE, IDLE_AFTER)
+# A CPU-bound step of a run leaves the GPU idle at the clocks the work raised, so that is the
+# idle a run's net energy leaves out; the deep idle before warm-up would overstate the net.
+IDLE_SUBTRACTED = IDLE_ACTIVE
+
+# What a record says of a measure taken later (a timing group completes its metadata when it
+# finishes) or never.
+NOT_YET = "not measured when this was recorded"
+
+# NVML_VALUE_TYPE_* (0..6) name these members of the c_nvmlValue_t union, in this order.
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 
 @dataclass
@@ -35,9 +59,14 @@ class EnergyReading:
     duration_s: float | None = None
     n_samples: int | None = None
     peak_power_w: float | None = None
+    # The idle power subtracted for energy_net_j, and which idle it is (IDLE_SUBTRACTED).
     idle_power_w: float | None = None
+    idle_subtracted: str | None = None
     source: str | None = None
+    power_source: str | None = None
     reason: str | None = None
+    # Why energy_net_j is None while energy_j is measured.
+    net_reason: str | None = None
     # (seconds since window start, watts); only filled when the window asked for it.
     trace: list[tuple[float, float]] | None = None
 
@@ -52,6 +81,52 @@ class EnergyReading:
         if self.trace is not None:
             data["trace"] = [[t, w] for t, w in self.trace]
         return data
+
+
+@dataclass
+class IdlePower:
+    """Mean power of the idle GPU over a while. A None field has its reason in `reasons`."""
+
+    kind: str
+    power_w: float | None = None
+    duration_s: float | None = None
+    n_samples: int | None = None
+    power_source: str | None = None
+    # The SM clock when the idle began and ended: shows whether the clocks were still raised.
+    sm_clock_start_mhz: int | None = None
+    sm_clock_end_mhz: int | None = None
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def missing(cls, kind: str, reason: str) -> IdlePower:
+        fields = ("power_w", "duration_s", "n_samples", "power_source")
+        clocks = ("sm_clock_start_mhz", "sm_clock_end_mhz")
+        return cls(kind, reasons=dict.fromkeys(fields + clocks, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GpuState:
+    """What the GPU reports at one moment. A None field has its reason in `reasons`."""
+
+    name: str | None = None
+    power_limit_w: float | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
+    temperature_c: int | None = None
+    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def missing(cls, reason: str) -> GpuState:
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "reasons"]
+        return cls(reasons=dict.fromkeys(names, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _describe(exc: BaseException) -> str:
@@ -113,7 +188,9 @@ class EnergyMeter:
         self.cuda_driver_version: str | None = None
         self.counter_supported = False
         self.counter_reason: str | None = None
-        self.idle_w: float | None = None
+        self.power_source: str | None = None
+        self.power_source_reason: str | None = None
+        self.idles: dict[str, IdlePower] = {}
         self._nvml: Any = None
         self._handle: Any = None
         self._initialised = False
@@ -122,8 +199,10 @@ class EnergyMeter:
         self._samplers: set[PowerSampler] = set()
         if not_measured is not None:
             self.reason = not_measured
-            return
-        self._probe(nvml)
+        else:
+            self._probe(nvml)
+        if not self.available:
+            self.power_source_reason = self.reason
 
     @classmethod
     def open(
@@ -186,6 +265,15 @@ class EnergyMeter:
         except Exception as exc:
             # Pre-Volta GPUs: fall back to integrating the power samples.
             self.counter_reason = f"energy counter unsupported: {_describe(exc)}"
+        try:
+            self._read_instant_w()
+            self.power_source = POWER_INSTANT
+        except Exception as exc:
+            self.power_source = POWER_AVERAGE
+            self.power_source_reason = (
+                f"instantaneous power field unavailable ({_describe(exc)}): samples are "
+                "nvmlDeviceGetPowerUsage, a 1 s average on Ampere and newer GPUs"
+            )
 
     def _find_handle(self, nvml: Any) -> Any:
         if self.gpu_uuid is None:
@@ -199,7 +287,19 @@ class EnergyMeter:
         # MIG slices have their own UUIDs and no energy counter of their own.
         raise LookupError("NVML lists no such device (a MIG slice cannot be measured)")
 
+    def _read_instant_w(self) -> float:
+        # Field scope 0 (NVML_POWER_SCOPE_GPU): the board power nvmlDeviceGetPowerUsage reports,
+        # undelayed by its 1 s averaging.
+        nvml = self._nvml
+        entry = nvml.nvmlDeviceGetFieldValues(self._handle, [nvml.NVML_FI_DEV_POWER_INSTANT])[0]
+        if entry.nvmlReturn != nvml.NVML_SUCCESS:
+            # An unsupported field fails in its own entry, not in the call.
+            raise RuntimeError(f"NVML_FI_DEV_POWER_INSTANT: NVML error {entry.nvmlReturn}")
+        return float(getattr(entry.value, _VALUE_MEMBERS[entry.valueType])) / 1000.0
+
     def _read_power_w(self) -> float:
+        if self.power_source == POWER_INSTANT:
+            return self._read_instant_w()
         return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
 
     def _read_energy_j(self) -> float | None:
@@ -227,22 +327,102 @@ class EnergyMeter:
             return self.reason or "NVML unavailable"
         return None
 
-    def measure_idle(self, seconds: float = 2.0) -> float | None:
-        """Sample power for `seconds` while the GPU is idle; store and return the mean watts."""
+    def measure_idle(self, seconds: float = 2.0, kind: str = IDLE_BEFORE) -> float | None:
+        """Sample power for `seconds` while the GPU is idle; store it as idle `kind` (one of
+        IDLE_KINDS) and return the mean watts. Net energy subtracts the IDLE_SUBTRACTED one."""
         if seconds <= 0:
             raise ValueError(f"seconds must be positive, got {seconds}")
+        if kind not in IDLE_KINDS:
+            raise ValueError(f"idle kind must be one of {IDLE_KINDS}, got {kind!r}")
         if self._unusable_reason() is not None:
             return None
+        start_clock, start_reason = self._query(self._sm_clock)
         sampler = self._new_sampler()
         sampler.start()
+        t0 = time.perf_counter()
         try:
             time.sleep(seconds)
         finally:
             samples = self._finish_sampler(sampler)
-        if not samples:
-            return None
-        self.idle_w = sum(w for _, w in samples) / len(samples)
-        return self.idle_w
+            duration = time.perf_counter() - t0
+        end_clock, end_reason = self._query(self._sm_clock)
+        idle = IdlePower(kind, duration_s=duration, n_samples=len(samples))
+        idle.sm_clock_start_mhz, idle.sm_clock_end_mhz = start_clock, end_clock
+        reasons = {"sm_clock_start_mhz": start_reason, "sm_clock_end_mhz": end_reason}
+        if samples:
+            idle.power_w = sum(w for _, w in samples) / len(samples)
+            idle.power_source = self.power_source
+        else:
+            reasons["power_w"] = f"no power sample in {duration:.2f} s of idle"
+            reasons["power_source"] = reasons["power_w"]
+        idle.reasons = {name: why for name, why in reasons.items() if why is not None}
+        self.idles[kind] = idle
+        return idle.power_w
+
+    def idle(self, kind: str) -> IdlePower:
+        """Idle `kind` as measured, or all None with the reason it is not."""
+        if kind in self.idles:
+            return self.idles[kind]
+        unusable = self._unusable_reason()
+        if unusable is not None:
+            return IdlePower.missing(kind, unusable)
+        return IdlePower.missing(kind, NOT_YET)
+
+    def _sm_clock(self) -> int:
+        return int(self._nvml.nvmlDeviceGetClockInfo(self._handle, self._nvml.NVML_CLOCK_SM))
+
+    @staticmethod
+    def _query(read: Callable[[], Any]) -> tuple[Any, str | None]:
+        # Any NVML query may be missing from the binding or unsupported by the driver or GPU:
+        # that is a None with its reason, never a crash and never a guess.
+        try:
+            return read(), None
+        except Exception as exc:
+            return None, _describe(exc)
+
+    def gpu_state(self) -> GpuState:
+        """The GPU's name, enforced power limit, clocks (now and max) and temperature now."""
+        unusable = self._unusable_reason()
+        if unusable is not None:
+            return GpuState.missing(unusable)
+        nvml, handle = self._nvml, self._handle
+        reads: dict[str, Callable[[], Any]] = {
+            "name": lambda: _as_str(nvml.nvmlDeviceGetName(handle)),
+            "power_limit_w": lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
+            "sm_clock_mhz": self._sm_clock,
+            "mem_clock_mhz": lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
+            "sm_clock_max_mhz": lambda: int(
+                nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM)
+            ),
+            "mem_clock_max_mhz": lambda: int(
+                nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM)
+            ),
+            "temperature_c": lambda: int(
+                nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+            ),
+        }
+        state = GpuState()
+        for name, read in reads.items():
+            value, reason = self._query(read)
+            setattr(state, name, value)
+            if reason is not None:
+                state.reasons[name] = reason
+        return state
+
+    def group_record(self, gpu_start: GpuState, gpu_end: GpuState | None = None) -> dict[str, Any]:
+        """A timing group's energy facts for its metadata: the three idle powers, which one net
+        energy subtracts, the power source, and the GPU's state at the group's start and end
+        (None: not read yet)."""
+        if gpu_end is None:
+            gpu_end = GpuState.missing(self._unusable_reason() or NOT_YET)
+        return {
+            "net_subtracts": IDLE_SUBTRACTED,
+            "power_source": self.power_source,
+            "power_source_reason": self.power_source_reason,
+            **{kind: self.idle(kind).to_dict() for kind in IDLE_KINDS},
+            "gpu_start": gpu_start.to_dict(),
+            "gpu_end": gpu_end.to_dict(),
+        }
 
     @contextmanager
     def window(self, keep_trace: bool = False) -> Iterator[EnergyReading]:
@@ -280,7 +460,11 @@ class EnergyMeter:
         reading.duration_s = duration
         reading.n_samples = len(samples)
         reading.peak_power_w = max((w for _, w in samples), default=None)
-        reading.idle_power_w = self.idle_w
+        reading.power_source = self.power_source
+        idle = self.idle(IDLE_SUBTRACTED)
+        reading.idle_power_w = idle.power_w
+        if idle.power_w is not None:
+            reading.idle_subtracted = IDLE_SUBTRACTED
         if keep_trace:
             reading.trace = [(t - t0, w) for t, w in samples]
 
@@ -296,9 +480,13 @@ class EnergyMeter:
 
         if duration > 0:
             reading.avg_power_w = reading.energy_j / duration
-        if self.idle_w is not None:
+        if idle.power_w is None:
+            reading.net_reason = (
+                f"no {IDLE_SUBTRACTED} power to subtract: {idle.reasons['power_w']}"
+            )
+        else:
             # Not clamped at zero: a negative net value is data (idle drift), not an error.
-            reading.energy_net_j = reading.energy_j - self.idle_w * duration
+            reading.energy_net_j = reading.energy_j - idle.power_w * duration
 
     def close(self) -> None:
         """Stop running samplers and shut NVML down; idempotent."""

@@ -1,7 +1,7 @@
 """The DSBD paper's comparison, one table per pair and dataset: every method that ran at T > 0
-against beam sampling of the same width (tokens/s, speedup, J/token, energy ratio, task quality,
-the target's log-likelihood, the width DSBD used, KV and device memory, target forwards per
-token), each with its generation rule and n; and the w_thres and per-level width views behind
+against beam sampling of the same width (tokens/s, speedup, GPU board J/token, energy ratio, task
+quality, the target's log-likelihood, the width DSBD used, KV and device memory, target forwards
+per token), each with its generation rule and n; and the w_thres and per-level width views behind
 the two DSBD figures. Speed is the DSBD paper's estimator throughout: total tokens over total
 seconds (SPEC 7). No ratio is printed between runs of different generation rules."""
 
@@ -23,6 +23,8 @@ from specrepro.report.aggregate import (
 )
 from specrepro.report.claims import measure, query
 from specrepro.report.tables import (
+    ENERGY_COLUMN,
+    ENERGY_NOTE,
     LOGLIK_NOTE,
     MEMORY_NOTE,
     NOT_COMPARABLE,
@@ -126,7 +128,7 @@ def _header(dataset: str) -> list[str]:
     scores = [f"{label} (%)" for _, label in QUALITY.get(dataset, ())]
     scores += ["gold failed"] if dataset == "spider" else []
     return [
-        "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", "J/token",
+        "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", ENERGY_COLUMN,
         "energy ratio vs beam", *scores, "target log-lik/token", "mean width",
         "KV peak (MiB)", "peak device MiB", "target forwards / token", "rule",
         "new tokens / question", "n",
@@ -158,10 +160,11 @@ def _notes(pair: str, dataset: str) -> list[str]:
         f"seconds: {TOKS_TOTALS} is all new tokens / all wall seconds of the method; speedup vs "
         f"beam, totals is its {TOKS_TOTALS} over that of beam sampling of the same width W "
         "(else the first beam entry) on the questions both ran, 95% bootstrap interval over "
-        "questions. Energy ratio: beam's J/token over the method's on the questions both ran "
-        f"(how many times less energy). {quality} Mean width: the width DSBD chose per "
-        "verified level (W for beam).",
+        f"questions. Energy ratio: beam's {ENERGY_COLUMN} over the method's on the questions "
+        f"both ran (how many times less GPU board energy). {quality} Mean width: the width "
+        "DSBD chose per verified level (W for beam).",
         MEMORY_NOTE,
+        ENERGY_NOTE,
         LOGLIK_NOTE,
         f"Target forwards / token = 1 / tau, with {TAU_NOTE}",
         "rule: the generation rule, full length = to EOS or the dataset's max_new_tokens, every "
@@ -223,7 +226,7 @@ def dsbd_table(tidy: pd.DataFrame, pair: str, dataset: str) -> str:
         return f"{pair}, {dataset}: beam sampling did not run at T > 0.\n"
     notes = _notes(pair, dataset)
     if reasons:
-        notes.append("J/token n/a: " + "; ".join(sorted(reasons)) + ".")
+        notes.append(f"{ENERGY_COLUMN} n/a: " + "; ".join(sorted(reasons)) + ".")
     if different:
         notes.append(f"speedup and energy ratio {NOT_COMPARABLE}: " + "; ".join(different) + ".")
     if qualities and max(qualities) < FLOOR_QUALITY:

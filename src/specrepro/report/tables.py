@@ -17,6 +17,8 @@ NOT_COMPARABLE = "-"  # a ratio between runs of different generation rules, neve
 # One wording per quantity, shared by every table (dataset, DDD, DSBD) so that the same label
 # always means the same estimator.
 TOKS_TOTALS = "tok/s (totals)"
+# NVML measures the GPU board, not the machine: the label says so wherever energy is shown.
+ENERGY_COLUMN = "GPU board J/token"
 TOKS_TOTALS_NOTE = (
     f"{TOKS_TOTALS}: all new tokens / all wall seconds of the configuration (every question, "
     "turn and seed pooled), the DSBD paper's estimator."
@@ -30,6 +32,11 @@ MEMORY_NOTE = (
     "generation (every model's live KV cache, each at its own peak, summed), the same "
     "quantity for every method; peak device MiB: the largest measured peak of device memory "
     "(weights and activations included), n/a where not measured (CPU). MiB = 1,048,576 bytes."
+)
+ENERGY_NOTE = (
+    "GPU board J/token: the energy NVML reports for the GPU board (its energy counter, or its "
+    "power samples where the counter is missing) over the timed generations, per new token; "
+    "the board alone, not the whole machine (CPU, host memory, fans and power supply excluded)."
 )
 LOGLIK_NOTE = (
     "target log-lik/token: the target model's mean log-probability per generated token (at "
@@ -111,7 +118,7 @@ BASE_COLUMNS = [
     Column("tau", "$\\tau$", "r", lambda r: _number(r["tau"])),
     Column("KV peak (MiB)", "KV peak (MiB)", "r", lambda r: _mib(r["kv_peak_mib"])),
     Column("peak device MiB", "peak device MiB", "r", lambda r: _mib(r["peak_device_mib"])),
-    Column("J/token", "J/token", "r", lambda r: _number(r["j_per_token"], "{:.3f}")),
+    Column(ENERGY_COLUMN, ENERGY_COLUMN, "r", lambda r: _number(r["j_per_token"], "{:.3f}")),
 ]
 QUALITY_COLUMNS = {
     "em": Column("EM (%)", "EM (\\%)", "r", lambda r: _percent(r["em"])),
@@ -200,6 +207,7 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
         f"repeats {baseline} in each), with 95% paired bootstrap intervals over questions.",
         TAU_NOTE,
         MEMORY_NOTE,
+        ENERGY_NOTE,
         LOGLIK_NOTE,
         f"lossless: share of T=0 outputs token-identical to {baseline}'s; {NOT_COMPARED} for "
         f"{baseline} itself and at nonzero T, where nothing is compared.",
@@ -220,7 +228,7 @@ def table_footnotes(rows: pd.DataFrame, baseline: str) -> list[str]:
         )
     no_energy = rows[rows["j_per_token"].isna()]
     reasons = dict.fromkeys(_energy_footnote(r) for r in no_energy["energy_reason"])
-    notes += [f"J/token n/a: {reason}." for reason in reasons]
+    notes += [f"{ENERGY_COLUMN} n/a: {reason}." for reason in reasons]
     different = rows["baseline_rule"].notna() & ~rows["comparable"].astype(bool)
     unmatched = rows[(rows["method"] != baseline) & rows["speedup"].isna() & ~different]
     if len(unmatched):
