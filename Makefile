@@ -13,8 +13,15 @@ export HF_HUB_OFFLINE := 1
 #   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_INDEX_URL ?=
 TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
+# The GPU node that `make gpu-wheels` downloads for (see gpu/wheels.lock): its Python version and
+# platform tags. pip does not widen a --platform to older manylinux tags, so all are listed.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+GPU_WHEELS ?= gpu/wheels
+# Passed on to gpu-check by `make gpu-preflight`, e.g. GPU_CHECK_ARGS="--model /models/llama".
+GPU_CHECK_ARGS ?=
 
-.PHONY: run test lint dry-run install gpu-check
+.PHONY: run test lint dry-run install gpu-check gpu-wheels gpu-preflight
 
 install: $(VENV)/.installed
 
@@ -48,3 +55,17 @@ dry-run: install
 # failure, exit 2 without CUDA. Tiny random models; `--model PATH` takes a local target.
 gpu-check: install
 	$(BIN)/python -m specrepro.bench gpu-check
+
+# For a GPU node without a package index (README, "On a GPU node without a package index"): here,
+# the lock's wheels and one of specrepro into $(GPU_WHEELS)/, checked against the lock; there,
+# `bash gpu/preflight.sh` (or `make gpu-preflight`) installs them beside the node's torch.
+gpu-wheels: install
+	rm -rf $(GPU_WHEELS)
+	$(BIN)/pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		$(addprefix --platform ,$(GPU_PLATFORMS)) -d $(GPU_WHEELS) -r gpu/wheels.lock
+	$(BIN)/pip wheel --no-deps -w $(GPU_WHEELS) .
+	$(BIN)/python -m specrepro.gpu_wheels gpu/wheels.lock $(GPU_WHEELS)
+
+# On the node: no install step (no index there); PYTHON is the node's python3 with its torch.
+gpu-preflight:
+	PYTHON="$(PYTHON)" GPU_WHEELS="$(GPU_WHEELS)" bash gpu/preflight.sh $(GPU_CHECK_ARGS)
