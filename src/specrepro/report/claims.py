@@ -12,10 +12,10 @@ setting's run is the run of its algorithm with the fewest parameters differing f
 then the most questions, then the name (a deterministic last resort); every candidate run is
 measured and listed (`candidates`, JSON). Kinds:
 - `ratio`: method over `reference` on the questions both ran: speed (the paper's estimator),
-  with `metric: energy` the reference's J/token over the method's, or with `metric: tau` the
-  method's tau over the reference's (not timed). Two verdicts: the direction (is the interval
-  above 1?) and the magnitude (does it contain the published ratio, or meet
-  `published`..`published_high` when the paper gives a range?).
+  with `metric: energy` the reference's GPU board J/token over the method's, or with
+  `metric: tau` the method's tau over the reference's (not timed). Two verdicts: the
+  direction (is the interval above 1?) and the magnitude (does it contain the published ratio,
+  or meet `published`..`published_high` when the paper gives a range?).
 - `value`: a method's `speedup` over the baseline, or its `tau`. Speedup depends on the
   hardware: one-sided, supported when the interval meets `at_least` (default: published less
   `tolerance`); with `hardware: gpu` and a run not on a GPU (its `device`/`hardware` column) it
