@@ -1,7 +1,8 @@
 """GPU energy measurement (NVML counter + power sampler) and environment/hardware records."""
 
 from specrepro.energy.hardware import git_commit, hardware_info
-from specrepro.energy.nvml import (
+from specrepro.energy.nvml import EnergyMeter
+from specrepro.energy.readings import (
     IDLE_ACTIVE,
     IDLE_AFTER,
     IDLE_BEFORE,
@@ -11,7 +12,6 @@ from specrepro.energy.nvml import (
     POWER_INSTANT,
     SOURCE_COUNTER,
     SOURCE_SAMPLES,
-    EnergyMeter,
     EnergyReading,
     GpuState,
     IdlePower,

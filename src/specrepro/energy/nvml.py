@@ -13,151 +13,35 @@ module must not import torch.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any
 
+from specrepro.energy.nvml_values import (
+    VALUE_MEMBERS,
+    as_str,
+    cuda_driver_version,
+    describe,
+    normalize_uuid,
+)
+from specrepro.energy.readings import (
+    IDLE_BEFORE,
+    IDLE_KINDS,
+    IDLE_SUBTRACTED,
+    NOT_YET,
+    POWER_AVERAGE,
+    POWER_INSTANT,
+    SOURCE_COUNTER,
+    SOURCE_SAMPLES,
+    EnergyReading,
+    GpuState,
+    IdlePower,
+)
 from specrepro.energy.sampler import PowerSampler, Sample, trapezoid_joules
-
-SOURCE_COUNTER = "nvml_energy_counter"
-SOURCE_SAMPLES = "nvml_power_samples"
-
-# Where the sampler's watts come from.
-POWER_INSTANT = "nvml_field_power_instant"  # nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_INSTANT)
-POWER_AVERAGE = "nvml_power_usage"  # nvmlDeviceGetPowerUsage: a 1 s average since Ampere
-
-# The idle powers of a timing group: at rest before it, right after warm work, at rest after it.
-IDLE_BEFORE = "idle_before"
-IDLE_ACTIVE = "active_idle"
-IDLE_AFTER = "idle_after"
-IDLE_KINDS = (IDLE_BEFORE, IDLE_ACTIVE, IDLE_AFTER)
-# A CPU-bound step of a run leaves the GPU idle at the clocks the work raised, so that is the
-# idle a run's net energy leaves out; the deep idle before warm-up would overstate the net.
-IDLE_SUBTRACTED = IDLE_ACTIVE
-
-# What a record says of a measure taken later (a timing group completes its metadata when it
-# finishes) or never.
-NOT_YET = "not measured when this was recorded"
-
-# NVML_VALUE_TYPE_* (0..6) name these members of the c_nvmlValue_t union, in this order.
-_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
-
-
-@dataclass
-class EnergyReading:
-    """Energy of one measured window. Numeric fields are None, with `reason`, when unmeasured."""
-
-    energy_j: float | None = None
-    energy_net_j: float | None = None
-    avg_power_w: float | None = None
-    duration_s: float | None = None
-    n_samples: int | None = None
-    peak_power_w: float | None = None
-    # The idle power subtracted for energy_net_j, and which idle it is (IDLE_SUBTRACTED).
-    idle_power_w: float | None = None
-    idle_subtracted: str | None = None
-    source: str | None = None
-    power_source: str | None = None
-    reason: str | None = None
-    # Why energy_net_j is None while energy_j is measured.
-    net_reason: str | None = None
-    # (seconds since window start, watts); only filled when the window asked for it.
-    trace: list[tuple[float, float]] | None = None
-
-    def joules_per_token(self, n_tokens: int, net: bool = False) -> float | None:
-        energy = self.energy_net_j if net else self.energy_j
-        if energy is None or n_tokens <= 0:
-            return None
-        return energy / n_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        if self.trace is not None:
-            data["trace"] = [[t, w] for t, w in self.trace]
-        return data
-
-
-@dataclass
-class IdlePower:
-    """Mean power of the idle GPU over a while. A None field has its reason in `reasons`."""
-
-    kind: str
-    power_w: float | None = None
-    duration_s: float | None = None
-    n_samples: int | None = None
-    power_source: str | None = None
-    # The SM clock when the idle began and ended: shows whether the clocks were still raised.
-    sm_clock_start_mhz: int | None = None
-    sm_clock_end_mhz: int | None = None
-    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def missing(cls, kind: str, reason: str) -> IdlePower:
-        fields = ("power_w", "duration_s", "n_samples", "power_source")
-        clocks = ("sm_clock_start_mhz", "sm_clock_end_mhz")
-        return cls(kind, reasons=dict.fromkeys(fields + clocks, reason))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class GpuState:
-    """What the GPU reports at one moment. A None field has its reason in `reasons`."""
-
-    name: str | None = None
-    power_limit_w: float | None = None
-    sm_clock_mhz: int | None = None
-    mem_clock_mhz: int | None = None
-    sm_clock_max_mhz: int | None = None
-    mem_clock_max_mhz: int | None = None
-    temperature_c: int | None = None
-    reasons: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def missing(cls, reason: str) -> GpuState:
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "reasons"]
-        return cls(reasons=dict.fromkeys(names, reason))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _as_str(value: Any) -> str:
-    # Older pynvml releases return bytes for names and versions.
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def normalize_uuid(uuid: str) -> str:
-    """'GPU-58e3...' (NVML) and '58e3...' (torch) name the same device."""
-    text = uuid.strip().lower()
-    for prefix in ("gpu-", "mig-"):
-        if text.startswith(prefix):
-            return text[len(prefix) :]
-    return text
-
-
-def _cuda_driver_version(nvml: Any) -> str | None:
-    # The newest CUDA the driver supports, which differs from torch's runtime CUDA version.
-    getter = getattr(nvml, "nvmlSystemGetCudaDriverVersion", None)
-    if getter is None:
-        return None
-    try:
-        raw = int(getter())
-    except Exception:
-        return None
-    return f"{raw // 1000}.{(raw % 1000) // 10}"
 
 
 class EnergyMeter:
@@ -231,7 +115,7 @@ class EnergyMeter:
             try:
                 nvml = importlib.import_module("pynvml")
             except Exception as exc:  # ImportError, or OSError from a broken install
-                self.reason = f"NVML unavailable: cannot import pynvml ({_describe(exc)})"
+                self.reason = f"NVML unavailable: cannot import pynvml ({describe(exc)})"
                 return
         self._nvml = nvml
         # Broad excepts below are deliberate: a missing driver or GPU surfaces as many different
@@ -239,39 +123,39 @@ class EnergyMeter:
         try:
             nvml.nvmlInit()
         except Exception as exc:
-            self.reason = f"NVML unavailable: {_describe(exc)} (no CUDA GPU or NVIDIA driver)"
+            self.reason = f"NVML unavailable: {describe(exc)} (no CUDA GPU or NVIDIA driver)"
             return
         self._initialised = True
         try:
             self._handle = self._find_handle(nvml)
         except Exception as exc:
             where = f"UUID {self.gpu_uuid}" if self.gpu_uuid else f"index {self.device_index}"
-            self.reason = f"no CUDA GPU at {where}: {_describe(exc)}"
+            self.reason = f"no CUDA GPU at {where}: {describe(exc)}"
             self._shutdown()
             return
         self.available = True
         try:
-            self.device_name = _as_str(nvml.nvmlDeviceGetName(self._handle))
+            self.device_name = as_str(nvml.nvmlDeviceGetName(self._handle))
         except Exception:
             self.device_name = None
         try:
-            self.driver_version = _as_str(nvml.nvmlSystemGetDriverVersion())
+            self.driver_version = as_str(nvml.nvmlSystemGetDriverVersion())
         except Exception:
             self.driver_version = None
-        self.cuda_driver_version = _cuda_driver_version(nvml)
+        self.cuda_driver_version = cuda_driver_version(nvml)
         try:
             nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
             self.counter_supported = True
         except Exception as exc:
             # Pre-Volta GPUs: fall back to integrating the power samples.
-            self.counter_reason = f"energy counter unsupported: {_describe(exc)}"
+            self.counter_reason = f"energy counter unsupported: {describe(exc)}"
         try:
             self._read_instant_w()
             self.power_source = POWER_INSTANT
         except Exception as exc:
             self.power_source = POWER_AVERAGE
             self.power_source_reason = (
-                f"instantaneous power field unavailable ({_describe(exc)}): samples are "
+                f"instantaneous power field unavailable ({describe(exc)}): samples are "
                 "nvmlDeviceGetPowerUsage, a 1 s average on Ampere and newer GPUs"
             )
 
@@ -281,7 +165,7 @@ class EnergyMeter:
         wanted = normalize_uuid(self.gpu_uuid)
         for index in range(int(nvml.nvmlDeviceGetCount())):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            if normalize_uuid(_as_str(nvml.nvmlDeviceGetUUID(handle))) == wanted:
+            if normalize_uuid(as_str(nvml.nvmlDeviceGetUUID(handle))) == wanted:
                 self.device_index = index
                 return handle
         # MIG slices have their own UUIDs and no energy counter of their own.
@@ -295,7 +179,7 @@ class EnergyMeter:
         if entry.nvmlReturn != nvml.NVML_SUCCESS:
             # An unsupported field fails in its own entry, not in the call.
             raise RuntimeError(f"NVML_FI_DEV_POWER_INSTANT: NVML error {entry.nvmlReturn}")
-        return float(getattr(entry.value, _VALUE_MEMBERS[entry.valueType])) / 1000.0
+        return float(getattr(entry.value, VALUE_MEMBERS[entry.valueType])) / 1000.0
 
     def _read_power_w(self) -> float:
         if self.power_source == POWER_INSTANT:
@@ -378,7 +262,7 @@ class EnergyMeter:
         try:
             return read(), None
         except Exception as exc:
-            return None, _describe(exc)
+            return None, describe(exc)
 
     def gpu_state(self) -> GpuState:
         """The GPU's name, enforced power limit, clocks (now and max) and temperature now."""
@@ -387,7 +271,7 @@ class EnergyMeter:
             return GpuState.missing(unusable)
         nvml, handle = self._nvml, self._handle
         reads: dict[str, Callable[[], Any]] = {
-            "name": lambda: _as_str(nvml.nvmlDeviceGetName(handle)),
+            "name": lambda: as_str(nvml.nvmlDeviceGetName(handle)),
             "power_limit_w": lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
             "sm_clock_mhz": self._sm_clock,
             "mem_clock_mhz": lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
