@@ -50,9 +50,11 @@ lint: install
 dry-run: install
 	$(BIN)/snakemake -n
 
-# Checks that need a CUDA GPU (sync-free draft levels, ddd_async vs ddd under a delayed stream,
-# fp16 vs fp32 EAGLE head past 1,000 positions, NVML energy): one PASS/FAIL line each, exit 1 on a
-# failure, exit 2 without CUDA. Tiny random models; `--model PATH` takes a local target.
+# The CUDA preflight (budgeted ~6.5 min on one H100): vanilla = transformers greedy, lossless =
+# vanilla (float32, float16), SDPA = eager under tree masks, syncs per round within bounds and none
+# in draft levels, ddd_async = ddd, fp16 head, 7B-shaped timing, paper configs vs this GPU's
+# memory, NVML energy. One table (check | PASS/FAIL | detail | seconds); exit 1 on a failure,
+# 2 without CUDA. `--device cpu` runs the no-GPU checks; `--only NAME` one check.
 gpu-check: install
 	$(BIN)/python -m specrepro.bench gpu-check
 

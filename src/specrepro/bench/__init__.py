@@ -45,17 +45,19 @@ share of prompts whose tokens equal our float32 output.
 timing group with the first timing alone, and with the fastest or the mean of the first r
 timings: how many repeats the controls need on the machine that ran it.
 
-`gpu-check` (CUDA only; `make gpu-check`): pass/fail checks that need a GPU, on tiny random
-models built from a config (or `--model PATH`, a local causal LM folder, as the target):
-  1. sync-free draft levels: eagle, eagle2, ddd, ddd_async run with every draft level (head
-     forward, top-k, beam update; not ddd's check reads) under
-     torch.cuda.set_sync_debug_mode("error"); dsbd with each draft-model forward under it;
-  2. ddd_async reads no stale flag: with a sleep queued on the stream after every head forward
-     (so flags are still in flight when polled), its tokens, trees and H values equal ddd's;
-  3. an fp16 EAGLE head drafts as the fp32 one at positions 1,000-2,000 (RoPE in float32);
-  4. NVML energy of a short generation (J/token).
-It exits 1 when a check fails, and 2 on a machine without CUDA (the CPU proxy of check 1, host
-reads per round, runs in the test suite: tests/test_host_reads.py).
+`gpu-check` (`make gpu-check`): a CUDA preflight of the engine, one table of PASS/FAIL checks
+(bench/gpu_check.py lists them): vanilla = transformers' greedy generate and every lossless
+method = vanilla at T=0 (float32 and float16, a LLaMA with head_dim 128 and an OPT), SDPA =
+eager under a tree mask, CUDA syncs per round within each method's bound and none inside a
+draft level, ddd_async = ddd under a delayed stream, an fp16 EAGLE head past 1,000 positions,
+decode and tree-verification time at random LLaMA-2-7B shapes, the paper configs' timing groups
+against this GPU's memory, and NVML energy. It exits 1 when a check fails, and 2 on a machine
+without CUDA; `--device cpu` runs the checks that need no GPU, `--only NAME ...` some checks.
+
+`launches`: per method, on tiny random models, kernel launches per round (one verification
+forward) and per draft level, from torch.profiler, and CPU and wall time per round; on CUDA the
+kernels the GPU ran (memcpy and memset apart), on the CPU the aten calls that would launch one,
+labelled "CPU ops" (bench/launches.py says how to read it).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from specrepro.bench import (
     decode,
     forward,
     gpu_check,
+    launches,
     llama_cpp,
     repeats,
     subset,
@@ -88,6 +91,7 @@ TABLE_BENCHES = {
     "verify-cost": (verify_cost.run_verify_cost, verify_cost.print_verify_cost),
     "llama-cpp": (llama_cpp.run_llama_cpp, llama_cpp.print_llama_cpp),
     "repeats": (repeats.run_repeats, repeats.print_repeats),
+    "launches": (launches.run_launches, launches.print_launches),
 }
 
 
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         verify_cost,
         llama_cpp,
         repeats,
+        launches,
     ):
         bench.add_parser(sub)
     args = parser.parse_args(argv)
