@@ -126,7 +126,8 @@ def test_checker_runs_as_a_file_on_a_bare_python(tmp_path: Path) -> None:
 
 def make_dry_run(target: str) -> str:
     # -o: the install step's stamp counts as made, so nothing about the venv is shown or run.
-    command = ["make", "-n", "-o", ".venv/.installed", target]
+    # --no-print-directory: under `make test` this make is nested and would print its folder.
+    command = ["make", "-n", "--no-print-directory", "-o", ".venv/.installed", target]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
 
 
