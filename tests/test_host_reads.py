@@ -44,16 +44,16 @@ PARAMS: dict[str, dict] = {
 # (method, temperature) -> (most reads per round, why the round needs them). Every method also
 # reads once per model per round in ensure_finite() (engine/runner.py), before it commits
 # tokens: non-finite logits must stop a run, and that is read once per round, not per forward.
-# Measured on this setup (reads per round): vanilla 2.07, sps 5.89, eagle 3.07 / 8.38 (T=1),
-# eagle2 4.07 / 7.21, ddd and ddd_async 5.07 / 8.23, dsbd 6.96 (11.72 before issue 18's one
-# read per verified level). Before issue 17's changes: eagle 37.1 / 46.4, eagle2 6.11 / 9.58,
-# ddd and ddd_async 8.11 / 11.45, dsbd 22.6.
+# Measured on this setup (reads per round): vanilla 2.07, sps 4.0 (5.89 before issue 29's
+# drafted tokens on the device), eagle 3.07 / 8.38 (T=1), eagle2 4.07 / 7.21, ddd and ddd_async
+# 5.07 / 8.23, dsbd 6.96 (11.72 before issue 18's one read per verified level). Before issue
+# 17's changes: eagle 37.1 / 46.4, eagle2 6.11 / 9.58, ddd and ddd_async 8.11 / 11.45, dsbd 22.6.
 CEILINGS: dict[tuple[str, float], tuple[float, str]] = {
     ("vanilla", 0.0): (2.2, "the chosen token (the next forward's input) + 1 finite check"),
     ("sps", 0.0): (
-        6.2,
-        "each of gamma=3 drafted tokens (the draft's next input) + the target's argmaxes to "
-        "compare with them + 2 finite checks",
+        4.2,
+        "the gamma=3 drafted tokens in one read (each is the draft's next input on the device) "
+        "+ the target's argmaxes to compare with them + 2 finite checks",
     ),
     ("eagle", 0.0): (
         3.3,

@@ -12,7 +12,7 @@ import torch
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError, commit
 from specrepro.engine.runner import ModelRunner
-from specrepro.engine.sampling import probs_from_logits, residual, sample
+from specrepro.engine.sampling import draw, probs_from_logits, residual, sample
 
 NEEDS_DRAFT = True
 
@@ -30,22 +30,23 @@ def draft_tokens(
     ctx: DecodingContext, draft: ModelRunner, pending: list[int], gamma: int
 ) -> tuple[list[int], list[torch.Tensor]]:
     """Propose gamma tokens autoregressively; returns them and the draft's distributions q
-    (logits at T=0, since greedy needs only argmax)."""
-    tokens: list[int] = []
+    (logits at T=0, since greedy needs only argmax). Each drafted token stays on the device and
+    is the next forward's input as it is; the host reads all gamma in one read at the end."""
+    drafted: list[torch.Tensor] = []
     dists: list[torch.Tensor] = []
-    feed = pending
+    feed: list[int] | torch.Tensor = pending
     for _ in range(gamma):
         logits = draft.forward(feed, logits_from=len(feed) - 1).logits[-1]
         if ctx.temperature == 0:
-            token = int(torch.argmax(logits))
+            token = torch.argmax(logits).view(1)
             dists.append(logits)
         else:
             q = probs_from_logits(logits, ctx.temperature)
-            token = sample(q, ctx.generator)
+            token = draw(q, ctx.generator)
             dists.append(q)
-        tokens.append(token)
-        feed = [token]
-    return tokens, dists
+        drafted.append(token)
+        feed = token
+    return torch.cat(drafted).tolist(), dists
 
 
 def verify(

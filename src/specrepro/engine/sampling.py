@@ -1,7 +1,7 @@
 """Turning logits into distributions and tokens, with an explicit generator for determinism.
 
 None of these read a device value on the host except `sample` and `greedy`, whose token the
-caller needs there anyway.
+caller needs there anyway (`draw` is `sample` without the read).
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ def sample(probs: torch.Tensor, generator: torch.Generator) -> int:
     inside multinomial; the runner's ensure_finite(), called before any token is committed,
     then raises an error that names the model.
     """
+    return int(draw(probs, generator).item())
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`sample`'s draw left on the device (a [1] long tensor): the same generator call, read
+    later or fed to the next forward as it is."""
     finite = torch.isfinite(probs).all()
     safe = torch.where(finite, probs, torch.ones_like(probs))
-    return int(torch.multinomial(safe, 1, generator=generator).item())
+    return torch.multinomial(safe, 1, generator=generator)
 
 
 def greedy(logits: torch.Tensor) -> int:
