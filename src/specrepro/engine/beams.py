@@ -2,16 +2,13 @@
 
 One step of beam sampling: the joint distribution over (beam, token) is
 softmax((score_b + log p(token | beam b)) / T) over all R x V candidates, with top-k and top-p
-applied to that joint; W candidates are drawn from it independently (with replacement), and a
-kept candidate's score becomes the log of its joint probability. Drawing with replacement is
-what makes DSBD exact: each accepted draft or residual draw is one independent sample of the
-target's joint, so DSBD's beams follow this distribution (DSBD paper, Sec. 3). A finished
-candidate (EOS, the task's answer end, or max_new_tokens under the shared stop rule) leaves for
-a pool; the output is chosen from the pool by the reference's rule (`Beam.normalised`).
-
-The joint is computed in float64 (from the models' float32 logits): two methods that reach the
-same beams along different paths (a batch of rows, a forest) then get the same probabilities
-to ~1e-16, which the exact-law tests need; the cost is a few R x V vectors per level.
+applied to that joint (engine/joint.py); W candidates are drawn from it independently (with
+replacement), and a kept candidate's score becomes the log of its joint probability. Drawing
+with replacement is what makes DSBD exact: each accepted draft or residual draw is one
+independent sample of the target's joint, so DSBD's beams follow this distribution (DSBD paper,
+Sec. 3). A finished candidate (EOS, the task's answer end, or max_new_tokens under the shared
+stop rule) leaves for a pool; the output is chosen from the pool by the reference's rule
+(`Beam.normalised`).
 
 The verification of one level of drafted candidates (`verify_level`) fills target slots one
 after the other: a draft x ~ q is accepted with probability min(1, p_cur(x)/q(x)); a rejection
@@ -21,6 +18,8 @@ p, independent of the others. `accepted_count_distribution` gives the law of the
 accepted drafts, from which DSBD picks the level's width. `level_tables` prepares a whole
 level on the device (the chain of residuals, every draft's acceptance test against each of
 them, the count law's inputs, the drafts' scores) so that the host reads it once per level.
+It works on the target's joint as a `Joint` (its candidates, not all R x V): every residual
+of p is 0 wherever p is, so the chain, the acceptance probabilities and the draws live there.
 
 Every random choice goes through a `Draws` object (`make_draws`): i.i.d. draws from a flat
 distribution and the uniforms of the acceptance tests. The default wraps the run's seeded
@@ -33,37 +32,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specrepro.engine.joint import Joint, as_joint
+from specrepro.engine.joint import joint_distribution as joint_distribution
 from specrepro.engine.sampling import residual
 from specrepro.engine.stopping import StopRule, StopScan
 from specrepro.engine.tree import to_device
-
-
-def joint_distribution(
-    scores: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0
-) -> torch.Tensor:
-    """Flat [R * V] probabilities of softmax(scores / T) after top-k / top-p on the joint.
-
-    scores: [R, V] log-space (beam score + token log-probability); -inf rows are dead beams.
-    top_k 0 and top_p 1.0 switch the filters off. Computed in float64.
-    """
-    logits = scores.reshape(-1).double() / temperature
-    if 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        probs = torch.softmax(logits, dim=-1)
-        ordered = torch.sort(probs, descending=True).values
-        # The smallest set whose mass reaches top_p, plus every candidate tied with its last
-        # member: duplicate beams give exactly tied candidates, and keeping one of a tie by
-        # sort order would make the draft's and the target's filters differ.
-        inside = torch.cumsum(ordered, dim=-1) - ordered < top_p
-        # The last member's probability, picked on the device (an index read on the host would
-        # be a sync per call on a GPU); the remainder wraps an empty set (NaN probabilities) to
-        # the last entry, as the host index -1 did.
-        last = torch.remainder(inside.sum() - 1, ordered.numel()).view(1)
-        cutoff = ordered.gather(0, last)
-        logits = logits.masked_fill(probs < cutoff, float("-inf"))
-    return torch.softmax(logits, dim=-1)
 
 
 def draw_on_device(probs: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -87,9 +60,23 @@ class Draws:
             return torch.zeros(0, dtype=torch.long, device=probs.device)
         return draw_on_device(probs, count, self.generator)
 
+    def sample_support(
+        self, probs: torch.Tensor, count: int, ids: torch.Tensor, size: int
+    ) -> torch.Tensor:
+        """`sample` of a distribution over `size` candidates given on `ids` (ascending; probs
+        theirs): positions into probs, the seeded generator's draws those of the dense vector.
+        multinomial's draws with replacement do not see candidates of probability 0, but its
+        single draw takes one exponential per candidate (an argmax of p / E), so that one takes
+        `size` of them here too. A stand-in with its own `sample` draws from the support."""
+        if count != 1 or probs.numel() == size or type(self).sample is not Draws.sample:
+            return self.sample(probs, count)
+        noise = torch.empty(size, dtype=probs.dtype, device=probs.device)
+        noise.exponential_(generator=self.generator)
+        return torch.argmax(probs / noise[ids]).view(1)
+
     def uniforms(self, thresholds: torch.Tensor) -> torch.Tensor:
         """One uniform in [0, 1) per row of `thresholds` [m, k]; a row's uniform is compared
-        with its thresholds (u <= t accepts), which only an enumerating stand-in reads."""
+        with its thresholds (u < t accepts), which only an enumerating stand-in reads."""
         return torch.rand(
             thresholds.shape[0], generator=self.generator, device=thresholds.device,
             dtype=thresholds.dtype,
@@ -102,6 +89,15 @@ def make_draws(generator: torch.Generator) -> Draws:
 
 def _as_draws(source: Draws | torch.Generator) -> Draws:
     return source if isinstance(source, Draws) else Draws(source)
+
+
+def sample_joint(
+    source: Draws, joint: Joint, count: int, probs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`count` draws of flat candidates from `joint`, or from `probs` (another distribution on
+    its ids, e.g. a residual), left on the device."""
+    values = joint.probs if probs is None else probs
+    return joint.ids[source.sample_support(values, count, joint.ids, joint.size)]
 
 
 def draw(probs: torch.Tensor, count: int, generator: Draws | torch.Generator) -> list[int]:
@@ -172,16 +168,17 @@ def dynamic_width(count_dist: list[float], threshold: float, min_width: int) -> 
 class LevelTables:
     """One level's verification inputs, read to the host at once (`level_tables`)."""
 
-    chain: torch.Tensor  # [m + 1, N] on the device: the slot's target after r rejections
+    chain: torch.Tensor  # [m + 1, M] on p's candidates: the slot's target after r rejections
     alphas: list[float]  # acceptance chain (count law input)
     accept: list[list[bool]]  # accept[j][r]: draft j passes its test against chain[r]
     log_p: list[float]  # log p(draft j): its beam score when kept
     extra: list[list[float]]  # rows of `extra` gathered at the drafts (e.g. token log-probs)
+    spilled: bool = False  # p was not the joint (Joint.spilled): nothing here may be used
 
 
 def level_tables(
-    p: torch.Tensor,
-    q: torch.Tensor,
+    p: Joint | torch.Tensor,
+    q: Joint | torch.Tensor,
     drafts: list[int],
     draws: Draws | torch.Generator,
     extra: torch.Tensor | None = None,
@@ -189,20 +186,26 @@ def level_tables(
     """Everything a level's sequential acceptance needs, in one host read: a draft is tried
     against the slot's current target, which depends only on the rejections since the slot
     opened, so every draft's test against every possible current target is computed up
-    front with one uniform per draft (u_j q(x_j) <= p_r(x_j), as the one-by-one test).
-    extra: [E, N] rows gathered at the drafts and read with the rest."""
+    front with one uniform per draft (u_j q(x_j) < p_r(x_j), as the one-by-one test).
+    p, q: the target's and the draft's joints (flat vectors or Joints) over the same
+    candidates. extra: [E, N] rows gathered at the drafts and read with the rest."""
+    p, q = as_joint(p), as_joint(q)
     m = len(drafts)
-    chain = residual_chain(p, q, m + 1)  # after every try rejected, the open slot's is p_m
-    where = to_device(torch.tensor(drafts, dtype=torch.long), p.device)
-    at = chain[:m, where]  # [m_r, m_j]: p_r(x_j)
-    ratio = (at / q[where]).T.contiguous()  # [j, r]
+    q_on_p = q.at(p.ids)
+    chain = residual_chain(p.probs, q_on_p, m + 1)  # every try rejected: the open slot's p_m
+    where = to_device(torch.tensor(drafts, dtype=torch.long), p.probs.device)
+    slot = torch.searchsorted(p.ids, where).clamp_max(p.ids.numel() - 1)
+    at = torch.where(p.ids[slot] == where, chain[:m, slot], 0.0)  # [m_r, m_j]: p_r(x_j)
+    ratio = (at / q.at(where)).T.contiguous()  # [j, r]
     u = _as_draws(draws).uniforms(ratio)
-    accept = (u[:, None] <= ratio).to(p.dtype)
-    alphas = torch.minimum(chain[:m], q).sum(-1).clamp(0.0, 1.0)
-    rows = [alphas, accept.reshape(-1), p[where].log()]
+    dtype = p.probs.dtype
+    # Strict: a draft the target gives probability 0 is never accepted, even at u = 0.
+    accept = (u[:, None] < ratio).to(dtype)
+    alphas = torch.minimum(chain[:m], q_on_p).sum(-1).clamp(0.0, 1.0)
+    rows = [p.spilled.to(dtype).view(1), alphas, accept.reshape(-1), p.at(where).log()]
     if extra is not None:
-        rows += list(extra[:, where].to(p.dtype))
-    flat = torch.cat(rows).tolist()  # the level's one host read
+        rows += list(extra[:, where].to(dtype))
+    spilled, *flat = torch.cat(rows).tolist()  # the level's one host read
     alphas_h, flat = flat[:m], flat[m:]
     acc, flat = flat[: m * m], flat[m * m :]
     log_p, flat = flat[:m], flat[m:]
@@ -213,6 +216,7 @@ def level_tables(
         accept=[[bool(v) for v in acc[j * m : (j + 1) * m]] for j in range(m)],
         log_p=log_p,
         extra=extras,
+        spilled=bool(spilled),
     )
 
 
@@ -242,7 +246,7 @@ def walk(tables: LevelTables, width: int) -> tuple[list[int], int]:
 
 
 def fill_level(
-    p: torch.Tensor,
+    p: Joint | torch.Tensor,
     tables: LevelTables,
     drafts: list[int],
     width: int,
@@ -258,16 +262,15 @@ def fill_level(
     if len(accepted) == width:
         return LevelOutcome(accepted, samples, True)
     total = width if fill is None else max(fill, len(accepted) + 1)
-    source = _as_draws(draws)
-    pending = torch.cat(
-        [source.sample(tables.chain[rejected], 1), source.sample(p, total - len(accepted) - 1)]
-    )
+    source, p = _as_draws(draws), as_joint(p)
+    opening = sample_joint(source, p, 1, tables.chain[rejected])
+    pending = torch.cat([opening, sample_joint(source, p, total - len(accepted) - 1)])
     return LevelOutcome(accepted, samples, False, len(accepted), pending)
 
 
 def verify_level(
-    p: torch.Tensor,
-    q: torch.Tensor,
+    p: Joint | torch.Tensor,
+    q: Joint | torch.Tensor,
     drafts: list[int],
     width: int,
     generator: Draws | torch.Generator,

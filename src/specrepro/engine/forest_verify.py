@@ -1,5 +1,9 @@
 """DSBD's verification: the drafted levels accepted in order against the target's joint over
-the surviving beams, each level's width from its acceptance count law (engine/beams.py)."""
+the surviving beams, each level's width from its acceptance count law (engine/beams.py).
+
+A level's target joint is computed on its candidates (engine/joint.py, `sparse_joint`), from
+the log-probabilities of the level's forest rows alone, when the level is verified: a round
+that stops at its first level never pays for the rows of the levels after it."""
 
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from specrepro.engine.beams import (
     count_law,
     dynamic_width,
     fill_level,
-    joint_distribution,
     level_tables,
+    sample_joint,
 )
 from specrepro.engine.forest_draft import DraftLevel, ForestParams, LiveBeam
+from specrepro.engine.joint import Joint, full_joint, joint_distribution, sparse_joint
 from specrepro.engine.tree import to_device
 
 if TYPE_CHECKING:
@@ -33,6 +38,11 @@ class RoundOutcome:
     new_levels: int  # levels that produced beams (tokens advanced this round)
 
 
+def level_log_probs(logits: torch.Tensor, rows: range) -> torch.Tensor:
+    """[len(rows), V]: the target's token log-probabilities at one level's forest rows."""
+    return torch.log_softmax(logits[rows.start : rows.stop].double(), dim=-1)
+
+
 def verify_round(
     ctx: DecodingContext,
     live: list[LiveBeam],
@@ -45,25 +55,26 @@ def verify_round(
     """Level-by-level acceptance. logits: the target's, one row per forest node in the order
     roots, then each level's nodes. Host reads: one per verified level (`level_tables`), one
     more for the draws of a level's unfilled slots or of the bonus level."""
-    logp = torch.log_softmax(logits.double(), dim=-1)
-    device = logp.device
-    vocab = logp.shape[-1]
-    rows_of_previous = list(range(len(live)))  # logits row of each previous-level node
+    device = logits.device
+    vocab = logits.shape[-1]
+    rows_of_previous = range(len(live))  # logits rows of the previous level's nodes
     valid = {b: lv.beam for b, lv in enumerate(live)}  # previous-level index -> live beam
-    next_row = len(live)
     widths: list[int] = []
     width_at_end = 1 if params.memory_efficient else params.width
 
-    def joint(valid: dict[int, Beam], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(p, the token log-probabilities of every (previous node, token), flat)."""
+    def joint(
+        valid: dict[int, Beam], rows: range, dense: bool = False
+    ) -> tuple[Joint, torch.Tensor]:
+        """(p, the token log-probabilities of every (previous node, token), flat); `dense`:
+        p over every candidate (when the candidates spilled)."""
         scores = [float("-inf")] * len(rows)
         for index, beam in valid.items():
             scores[index] = beam.score
-        where = to_device(torch.tensor(rows + scores, dtype=torch.float64), device)
-        token_logp = logp[where[: len(rows)].long()]
-        p = joint_distribution(
-            where[len(rows) :, None] + token_logp, ctx.temperature, params.top_k, params.top_p
-        )
+        token_logp = level_log_probs(logits, rows)
+        beam_scores = to_device(torch.tensor(scores, dtype=torch.float64), device)
+        joint_scores = beam_scores[:, None] + token_logp
+        args = (joint_scores, ctx.temperature, params.top_k, params.top_p)
+        p = full_joint(joint_distribution(*args)) if dense else sparse_joint(*args)
         return p, token_logp.reshape(-1)
 
     def beams_of(
@@ -76,11 +87,19 @@ def verify_round(
             out.append((beam, rows_of_previous[index]))
         return out
 
-    def read(drawn: torch.Tensor, p: torch.Tensor, flat_logp: torch.Tensor):
-        """Draws with their joint and token log-probabilities, in one host read."""
-        picks, scores, token_logps = torch.stack(
-            [drawn.double(), p[drawn].log(), flat_logp[drawn]]
+    def read(drawn: torch.Tensor, p: Joint, flat_logp: torch.Tensor):
+        """Draws with their joint and token log-probabilities, in one host read; None when p
+        spilled (only a bonus level's p is read here first)."""
+        picks, scores, token_logps, spilled = torch.stack(
+            [
+                drawn.double(),
+                p.at(drawn).log(),
+                flat_logp[drawn],
+                p.spilled.double().expand(drawn.shape),
+            ]
         ).tolist()
+        if spilled[0]:
+            return None
         return beams_of([int(x) for x in picks], scores, token_logps)
 
     def finish(made: list[tuple[Beam, int]]) -> list[tuple[Beam, int]]:
@@ -96,6 +115,9 @@ def verify_round(
         p, flat_logp = joint(valid, rows_of_previous)
         drafts = level.picks
         tables = level_tables(p, level.q, drafts, draws, extra=flat_logp[None])
+        if tables.spilled:  # ties past the candidates: the level again on the dense joint
+            p, flat_logp = joint(valid, rows_of_previous, dense=True)
+            tables = level_tables(p, level.q, drafts, draws, extra=flat_logp[None])
         width = dynamic_width(
             count_law(tables.alphas, len(drafts)), params.w_thres, params.min_width
         )
@@ -113,7 +135,9 @@ def verify_round(
         )
         if not outcome.complete:
             assert outcome.pending is not None
-            made += read(outcome.pending, p, flat_logp)
+            pending = read(outcome.pending, p, flat_logp)
+            assert pending is not None  # p passed its level's read
+            made += pending
             if params.memory_efficient:
                 made = [made[outcome.residual]]
             return RoundOutcome(finish(made), widths, count, count + 1)
@@ -122,10 +146,13 @@ def verify_round(
         for j, beam in accepted.items():
             if j not in valid:
                 pool.add(beam)
-        rows_of_previous = list(range(next_row, next_row + len(level.nodes)))
-        next_row += len(level.nodes)
+        rows_of_previous = range(rows_of_previous.stop, rows_of_previous.stop + len(level.nodes))
         if not valid:
             return RoundOutcome([], widths, count + 1, count + 1)
     p, flat_logp = joint(valid, rows_of_previous)
-    bonus = read(draws.sample(p, width_at_end), p, flat_logp)
+    bonus = read(sample_joint(draws, p, width_at_end), p, flat_logp)
+    if bonus is None:
+        p, flat_logp = joint(valid, rows_of_previous, dense=True)
+        bonus = read(sample_joint(draws, p, width_at_end), p, flat_logp)
+    assert bonus is not None
     return RoundOutcome(finish(bonus), widths, len(levels), len(levels) + 1)
