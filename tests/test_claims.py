@@ -223,6 +223,8 @@ def beam_frame(energy: bool, n: int = 40) -> pd.DataFrame:
                     "em": float(em), "kv_bytes_peak": 2**20,
                     "target_loglik": -1.0 - 0.01 * (q % 7) - (0.5 if method == "dsbd" else 0),
                     "level_widths": json.dumps([[3, 2], [1]] if method == "dsbd" else []),
+                    # dsbd: the full level of width 3, then each round's refill to W = 3.
+                    "beams_carried": json.dumps([3, 3, 3] if method == "dsbd" else [3, 3]),
                 }
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -451,14 +453,14 @@ def test_dsbd_table_on_hand_made_numbers(tmp_path) -> None:
     beam_row = next(line for line in text.splitlines() if line.startswith("| beam |"))
     dsbd_row = next(line for line in text.splitlines() if line.startswith("| dsbd (vs beam) |"))
     assert beam_row == (
-        "| beam | 3 | 10.00 | 1.00 | 4.000 | 1.00 | 50.0 | n/a | -1.03 | 3.00 | 1.0 | n/a | 0.50 "
-        "| full length | 10.0 | 40 |"
+        "| beam | 3 | 10.00 | 1.00 | 4.000 | 1.00 | 50.0 | n/a | -1.03 | 3.00 | 3.00 | 1.0 | n/a "
+        "| 0.50 | full length | 10.0 | 40 |"
     )
     # dsbd: 2x the tokens/s, 2 J/token (2x less), EM 45%, widths 3, 2, 1 -> mean 2.
     assert "| 20.00 | 2.00 [" in dsbd_row
     assert (
-        "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 1.0 | n/a | 0.50 | full length | 10.0 |"
-        in (dsbd_row)
+        "| 2.000 | 2.00 | 45.0 | n/a | -1.53 | 2.00 | 3.00 | 1.0 | n/a | 0.50 | full length "
+        "| 10.0 |" in (dsbd_row)
     )
     points = threshold_points(beam_frame(energy=False), "p")
     assert points[["w_thres", "quality", "beam_quality"]].iloc[0].tolist() == [0.7, 45.0, 50.0]

@@ -21,8 +21,8 @@ beams, one draw from the open slot's p_r (after its trailing r rejections) and W
 (refill W) or n_i - a - 1 (refill width) i.i.d. draws from p_i, every score log p_i(x). After g
 fully accepted levels the round ends with W i.i.d. draws from p_(g+1) (the bonus level).
 Memory-efficient mode: a round starts from one beam and ends with one: the open slot's draw
-(the accepted beams of that level are dropped, finished or not, as implemented; see the xfail
-at the end) or one bonus draw. Finished beams (EOS or max_new tokens) are pooled; the output is
+(the other beams of that level are dropped, but the finished ones among them are pooled) or
+one bonus draw. Finished beams (EOS or max_new tokens) are pooled; the output is
 the pooled beam with the best score / length. So a round ends with W beams (refill W, or the
 bonus level), n_i (refill width, ended at level i) or 1 (memory-efficient), finished ones
 included; each beam is marginally an exact draw of its level's p_i, but which levels pass, and
@@ -175,11 +175,10 @@ class DsbdLaw:
     Models are queried through their plain causal forward on the whole sequence, so nothing of
     the forest, cache or verification code is used."""
 
-    def __init__(self, target, draft, s: Settings, pooled_when_dropped: bool = False) -> None:
+    def __init__(self, target, draft, s: Settings) -> None:
         self.target, self.draft, self.s = target, draft, s
         # Memory-efficient mode, the level that ends the round: whether the accepted beams that
         # are dropped still go to the pool when finished (one reading of dsbd.py's docstring).
-        self.pooled_when_dropped = pooled_when_dropped
         self._logp: dict = {}
         self._width: dict = {}
         self.round_cache: dict = {}
@@ -345,10 +344,7 @@ class DsbdLaw:
                                 close(total, here, pooled, kept + opened, i)
                                 continue
                             lost = [b for b in kept if self.done(b.tokens)]
-                            if self.pooled_when_dropped:
-                                close(total, here, pooled + lost, opened, i)
-                            else:
-                                close(total, here, pooled, opened, i)
+                            close(total, here, pooled + lost, opened, i)
 
         roots = tuple(Node(b.tokens, b.score, False) for b in live)
         step(0, roots, dict(enumerate(live)), 1.0, [], [])
@@ -781,30 +777,11 @@ def output_marginal(law: dict) -> dict:
     return dict(out)
 
 
-def test_memory_efficient_drops_finished_beams_of_the_last_level_as_implemented(
-    pairs, monkeypatch
-) -> None:
-    # What the implementation does (forest_verify.verify_round keeps the open slot's beam
-    # before pooling): the accepted EOS beam of a level that ends the round is lost.
+def test_memory_efficient_pools_the_finished_beams_it_drops(pairs, monkeypatch) -> None:
+    # The accepted EOS beam of a level that ends the round is not the one that goes on, but it
+    # finished: it is pooled (0.1519 if it were lost).
     s, policy = EOS_DROPPED
     mine = DsbdLaw(*pairs["full"], s).output_law(policy)
-    seen = Observed(*pairs["full"], s, monkeypatch, policy).output_law()
-    assert tv(mine, seen) < 1e-9
-    assert abs(output_marginal(seen)[(2,)] - 0.1519) < 1e-4
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="dsbd.py's docstring says of memory-efficient DSBD that 'the other accepted beams are "
-    "dropped (one that finishes inside a round is pooled, as in every mode)', but "
-    "verify_round drops an accepted beam that finished (EOS) at the level that ends the round "
-    "(made = [made[outcome.residual]] before finish()). W=3, gamma=3, w_thres=0.6, top_k=0, "
-    "EOS=2, max_new=3, drafts (2,0,0),(3,4,5),(3,4,5): P(output=(2,)) = 0.1519 implemented "
-    "vs 0.8669 if pooled (TV 0.715 on the output).",
-)
-def test_memory_efficient_pools_the_finished_beams_it_drops(pairs, monkeypatch) -> None:
-    s, policy = EOS_DROPPED
-    mine = DsbdLaw(*pairs["full"], s, pooled_when_dropped=True).output_law(policy)
     assert abs(output_marginal(mine)[(2,)] - 0.8669) < 1e-4
     seen = Observed(*pairs["full"], s, monkeypatch, policy).output_law()
-    assert tv(output_marginal(mine), output_marginal(seen)) < 1e-9
+    assert tv(mine, seen) < 1e-9

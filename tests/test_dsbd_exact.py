@@ -303,7 +303,7 @@ def test_renamed_and_bad_dsbd_keys_are_refused(pair) -> None:
         decoder_for(target, draft, "dsbd", 1.0, layout="trie")
     with pytest.raises(MethodError, match="memory_efficient must be"):
         decoder_for(target, draft, "dsbd", 1.0, memory_efficient="yes")
-    assert dsbd_module.Params().refill == "W" and dsbd_module.Params().layout == "rows"
+    assert dsbd_module.Params().refill == "W" and dsbd_module.Params().layout == "shared_prefix"
 
 
 @pytest.mark.parametrize("drafts", [2, 3])

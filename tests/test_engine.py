@@ -280,6 +280,32 @@ def test_nan_logits_stop_a_generation_with_a_named_error(temperature: float) -> 
         draft_nan.generate([1, 2, 3], 5, seed=0)
 
 
+@pytest.mark.parametrize("method", ["beam", "dsbd"])
+def test_nan_logits_stop_beam_methods_before_a_draw_from_a_nan_joint(method: str) -> None:
+    # A NaN joint is drawn as uniform on the device (multinomial would assert on a GPU); the
+    # draws' read then names the model whose logits were NaN.
+    target, draft = nan_model(), tiny_llama(vocab_size=16, seed=1)
+    decoder = decoder_for(target, draft if method == "dsbd" else None, method, 1.0, top_k=0)
+    with pytest.raises(NonFiniteLogitsError, match="target: non-finite logits"):
+        decoder.generate([1, 2, 3], 5, seed=0)
+    draft_nan = decoder_for(tiny_llama(vocab_size=16, seed=1), nan_model(), "dsbd", 1.0)
+    with pytest.raises(NonFiniteLogitsError, match="draft: non-finite logits"):
+        draft_nan.generate([1, 2, 3], 5, seed=0)
+
+
+def test_a_joint_with_no_live_beam_raises_instead_of_drawing_uniformly() -> None:
+    from types import SimpleNamespace
+
+    from specrepro.decoding import beam
+    from specrepro.engine.beams import Beam, BeamPool, NonFiniteJointError, make_draws
+
+    ctx = SimpleNamespace(temperature=1.0, target=ModelRunner(tiny_llama(vocab_size=16)))
+    dead = [Beam([1], float("-inf"), 0.0), Beam([2], float("-inf"), 0.0)]
+    draws = make_draws(torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteJointError, match="beam: the joint distribution"):
+        beam.step(ctx, dead, torch.zeros(2, 16), beam.Params(), BeamPool(None), draws)
+
+
 def test_sliding_window_models_are_refused_before_generation() -> None:
     config = MistralConfig(
         vocab_size=16,

@@ -38,7 +38,7 @@ CASES = [
     ("ddd_async", "ddd_async", {"top_k": 3, "total_tokens": 8, "check_levels": [2],
                                 "threshold": -0.4, "max_levels": 4}),
     ("beam", "beam", {"width": 3, "top_k": 5}),
-    ("dsbd-rows", "dsbd", {"width": 3, "gamma": 3, "top_k": 5}),
+    ("dsbd-rows", "dsbd", {"width": 3, "gamma": 3, "top_k": 5, "layout": "rows"}),
     ("dsbd-shared", "dsbd", {"width": 3, "gamma": 3, "top_k": 5, "layout": "shared_prefix"}),
 ]  # fmt: skip
 HEAD_METHODS = {"eagle", "eagle2", "ddd", "ddd_async"}

@@ -229,7 +229,7 @@ def test_the_exact_comparison_has_power_on_opt(opt_law_pair, monkeypatch) -> Non
         ("vanilla", 0.0, {}),
         ("sps", 1.0, {"gamma": 4}),
         ("beam", 1.0, {"width": 2, "top_k": 4}),
-        ("dsbd", 1.0, {"width": 2, "gamma": 3, "top_k": 4}),
+        ("dsbd", 1.0, {"width": 2, "gamma": 3, "top_k": 4, "layout": "rows"}),
         ("dsbd", 1.0, {"width": 2, "gamma": 3, "top_k": 4, "layout": "shared_prefix"}),
     ],
     ids=["vanilla", "sps", "beam", "dsbd-rows", "dsbd-shared"],

@@ -208,7 +208,7 @@ def forest_round(seed: int, vocab: int = 200, gamma: int = 3, width: int = 3):
 
 def run_round(seed: int, draws: Draws, params=None):
     live, levels, logits = forest_round(seed)
-    ctx = SimpleNamespace(temperature=1.0)
+    ctx = SimpleNamespace(temperature=1.0, target=None, draft=None)
     pool = BeamPool(StopRule(frozenset(), 50))
     params = params or dsbd_module.Params()
     return forest_verify.verify_round(ctx, live, levels, logits, params, pool, draws)
@@ -289,7 +289,7 @@ def test_spilled_candidates_fall_back_to_the_dense_joint(monkeypatch) -> None:
         return joint
 
     monkeypatch.setattr(forest_verify, "sparse_joint", watched)
-    ctx = SimpleNamespace(temperature=1.0)
+    ctx = SimpleNamespace(temperature=1.0, target=None, draft=None)
     pool = BeamPool(StopRule(frozenset(), 50))
     draws = make_draws(make_generator(0, CPU))
     out = forest_verify.verify_round(ctx, live, levels, logits, dsbd_module.Params(), pool, draws)

@@ -3,6 +3,7 @@
 from specrepro.config import ConfigError
 from specrepro.data import DataError
 from specrepro.decoding.base import MethodError
+from specrepro.engine.beams import NonFiniteJointError
 from specrepro.engine.runner import NonFiniteLogitsError
 from specrepro.models.loader import ModelError
 from specrepro.records import ResultsError
@@ -14,6 +15,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ModelError,
     ResultsError,
     NonFiniteLogitsError,
+    NonFiniteJointError,
     FileNotFoundError,
     ValueError,
 )

@@ -1,7 +1,8 @@
 """The `beams` bench: beam sampling and DSBD at T=1, and our beam against plain samplers.
 
 It runs the config's method entries (--methods: the first beam entry is the reference, the last a
-dsbd one, whose shared-prefix layout copy `dsbd-shared` runs too) on the same prompts and seeds,
+dsbd one, whose copy in the other cache layout runs too: `dsbd-rows`, or `dsbd-shared` when that
+entry sets `layout: rows`) on the same prompts and seeds,
 interleaved per prompt, each prompt in the next order of a Williams design (every method right after
 every other equally often); unless --no-baselines, our
 `beam` is also timed against a straightforward batched beam sampler on transformers'
@@ -30,6 +31,7 @@ from specrepro.config import MethodChoice, resolve_method
 from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.timing import synchronize
+from specrepro.report.tidy import beams_carried
 from specrepro.timing_group import balanced_order
 from specrepro.tree_tuning import warm_decoders
 
@@ -79,14 +81,20 @@ def run_beams(args: argparse.Namespace) -> dict:
     config, report, loads = loaded_prompts(args, ("draft",))
     for dtype, loaded, encoded in loads:
         methods = {name: resolve_method(config, name) for name in args.methods}
-        base = config["methods"][args.methods[-1]]
-        memory = {**base, "layout": "shared_prefix"}
-        values = {k: v for k, v in memory.items() if k not in ("algorithm", "stop_at_answer")}
-        methods["dsbd-shared"] = MethodChoice("dsbd-shared", "dsbd", make_params("dsbd", values))
+        name, other = layout_copy(config, args.methods[-1])
+        values = {k: v for k, v in other.items() if k not in ("algorithm", "stop_at_answer")}
+        methods[name] = MethodChoice(name, "dsbd", make_params("dsbd", values))
         report[dtype] = beam_ratios(
             loaded, methods, encoded, args.max_new_tokens, baselines=not args.no_baselines
         )
     return report
+
+
+def layout_copy(config: dict, entry: str) -> tuple[str, dict]:
+    """The name and config entry of `entry` (a dsbd one) in the other cache layout."""
+    base = config["methods"][entry]
+    layout = "rows" if base.get("layout", "shared_prefix") == "shared_prefix" else "shared_prefix"
+    return ("dsbd-rows" if layout == "rows" else "dsbd-shared"), {**base, "layout": layout}
 
 
 class ForwardClock:
@@ -139,7 +147,8 @@ def beam_ratios(
     stats = {
         name: {
             "tokens": 0, "seconds": 0.0, "forwards": 0, "kv": 0, "peak": 0, "widths": [],
-            "forward_seconds": 0.0, "cache_seconds": 0.0, "rounds": 0,
+            "forward_seconds": 0.0, "cache_seconds": 0.0, "rounds": 0, "carried": [],
+            "nodes": 0, "slots": 0, "loglik": [],
         }
         for name in decoders
     }  # fmt: skip
@@ -163,8 +172,15 @@ def beam_ratios(
             entry["cache_seconds"] += clock.seconds["cache"]
             entry["rounds"] += result.target_forwards
             entry["kv"] = max(entry["kv"], result.kv_bytes_peak or 0)
-            widths = result.extra.get("rounds", {}).get("widths", [])
-            entry["widths"] += [w for levels in widths for w in levels]
+            rounds = result.extra.get("rounds", {})
+            entry["widths"] += [w for levels in rounds.get("widths", []) for w in levels]
+            entry["carried"] += beams_carried(result.extra)
+            entry["nodes"] += sum(rounds.get("forest_nodes", []))
+            entry["slots"] += sum(rounds.get("forest_slots", []))
+            # Outside the timed window: the target's log-likelihood of the output, per token.
+            loglik = decoder.target_loglik(ids, result.tokens)
+            if loglik is not None:
+                entry["loglik"] += [loglik] * result.new_tokens
             if cuda:
                 entry["peak"] = max(entry["peak"], torch.cuda.max_memory_allocated())
             if methods[name].algorithm == "beam":
@@ -193,6 +209,11 @@ def beam_ratios(
             "kv_bytes_peak": entry["kv"],
             "peak_allocated_bytes": entry["peak"] if cuda else None,
             "mean_width": statistics.mean(entry["widths"]) if entry["widths"] else None,
+            "beams_carried": statistics.mean(entry["carried"]) if entry["carried"] else None,
+            "forest_slots_per_node": entry["slots"] / entry["nodes"] if entry["nodes"] else None,
+            "target_loglik_per_token": (
+                statistics.mean(entry["loglik"]) if entry["loglik"] else None
+            ),
         }
     ours_sps = ours_steps / stats[beam_name]["seconds"]
     out["beam_steps_per_s_ours"] = ours_sps
@@ -230,16 +251,21 @@ def hf_beam_sample(
 def print_beams(report: dict, args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         r = report[dtype]
-        for name in (*args.methods, "dsbd-shared"):
-            m = r[name]
+        for name, m in r.items():
+            if not isinstance(m, dict) or "tokens_per_s" not in m:
+                continue  # the baselines' numbers, printed below
             width = "-" if m["mean_width"] is None else f"{m['mean_width']:.2f}"
+            carried = "-" if m["beams_carried"] is None else f"{m['beams_carried']:.2f}"
+            slots = m["forest_slots_per_node"]
             peak = m["peak_allocated_bytes"]
             print(
                 f"[{dtype}] {name:12s} {m['tokens_per_s']:6.2f} tok/s  x{m['over_beam']:.3f} of "
                 f"beam  target fwd/token {m['target_forwards_per_token']:.2f}  host "
                 f"{m['host_ms_per_round']:.2f} ms/round (+ cache reorders "
                 f"{m['cache_ms_per_round']:.2f})  KV peak "
-                f"{m['kv_bytes_peak'] / 2**20:.1f} MiB  width {width}"
+                f"{m['kv_bytes_peak'] / 2**20:.1f} MiB  width {width}  beams carried {carried}"
+                + ("" if slots is None else f"  forest slots/node {slots:.2f}")
+                + f"  target loglik/token {m['target_loglik_per_token']:.3f}"
                 + ("" if peak is None else f"  peak alloc {peak / 2**20:.0f} MiB")
             )
         if "beam_steps_per_s_dynamic_cache" in r:
@@ -257,7 +283,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--methods", nargs="+", default=["beam", "dsbd-t0p9", "dsbd"],
         help="config entries; the first beam one is the reference, the last a dsbd one (its "
-        "shared-prefix layout copy runs too)",
+        "copy in the other cache layout runs too)",
     )  # fmt: skip
     parser.add_argument(
         "--no-baselines", action="store_true",

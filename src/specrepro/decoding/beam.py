@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import torch
 
 from specrepro.decoding.base import DecodingContext, GenerationResult, MethodError
-from specrepro.engine.beams import Beam, BeamPool, Draws, joint_distribution, make_draws
+from specrepro.engine.beams import (
+    Beam,
+    BeamPool,
+    Draws,
+    draw_level,
+    make_draws,
+    require_finite_joint,
+)
 from specrepro.engine.tree import to_device
 
 NEEDS_DRAFT = False
@@ -57,17 +64,18 @@ def step(
     """Sample the next level: (parent row of each new beam, the new beams), finished or not."""
     logp = torch.log_softmax(logits.double(), dim=-1)
     scores = to_device(torch.tensor([b.score for b in beams], dtype=logp.dtype), logp.device)
-    probs = joint_distribution(scores[:, None] + logp, ctx.temperature, params.top_k, params.top_p)
+    level = draw_level(
+        draws, scores[:, None] + logp, ctx.temperature, params.top_k, params.top_p,
+        params.width, extra=logp.view(-1),
+    )  # fmt: skip
+    require_finite_joint(level.log_joint, "beam", ctx.target)
     vocab = logp.shape[-1]
-    chosen = draws.sample(probs, params.width)
-    # The draws, their joint and token log-probabilities in one host read.
-    picks, kept_scores, token_logps = torch.stack(
-        [chosen.double(), probs[chosen].log(), logp.view(-1)[chosen]]
-    ).tolist()
-    parents = [int(x) // vocab for x in picks]
+    parents = [x // vocab for x in level.picks]
     new = [
-        pool.extend(beams[row], int(x) % vocab, score, token_logp)
-        for row, x, score, token_logp in zip(parents, picks, kept_scores, token_logps, strict=True)
+        pool.extend(beams[row], x % vocab, score, token_logp)
+        for row, x, score, token_logp in zip(
+            parents, level.picks, level.log_joint, level.extra, strict=True
+        )
     ]
     return parents, new
 

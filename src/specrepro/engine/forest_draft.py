@@ -8,8 +8,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from specrepro.engine.beams import Beam, BeamPool, Draws, joint_distribution
+from specrepro.engine.beams import (
+    Beam,
+    BeamPool,
+    Draws,
+    draw_level,
+    require_finite_joint,
+)
 from specrepro.engine.forest import shared_forward
+from specrepro.engine.joint import Joint
 from specrepro.engine.stopping import StopScan
 from specrepro.engine.tree import to_device
 
@@ -53,7 +60,7 @@ class DraftNode:
 @dataclass
 class DraftLevel:
     nodes: list[DraftNode]
-    q: torch.Tensor  # the draft's joint over (previous-level node, token), flat
+    q: Joint  # the draft's joint over (previous-level node, token)
     picks: list[int]  # the W drafts, flat indices into q
 
 
@@ -118,23 +125,21 @@ def draft_forest(
             ),
             logq.device,
         )
-        q = joint_distribution(
-            beam_scores[:, None] + logq, ctx.temperature, params.top_k, params.top_p
-        )
-        drawn = draws.sample(q, params.width)
-        # The draws and their log joint probabilities reach the host in one read (float64
-        # holds both exactly).
-        flat, kept = torch.stack([drawn.double(), q[drawn].log()]).tolist()
-        picks = [int(x) for x in flat]
+        drawn = draw_level(
+            draws, beam_scores[:, None] + logq, ctx.temperature, params.top_k, params.top_p,
+            params.width,
+        )  # fmt: skip
+        require_finite_joint(drawn.log_joint, "dsbd draft", draft)
+        picks = drawn.picks
         vocab = logq.shape[-1]
         nodes = []
-        for x, score in zip(picks, kept, strict=True):
+        for x, score in zip(picks, drawn.log_joint, strict=True):
             row, token = divmod(x, vocab)
             up = previous[row]
             seq = up.tokens + [token]
             scan = pool.scan(up.scan, seq)
             nodes.append(DraftNode(row, token, seq, score, pool.stop.finished(scan), up, scan=scan))
-        levels.append(DraftLevel(nodes, q, picks))
+        levels.append(DraftLevel(nodes, drawn.joint, picks))
         if level == depth or all(n.finished for n in nodes):
             break
         tokens = [n.token for n in nodes]

@@ -20,6 +20,7 @@ from specrepro.engine.beams import (
     dynamic_width,
     fill_level,
     level_tables,
+    require_finite_joint,
     sample_joint,
 )
 from specrepro.engine.forest_draft import DraftLevel, ForestParams, LiveBeam
@@ -36,6 +37,9 @@ class RoundOutcome:
     widths: list[int]  # the width chosen at each verified level
     complete: int  # levels whose every slot was filled by an accepted draft
     new_levels: int  # levels that produced beams (tokens advanced this round)
+    # Beams held at each new position, finished ones included: a full level's width, then
+    # the beams the round ends with (W or n refilled, 1 memory-efficient, or the bonus level's).
+    carried: list[int]
 
 
 def level_log_probs(logits: torch.Tensor, rows: range) -> torch.Tensor:
@@ -100,6 +104,7 @@ def verify_round(
         ).tolist()
         if spilled[0]:
             return None
+        require_finite_joint(scores, "dsbd verification", ctx.target)
         return beams_of([int(x) for x in picks], scores, token_logps)
 
     def finish(made: list[tuple[Beam, int]]) -> list[tuple[Beam, int]]:
@@ -118,6 +123,7 @@ def verify_round(
         if tables.spilled:  # ties past the candidates: the level again on the dense joint
             p, flat_logp = joint(valid, rows_of_previous, dense=True)
             tables = level_tables(p, level.q, drafts, draws, extra=flat_logp[None])
+        require_finite_joint(tables.alphas, "dsbd verification", ctx.target, ctx.draft)
         width = dynamic_width(
             count_law(tables.alphas, len(drafts)), params.w_thres, params.min_width
         )
@@ -138,9 +144,12 @@ def verify_round(
             pending = read(outcome.pending, p, flat_logp)
             assert pending is not None  # p passed its level's read
             made += pending
-            if params.memory_efficient:
-                made = [made[outcome.residual]]
-            return RoundOutcome(finish(made), widths, count, count + 1)
+            if params.memory_efficient:  # one beam goes on; finished ones are still pooled
+                kept = made[outcome.residual]
+                finish([m for i, m in enumerate(made) if i != outcome.residual])
+                made = [kept]
+            carried = widths[:count] + [len(made)]
+            return RoundOutcome(finish(made), widths, count, count + 1, carried)
         accepted = {j: beam for j, (beam, _) in zip(outcome.accepted, made, strict=True)}
         valid = {j: beam for j, beam in accepted.items() if not pool.done(beam)}
         for j, beam in accepted.items():
@@ -148,11 +157,12 @@ def verify_round(
                 pool.add(beam)
         rows_of_previous = range(rows_of_previous.stop, rows_of_previous.stop + len(level.nodes))
         if not valid:
-            return RoundOutcome([], widths, count + 1, count + 1)
+            return RoundOutcome([], widths, count + 1, count + 1, list(widths))
     p, flat_logp = joint(valid, rows_of_previous)
     bonus = read(sample_joint(draws, p, width_at_end), p, flat_logp)
     if bonus is None:
         p, flat_logp = joint(valid, rows_of_previous, dense=True)
         bonus = read(sample_joint(draws, p, width_at_end), p, flat_logp)
     assert bonus is not None
-    return RoundOutcome(finish(bonus), widths, len(levels), len(levels) + 1)
+    carried = widths + [len(bonus)]
+    return RoundOutcome(finish(bonus), widths, len(levels), len(levels) + 1, carried)

@@ -51,6 +51,11 @@ def _widths(group: pd.DataFrame) -> list[list[int]]:
     return [levels for cell in cells for levels in json.loads(cell)]
 
 
+def _carried(group: pd.DataFrame) -> list[int]:
+    cells = group["beams_carried"].fillna("[]") if "beams_carried" in group else []
+    return [n for cell in cells for n in json.loads(cell)]
+
+
 def beam_reference(rows: pd.DataFrame, width: int | None) -> str | None:
     """The beam-sampling entry to compare with: the one of equal width, else the first."""
     beams = rows[rows["algorithm"] == "beam"]
@@ -91,6 +96,7 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
         params = _params(group)
         stats = group_stats(group)
         widths = [w for levels in _widths(group) for w in levels]
+        carried = _carried(group)
         scores = {column: _percent(stats[column]) for column, _ in QUALITY.get(dataset, ())}
         out.append(
             {
@@ -107,6 +113,9 @@ def method_summary(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
                 "n_exec_excluded": stats["n_exec_excluded"],
                 "target_loglik": stats["target_loglik"],
                 "mean_width": float(np.mean(widths)) if widths else params.get("width"),
+                # The width chosen per level is not what a beam search keeps: a level that
+                # ends a round holds the refill (W, n or 1) or the bonus level's W beams.
+                "beams_carried": float(np.mean(carried)) if carried else None,
                 "kv_peak_mib": stats["kv_peak_mib"],
                 "peak_device_mib": stats["peak_device_mib"],
                 "forwards_per_token": _forwards_per_token(group),
@@ -130,6 +139,7 @@ def _header(dataset: str) -> list[str]:
     return [
         "method", "W", TOKS_TOTALS, "speedup vs beam, totals [95% CI]", ENERGY_COLUMN,
         "energy ratio vs beam", *scores, "target log-lik/token", "mean width",
+        "beams carried / position",
         "KV peak (MiB)", "peak device MiB", "target forwards / token", "rule",
         "new tokens / question", "n",
     ]  # fmt: skip
@@ -142,7 +152,8 @@ def _cells(r: Any, reference: str, speed: str, energy: str, dataset: str) -> lis
         f"{r.method}" + (f" (vs {reference})" if r.method != reference else ""),
         _num(r.width, "{:.0f}"), f"{r.tokens_per_s:.2f}", speed,
         _num(r.j_per_token, "{:.3f}"), energy, *scores, _num(r.target_loglik, "{:.2f}"),
-        _num(r.mean_width, "{:.2f}"), _num(r.kv_peak_mib, "{:.1f}"),
+        _num(r.mean_width, "{:.2f}"), _num(r.beams_carried, "{:.2f}"),
+        _num(r.kv_peak_mib, "{:.1f}"),
         _num(r.peak_device_mib, "{:.1f}"), _num(r.forwards_per_token, "{:.2f}"),
         r.rule, _num(r.new_tokens, "{:.1f}"), str(r.questions),
     ]  # fmt: skip
@@ -162,7 +173,10 @@ def _notes(pair: str, dataset: str) -> list[str]:
         "(else the first beam entry) on the questions both ran, 95% bootstrap interval over "
         f"questions. Energy ratio: beam's {ENERGY_COLUMN} over the method's on the questions "
         f"both ran (how many times less GPU board energy). {quality} Mean width: the width "
-        "DSBD chose per verified level (W for beam).",
+        "DSBD chose per verified level (W for beam); beams carried / position: the beams held "
+        "at each new token position, finished ones included (a level that ends a round holds "
+        "its refill, W with the reference's rule, and a round that passes every level holds "
+        "the bonus level's W), so DSBD's search is wider than its mean width says.",
         MEMORY_NOTE,
         ENERGY_NOTE,
         LOGLIK_NOTE,
@@ -296,6 +310,7 @@ def threshold_points(tidy: pd.DataFrame, pair: str) -> pd.DataFrame:
                     "f1": f1.get(r.method, float("nan")),
                     "beam_f1": f1.get(reference, float("nan")),
                     "mean_width": r.mean_width,
+                    "beams_carried": r.beams_carried,
                 }
             )
     return pd.DataFrame(points)

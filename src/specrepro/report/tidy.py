@@ -79,6 +79,9 @@ def _rows(path: Path) -> list[dict]:
                     "level_widths": json.dumps(
                         ((t.get("extra") or {}).get("rounds") or {}).get("widths", [])
                     ),
+                    # Beam methods: the beams held at each new position, finished included
+                    # (DSBD's rounds, flattened; beam's steps).
+                    "beams_carried": json.dumps(beams_carried(t.get("extra") or {})),
                     "kv_bytes_peak": t["kv_bytes_peak"],
                     "peak_gpu_memory_bytes": t.get("peak_gpu_memory_bytes"),
                     "target_loglik": t["target_loglik"],
@@ -174,3 +177,10 @@ def coverage_notes(datasets: list[str], data_dir: Path) -> dict[str, str]:
             f"questions on the pinned databases the data mirror holds; left out: {skipped}."
         )
     return notes
+
+
+def beams_carried(extra: dict) -> list[int]:
+    rounds = extra.get("rounds") or {}
+    if "carried" in rounds:
+        return [n for per_round in rounds["carried"] for n in per_round]
+    return list(extra.get("widths", []))
