@@ -63,3 +63,6 @@ def test_h_probe_reports_the_median_h_at_every_level() -> None:
     assert all(b <= a + 1e-6 for a, b in zip(values, values[1:], strict=False))
     assert report["h-probe"]["match_vanilla"] == 1.0  # the probe is still exact at T=0
     assert report["vanilla"]["h_median_by_level"] is None
+    # Acceptance by depth, consistent with tau: the shares reached sum to tau - 1.
+    depth = report["h-probe"]["depth"]
+    assert sum(depth["reached"]) == pytest.approx(report["h-probe"]["tau"] - 1)

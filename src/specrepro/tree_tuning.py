@@ -69,6 +69,7 @@ def interleaved_stats(
             "checks": [],
             "split": [0.0, 0.0, 0.0],
             "out": [],
+            "accept_lengths": [],
         }  # fmt: skip
         for name in decoders
     }
@@ -81,6 +82,7 @@ def interleaved_stats(
             entry["forwards"] += result.verify_forwards
             entry["levels"] += result.extra.get("rounds", {}).get("levels", [])
             entry["checks"] += result.extra.get("rounds", {}).get("checks", [])
+            entry["accept_lengths"] += result.accept_lengths
             split = timer.split()
             for i, key in enumerate(("draft", "verify", "other")):
                 entry["split"][i] += split[key]

@@ -91,6 +91,27 @@ rule ddd_table:
         "--skip {params.skip} --out {output} > {log} 2>&1"
 
 
+rule acceptance_table:
+    input:
+        tidy=PLAN.pair_tidy,
+        head_log=PLAN.pair_head_log,
+    output:
+        report(
+            FIGURES("tables/acceptance_{pair}.md"),
+            category="Tables",
+            caption="../report/acceptance.rst",
+        ),
+    log:
+        LOGS("analysis/acceptance_{pair}.log"),
+    conda:
+        "../envs/specrepro.yaml"
+    params:
+        head=lambda w, input: f"--head-log {input.head_log}" if input.head_log else "",
+    shell:
+        "specrepro acceptance-table --tidy {input.tidy} --pair {wildcards.pair} {params.head} "
+        "--out {output} > {log} 2>&1"
+
+
 rule ddd_sweep:
     input:
         PLAN.pair_tidy,

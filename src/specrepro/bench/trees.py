@@ -11,17 +11,20 @@ Reading it: `speedup` is a method's tokens/s over vanilla's (ratio of totals); v
 speedup shows how much the machine drifted during the run, so a speedup is only meaningful
 beyond that distance from 1. `tau` is tokens per target forward, `levels` the mean levels
 drafted per round, draft/verify/other the shares of wall time, and `match` the share of
-prompts on which a method produced vanilla's exact tokens.
+prompts on which a method produced vanilla's exact tokens. Per method, acceptance by depth:
+at depth d given d - 1, and the share of rounds that reached d (report/acceptance.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import asdict
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice, resolve_method
 from specrepro.decoder import LoadedPair
+from specrepro.report.acceptance import MAX_DEPTH, depth_rates, verification_rounds
 from specrepro.tree_tuning import h_medians, h_probe, interleaved_stats
 
 
@@ -64,8 +67,23 @@ def tree_ratios(
             },
             "match_vanilla": sum(a == b for a, b in zip(entry["out"], base["out"], strict=True))
             / len(encoded),
-        }
+            # Acceptance by depth (report/acceptance.py): given the depth before, and reached.
+            "depth": asdict(depth_rates(
+                verification_rounds(entry["accept_lengths"], entry["forwards"]),
+                chain_depths(methods[name], entry), MAX_DEPTH,
+            )) if entry["accept_lengths"] else None,
+        }  # fmt: skip
     return out
+
+
+def chain_depths(choice: MethodChoice, entry: dict) -> list[int]:
+    """Levels drafted per round: as recorded, else the method's depth (eagle's static tree: its
+    deepest level is not recorded; MAX_DEPTH stands for it)."""
+    rounds = min(len(entry["accept_lengths"]), entry["forwards"])
+    if len(entry["levels"]) >= rounds:
+        return list(entry["levels"][len(entry["levels"]) - rounds :])
+    depth = getattr(choice.params, "depth", None) or getattr(choice.params, "gamma", MAX_DEPTH)
+    return [int(depth)] * rounds
 
 
 def print_trees(report: dict, args: argparse.Namespace) -> None:
@@ -78,6 +96,14 @@ def print_trees(report: dict, args: argparse.Namespace) -> None:
                 f"{r['speedup']:.3f}  tau {r['tau']:.2f}  levels {levels}  draft/verify/other "
                 f"{split}  match {r['match_vanilla']:.2f}"
             )
+            if r["depth"] and name not in ("vanilla", "vanilla-aa"):
+                given = " ".join(
+                    "-" if g is None else f"{g:.2f}" for g in r["depth"]["given_previous"]
+                )
+                reached = " ".join(f"{v:.2f}" for v in r["depth"]["reached"])
+                print(
+                    f"[{dtype}] {name:12s} accepted at depth d | d-1: {given}; reached: {reached}"
+                )
             if name == "h-probe" and r["h_median_by_level"]:
                 medians = ", ".join(f"{lv}: {h:.2f}" for lv, h in r["h_median_by_level"].items())
                 print(f"[{dtype}] median H by level ({report['split']} questions): {medians}")

@@ -32,6 +32,7 @@ HELP_ORDER = (
     "train-head",
     "claims",
     "ddd-table",
+    "acceptance-table",
     "ddd-sweep",
     "dsbd-report",
     "tune-trees",

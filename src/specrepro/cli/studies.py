@@ -1,4 +1,5 @@
-"""The per-pair study reports: ddd-table, ddd-sweep, dsbd-report and draft-design-report."""
+"""The per-pair study reports: ddd-table, acceptance-table, ddd-sweep, dsbd-report and
+draft-design-report."""
 
 from __future__ import annotations
 
@@ -17,6 +18,36 @@ def ddd_table_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", default="vanilla")
     p.add_argument("--skip", nargs="*", default=[], help="methods to leave out (sweep points)")
     p.add_argument("--out", required=True)
+
+
+def acceptance_table_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "acceptance-table", help="acceptance by depth for sps and the tree methods (Markdown)"
+    )
+    p.add_argument("--tidy", required=True)
+    p.add_argument("--pair", required=True)
+    p.add_argument("--head-log", help="the head's training log (its agreement k tokens ahead)")
+    p.add_argument("--out", required=True)
+
+
+def cmd_acceptance_table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from specrepro.report.acceptance import acceptance_by_depth, acceptance_markdown
+
+    ahead = None
+    if args.head_log:
+        log = json.loads(Path(args.head_log).read_text())["log"]
+        ahead = next(
+            (e["holdout_top1_ahead"] for e in reversed(log) if "holdout_top1_ahead" in e), None
+        )
+    text = acceptance_markdown(
+        acceptance_by_depth(pd.read_csv(args.tidy), args.pair), args.pair, ahead
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
 
 
 def ddd_sweep_parser(sub: argparse._SubParsersAction) -> None:
@@ -217,6 +248,7 @@ def cmd_draft_design_report(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "ddd-table": Subcommand(ddd_table_parser, cmd_ddd_table),
+    "acceptance-table": Subcommand(acceptance_table_parser, cmd_acceptance_table),
     "ddd-sweep": Subcommand(ddd_sweep_parser, cmd_ddd_sweep),
     "dsbd-report": Subcommand(dsbd_report_parser, cmd_dsbd_report),
     "draft-design-report": Subcommand(draft_design_report_parser, cmd_draft_design_report),

@@ -1,4 +1,4 @@
-"""Training an EAGLE head on the target's own generations (self-distillation, SPEC 4.3).
+"""Training an EAGLE head on the target's own generations (self-distillation; docs/methods.md).
 
 The head reads (embed(x_{t+1}), f_t + noise) and is trained to predict the target's next
 feature f_{t+1}: SmoothL1 on the feature (weight 1.0) plus cross-entropy through the frozen
@@ -22,8 +22,13 @@ from tqdm import tqdm
 
 from specrepro.models.artifact import publish_model_dir
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
+from specrepro.models.head_unroll import unrolled_features
 from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.models.teacher import Sample
+
+# Held-out agreement is reported k = 1..AHEAD tokens ahead at the end of training (the CPU
+# trees draft 5-7 levels deep).
+AHEAD = 6
 
 
 @dataclass
@@ -33,7 +38,12 @@ class HeadTrainConfig:
     lr: float = 1e-3
     feature_weight: float = 1.0
     token_weight: float = 0.1
-    noise: float = 0.2  # input features get uniform noise in [-noise/2, noise/2]
+    # The target's input features get uniform noise in [-noise/2, noise/2] (EAGLE's recipe:
+    # the head learns to continue from features that are not exactly the target's).
+    noise: float = 0.2
+    # Steps unrolled on the head's own predicted features, the loss at every one (EAGLE-3's
+    # training-time test; 1: teacher-forced features only).
+    unroll_steps: int = 1
     holdout_fraction: float = 0.1
     seed: int = 0
     # Training cost on CPU grows with every position: prompt tokens kept before each training
@@ -96,29 +106,44 @@ def trimmed(sample: Sample, context_tokens: int | None) -> Sample:
     )
 
 
-def _losses(head: EagleHead, batch: _Batch, noise: float) -> dict[str, torch.Tensor]:
-    inputs = batch.features[:, :-1]
-    if noise > 0:
-        inputs = inputs + (torch.rand_like(inputs) - 0.5) * noise
-    positions = torch.arange(inputs.shape[1], device=inputs.device).expand(inputs.shape[0], -1)
-    out = head(batch.ids[:, 1:], inputs, positions, cache=None, logits_to_keep=0)
-    predicted = out.hidden_states[-1].float()
+def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dict:
+    """Feature and token losses averaged over `steps` unrolled steps (models/head_unroll.py:
+    step j drafts from the head's own features of the j steps before), with top-1 / top-3
+    agreement at step 0 and the top-1 agreement at every step (`top1_ahead`, k = j + 1)."""
+    predicted = unrolled_features(head, batch.ids, batch.features, steps, noise)
     wanted = batch.features[:, 1:]
-    feature_loss = F.smooth_l1_loss(predicted[batch.valid], wanted[batch.valid])
-    # The lm_head is most of the cost: project only the positions with a token loss, and only
-    # the head's prediction (the target's distribution is the corpus's stored top-k).
-    pred_logits = head.lm_head(predicted[batch.response].to(head.dtype)).float()
-    logq = torch.log_softmax(pred_logits, dim=-1).gather(-1, batch.top_ids)
-    target_p = torch.softmax(batch.top_logp, dim=-1)
-    token_loss = -(target_p * logq).sum(-1).mean()
-    target_top1 = batch.top_ids[:, 0]  # the target's argmax, as speculation accepts it
-    top3 = pred_logits.topk(3, dim=-1).indices
+    feature_losses, token_losses, ahead, counts = [], [], [], []
+    for step, features in enumerate(predicted):
+        # Step j at t is the chain anchored at t - j: no chain before position j.
+        reach = batch.valid.clone()
+        reach[:, :step] = False
+        scored = batch.response.clone()
+        scored[:, :step] = False
+        rows = scored[batch.response]  # the corpus's top-k rows of those positions
+        feature_losses.append(F.smooth_l1_loss(features[reach], wanted[reach]))
+        # The lm_head is most of the cost: project only the positions with a token loss, and
+        # only the head's prediction (the target's distribution is the corpus's stored top-k).
+        pred_logits = head.lm_head(features[scored].to(head.dtype)).float()
+        top_ids = batch.top_ids[rows]
+        logq = torch.log_softmax(pred_logits, dim=-1).gather(-1, top_ids)
+        target_p = torch.softmax(batch.top_logp[rows], dim=-1)
+        token_losses.append(-(target_p * logq).sum(-1).mean())
+        target_top1 = top_ids[:, 0]  # the target's argmax, as speculation accepts it
+        top3 = pred_logits.topk(3, dim=-1).indices
+        if step == 0:
+            first = {
+                "top1": (top3[:, 0] == target_top1).float().mean(),
+                "top3": (top3 == target_top1[:, None]).any(-1).float().mean(),
+                "n": torch.tensor(float(target_top1.numel())),
+            }
+        ahead.append((top3[:, 0] == target_top1).float().mean())
+        counts.append(float(target_top1.numel()))
     return {
-        "feature_loss": feature_loss,
-        "token_loss": token_loss,
-        "top1": (top3[:, 0] == target_top1).float().mean(),
-        "top3": (top3 == target_top1[:, None]).any(-1).float().mean(),
-        "n": torch.tensor(float(target_top1.numel())),
+        "feature_loss": torch.stack(feature_losses).mean(),
+        "token_loss": torch.stack(token_losses).mean(),
+        **first,
+        "top1_ahead": ahead,
+        "n_ahead": counts,
     }
 
 
@@ -144,7 +169,7 @@ def train_head(
     bar = tqdm(range(cfg.steps), desc=f"training {desc}")
     for step in bar:
         batch = _batch([train[rng.randrange(len(train))] for _ in range(cfg.batch_size)], device)
-        losses = _losses(head, batch, cfg.noise)
+        losses = _losses(head, batch, cfg.noise, cfg.unroll_steps)
         loss = cfg.feature_weight * losses["feature_loss"] + cfg.token_weight * losses["token_loss"]
         optimizer_step(opt, params, loss, lr_at(step))
         bar.set_postfix(feat=f"{losses['feature_loss'].item():.3f}", top1=f"{losses['top1']:.2f}")
@@ -157,7 +182,8 @@ def train_head(
         }
         if holdout and ((step + 1) % max(1, cfg.steps // 5) == 0 or step + 1 == cfg.steps):
             head.eval()
-            entry.update(evaluate_head(head, holdout))
+            # The last checkpoint also measures agreement k tokens ahead, k = 1..AHEAD.
+            entry.update(evaluate_head(head, holdout, AHEAD if step + 1 == cfg.steps else 1))
             head.train()
         log.append(entry)
     head.eval()
@@ -167,19 +193,29 @@ def train_head(
 
 
 @torch.no_grad()
-def evaluate_head(head: EagleHead, samples: list[Sample]) -> dict:
+def evaluate_head(head: EagleHead, samples: list[Sample], ahead: int = 1) -> dict:
     """Held-out feature loss, token loss and top-1 / top-3 agreement with the target's next
-    token (without input noise, as the head runs when drafting its first level)."""
+    token (without input noise, as the head runs when drafting its first level); with
+    ahead > 1 also `holdout_top1_ahead`: the top-1 agreement k = 1..ahead tokens ahead, the
+    head drafting from its own features (models/head_unroll.py), the losses then averaged over
+    those steps."""
     device = head.fc.weight.device
     totals: dict[str, float] = {"feature_loss": 0.0, "token_loss": 0.0, "top1": 0.0, "top3": 0.0}
     count = 0.0
+    hits, seen = [0.0] * ahead, [0.0] * ahead
     for i in range(0, len(samples), 8):
-        losses = _losses(head, _batch(samples[i : i + 8], device), noise=0.0)
+        losses = _losses(head, _batch(samples[i : i + 8], device), noise=0.0, steps=ahead)
         n = float(losses["n"])
         for key in totals:
             totals[key] += float(losses[key]) * n
         count += n
-    return {f"holdout_{k}": v / max(count, 1.0) for k, v in totals.items()}
+        for k, (rate, m) in enumerate(zip(losses["top1_ahead"], losses["n_ahead"], strict=True)):
+            hits[k] += float(rate) * m
+            seen[k] += m
+    out = {f"holdout_{k}": v / max(count, 1.0) for k, v in totals.items()}
+    if ahead > 1:
+        out["holdout_top1_ahead"] = [h / max(m, 1.0) for h, m in zip(hits, seen, strict=True)]
+    return out
 
 
 def train_and_save(

@@ -296,6 +296,20 @@ class Plan(StudyFiles):
         algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
         return "beam" in algorithms
 
+    def chain_runs(self) -> bool:
+        """The acceptance-by-depth tables are made when sps or a tree method runs."""
+        algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
+        return bool(algorithms & ((DRAFT_ALGORITHMS | HEAD_ALGORITHMS) - {"dsbd"}))
+
+    def pair_head_log(self, w) -> list[str]:
+        """The training log of the pair's head when the DAG builds it (its agreement k tokens
+        ahead); none for a published or absent head."""
+        head = self.config["pairs"][w.pair].get("head")
+        entry = self.config["models"]["registry"].get(head) if head else None
+        if not entry or entry["source"] != "built":
+            return []
+        return [f"{entry['path']}/training_log.json"]
+
     def dsbd_outputs(self, pair: str) -> tuple[list[str], list[str]]:
         tables = [self.in_figures(f"tables/dsbd_{pair}_{d}.md") for d in self.dsbd_datasets]
         return tables, [f for kind in DSBD_FIGURES for f in self.figure_pair(f"dsbd_{kind}_{pair}")]
@@ -327,6 +341,8 @@ class Plan(StudyFiles):
         outputs += [f for p in self.sweep_pairs for f in self.figure_pair(f"ddd_sweep_{p}")]
         if self.dsbd_runs():
             outputs += [f for p in pairs for files in self.dsbd_outputs(p) for f in files]
+        if self.chain_runs():
+            outputs += [self.in_figures(f"tables/acceptance_{p}.md") for p in pairs]
         if self.study:
             pair = self.study.pair
             outputs += [self.in_figures(f"tables/draft_design_{pair}.md")]
