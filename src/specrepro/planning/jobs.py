@@ -55,6 +55,10 @@ def plan_jobs(plan: Plan) -> list[Job]:
         jobs.append(Job("ddd_sweep", (plan.in_figures(f"tables/ddd_sweep_{p}.md"), *figures)))
     if plan.dsbd_runs():
         jobs += [Job("dsbd_report", tuple(sum(plan.dsbd_outputs(p), []))) for p in pairs]
+    if plan.chain_runs():
+        jobs += [
+            Job("acceptance_table", (plan.in_figures(f"tables/acceptance_{p}.md"),)) for p in pairs
+        ]
     if plan.study:
         pair = plan.study.pair
         jobs += [Job("draft_quality", (f,)) for f in plan.quality_files()]
