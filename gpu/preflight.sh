@@ -1,8 +1,9 @@
 #!/bin/sh
-# The GPU preflight on a node without a package index (README: "On a GPU node without a package
-# index"). Needs only the node's python3 with its own torch (>= 2.11) and the folder gpu/wheels/
-# that `make gpu-wheels` built on a machine with the index. Installs that folder into a venv beside
-# the node's packages, prints what it runs on, then runs `python -m specrepro.bench gpu-check`:
+# The GPU preflight on a node without a package index (README, "On a GPU node without a package
+# index"; docs/cluster.md). Needs only the node's python3 with its own torch (>= 2.11) and the
+# folder gpu/wheels/ that `make gpu-wheels` built on a machine with the index. Installs that
+# folder into a venv beside the node's packages, prints what it runs on, then runs
+# `python -m specrepro.bench gpu-check`:
 #   PYTHON=/opt/torch/.venv/bin/python3 bash gpu/preflight.sh [--model PATH]
 set -eu
 cd "$(dirname "$0")/.."

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_joint(scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """Beam sampling's step distribution written out with numpy loops (SPEC 4.6)."""
+    """Beam sampling's step distribution written out with numpy loops (docs/methods.md#beam)."""
     flat = scores.ravel() / temperature
     order = sorted(range(flat.size), key=lambda i: -flat[i])
     keep = set(order[:top_k] if top_k else order)

@@ -1,7 +1,8 @@
 """DSBD's exact law below W, enumerated independently and compared with the implementation.
 
-The law enumerated here (DsbdLaw; from SPEC 4.6 / 4.7 and decoding/dsbd.py's docstring, no
-engine code). A round starts from the live beams, each with its score: the log of the target
+The law enumerated here (DsbdLaw; from docs/methods.md#dsbds-law-below-w and decoding/dsbd.py's
+docstring, no engine code).
+A round starts from the live beams, each with its score: the log of the target
 joint probability it was kept with (the root: 0). Let g = min(gamma, max_new - length).
 Drafting: level 1 holds W i.i.d. draws from the draft's joint q_1 over (live beam, token),
 softmax((score + log q(token | beam)) / T) with top-k / top-p on the joint (ties kept); level
@@ -69,13 +70,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------
-# The law, written out from SPEC 4.6 / 4.7 and the docstrings of decoding/dsbd.py (no engine code)
+# The law, written out from docs/methods.md and the docstrings of decoding/dsbd.py (no engine code)
 # ---------------------------------------------------------------------------------------------
 
 
 def warped_joint(scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """Beam sampling's step distribution (SPEC 4.6): softmax(scores / T) over every (row, token)
-    candidate, top-k then top-p on that joint, ties with the last kept candidate kept."""
+    """Beam sampling's step distribution (docs/methods.md#beam): softmax(scores / T) over every
+    (row, token) candidate, top-k then top-p on that joint, ties with the last kept candidate
+    kept."""
     flat = scores.ravel() / temperature
     keep = np.isfinite(flat)
     if 0 < top_k < flat.size:
@@ -354,7 +356,7 @@ class DsbdLaw:
     def output_law(self, policy: Policy | None = None) -> dict[tuple, float]:
         """P(output tokens, round-end beam counts, widths per round) over whole generations:
         rounds until no beam is live; the output is the pooled beam with the best score over
-        length (SPEC 4.7, the reference's rule)."""
+        length (docs/methods.md#dsbd, the reference's rule)."""
         memo: dict = {}
 
         def solve(live: tuple[Beam, ...], best: Beam | None) -> dict:

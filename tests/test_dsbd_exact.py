@@ -148,8 +148,8 @@ def ancestral_law(target, temperature, top_k, top_p, max_new, eos=()) -> dict[tu
 
 
 def numpy_joint(scores: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """Beam sampling's step distribution in numpy (SPEC 4.6). Candidates tied with the last
-    one kept stay (duplicate beams give exact ties; the engine keeps them all)."""
+    """Beam sampling's step distribution in numpy (docs/methods.md#beam). Candidates tied with the
+    last one kept stay (duplicate beams give exact ties; the engine keeps them all)."""
     flat = scores.ravel() / temperature
     keep = np.isfinite(flat)
     if 0 < top_k < flat.size:

@@ -26,7 +26,7 @@ QUESTIONS = (("q1", 11, 1.0), ("q2", 301, 10.0))
 
 def row(method: str, algorithm: str, qid: str, tokens: int, seconds: float, **extra) -> dict:
     """One turn: the prefill forward yields 1 token, then verification forwards of `tau`
-    tokens each (the prefill left out of tau, as SPEC 6 counts it)."""
+    tokens each (the prefill left out of tau, as docs/measurement.md counts it)."""
     tau = extra.pop("tau", 1.0)
     verified = tokens - 1
     forwards = round(verified / tau)

@@ -45,7 +45,7 @@ def _row(dataset: str, method: str, question: int, turn: int, seed: int = 0) -> 
     # The prefill forward yields 1 token; the rest are multiples of 5 so SPS forwards are whole.
     tokens = 51 + 10 * question + 10 * turn
     base_time = 0.5 + 0.1 * question + 0.05 * turn
-    verified = tokens - 1  # tau leaves the prefill forward and its token out (SPEC 6)
+    verified = tokens - 1  # tau leaves the prefill forward and its token out (docs/measurement.md)
     forwards = int(verified / SPS_TAU) if speculative else verified
     # sps commits 2 or 3 tokens per verification forward, mean exactly 2.5; vanilla always 1.
     lengths = [1] + ([2, 3] * (forwards // 2) if speculative else [1] * verified)

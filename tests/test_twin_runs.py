@@ -1,4 +1,5 @@
-"""Every paper config runs end to end over its toy twins (README "Smoke-testing a config"):
+"""Every paper config runs end to end over its toy twins (docs/cluster.md, "Smoke-testing a
+config"):
 `specrepro twins` writes tiny models of the paper's architectures under the paper's hub ids, and
 the paper config with the twins' overlay runs every rule, every method and every report at the
 paper's dtype (float16 on the CPU), a question and a few tokens each."""

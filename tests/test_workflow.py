@@ -482,16 +482,22 @@ def test_a_forced_rerun_of_fetch_data_over_present_data_succeeds(
     assert json.loads(record.read_text())["files"]
 
 
+# The README and the pages of docs/: the commands they show are checked alike.
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def documented_commands() -> list[tuple[str, str]]:
-    """Every Snakemake command the README (in its bash blocks) and the configs' headers (comment
-    lines that start with `snakemake`) tell a user to run, as (where, command)."""
+    """Every Snakemake command the README and the docs/ pages (in their bash blocks) and the
+    configs' headers (comment lines that start with `snakemake`) tell a user to run, as (where,
+    command)."""
     commands = []
-    readme = (REPO / "README.md").read_text()
-    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
-            if re.match(r"(\.venv/bin/)?snakemake ", line):
-                commands.append(("README.md", line))
+    for document in DOCUMENTS:
+        where = document.relative_to(REPO).as_posix()
+        for block in re.findall(r"```bash\n(.*?)```", document.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if re.match(r"(\.venv/bin/)?snakemake ", line):
+                    commands.append((where, line))
     for config in sorted((REPO / "config").glob("*.yaml")):
         for line in config.read_text().splitlines():
             match = re.match(r"#\s+(snakemake .*)$", line)
@@ -500,19 +506,32 @@ def documented_commands() -> list[tuple[str, str]]:
     return commands
 
 
+def distinct_commands() -> dict[str, str]:
+    """Each documented command once, as Snakemake reads it (`.venv/bin/` dropped), with the
+    first place that shows it: several pages may show the same command, planned once."""
+    distinct: dict[str, str] = {}
+    for where, command in documented_commands():
+        distinct.setdefault(re.sub(r"^\.venv/bin/", "", command), where)
+    return distinct
+
+
 def test_the_documentation_names_its_commands() -> None:
     places = {where for where, _ in documented_commands()}
     assert {"README.md", *(c.name for c in PAPER_CONFIGS)} <= places
-    # and every `make` target the README shows exists
+    assert any(where.startswith("docs/") for where in places), places
+    # and every `make` target the README and the docs/ pages show exists
     makefile = (REPO / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
-    shown = re.findall(r"`make ([a-z-]+)", (REPO / "README.md").read_text())
-    shown += re.findall(r"^make ([a-z-]+)", (REPO / "README.md").read_text(), re.M)
+    shown = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        shown += re.findall(r"`make ([a-z-]+)", text)
+        shown += re.findall(r"^make ([a-z-]+)", text, re.M)
     assert shown and set(shown) <= targets, set(shown) - targets
 
 
 @pytest.mark.parametrize(
-    "command", [c for _, c in documented_commands()], ids=[w for w, _ in documented_commands()]
+    "command", list(distinct_commands()), ids=list(distinct_commands().values())
 )
 def test_every_documented_command_plans_its_jobs(workdir: Path, command: str) -> None:
     import shlex

@@ -93,7 +93,7 @@ SPIDER_SCHEMAS: dict[str, dict[str, Any]] = {
         "foreign_keys": [],
         "rows": {"pets": [(1, "cat", 4.5), (2, "dog", 12.0), (3, "dog", 9.1)]},
     },
-    # In dev.json and the official archive, not in the mirror (PROVENANCE.md).
+    # In dev.json and the official archive, not in the mirror (docs/data.md).
     "wta_1": {
         "tables": {
             "players": [("player_id", "number"), ("first_name", "text"), ("country_code", "text")]

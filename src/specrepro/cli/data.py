@@ -63,7 +63,7 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     data = config["data"]
     mirror = args.mirror or data.get("mirror")
     # A configured mirror folder that does not exist is passed on, so that a failed download
-    # says which folder was expected (the default config downloads when ../shared/data is absent).
+    # says which folder was expected (the default config downloads when its mirror is absent).
     mirror_path = Path(mirror) if mirror else None
     out = fetch_dataset(args.dataset, Path(args.dest or data["dir"]), mirror_path, data.get("urls"))
     print(out)

@@ -1,6 +1,6 @@
 """Files, sha256 hashes and official download URLs of the benchmark datasets.
 
-Paths are relative to a data folder laid out like the mirror (`../shared/data`):
+Paths are relative to a data folder laid out like the mirror (docs/data.md):
 `<dataset>/<file>`. Only hashes live here; the data itself is never committed.
 """
 
@@ -24,7 +24,8 @@ SPIDER_ZIP_URL = (
 # network), and the publisher gives no hash. This is the sha256 that several independent public
 # records of the 205,800,266-byte download give; the same records give the mirror's dev.json
 # and tables.json hashes for the archive's copies, which are checked on their own anyway.
-# PROVENANCE.md has no hash for the archive: the mirror was not built from it.
+# The mirror's provenance (docs/data.md) has no hash for the archive: the mirror was not built
+# from it.
 SPIDER_ZIP_SHA256 = "00636695dabed6b5f4b8328a16b13e069a2f16591d5efcce57660669c85b121b"
 
 

@@ -40,7 +40,8 @@ class GenerationResult:
     accept_lengths: list[int] = field(default_factory=list)  # tokens committed per target forward
     extra: dict = field(default_factory=dict)  # method-specific per-round statistics
     # Target forwards that only read the prompt and chose one token (no draft to verify): the
-    # first of accept_lengths. Tau leaves them out, as EAGLE's evaluation does (SPEC 6).
+    # first of accept_lengths. Tau leaves them out, as EAGLE's evaluation does
+    # (docs/measurement.md).
     prefill_forwards: int = 0
     # Peak bytes of every model's live KV cache (each model at its own peak), set by the harness.
     kv_bytes_peak: int | None = None

@@ -1,4 +1,5 @@
-"""beam: beam sampling with the target alone, the baseline DSBD is measured against (SPEC 4.6).
+"""beam: beam sampling with the target alone, the baseline DSBD is measured against
+(docs/methods.md).
 
 The beams are rows of one batch: each step is one target forward over every live beam's newest
 token, and the cache rows are then reordered by the sampled parents (engine/beams.py has the

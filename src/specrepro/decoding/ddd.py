@@ -1,4 +1,5 @@
-"""ddd: Dynamic Depth Decoding, EAGLE-2 whose number of draft levels varies per round (SPEC 4.5).
+"""ddd: Dynamic Depth Decoding, EAGLE-2 whose number of draft levels varies per round
+(docs/methods.md).
 
 After the beam of a level in `check_levels` is known, H = logsumexp of the beam's cumulative
 log-probs (the log of its total probability mass) is read on the host; drafting stops when

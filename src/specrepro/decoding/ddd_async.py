@@ -1,4 +1,5 @@
-"""ddd_async: DDD's stopping rule without a host sync at the check levels (SPEC 4.5).
+"""ddd_async: DDD's stopping rule without a host sync at the check levels
+(docs/methods.md#ddd-async).
 
 At a check level the pair (H, H < x) is copied to pinned host memory without blocking and an
 event is recorded after the copy. Between levels the drafter polls the oldest pending event

@@ -1,4 +1,4 @@
-"""dsbd: Dynamic-Width Speculative Beam Decoding (Qin et al., AAAI 2025; SPEC 4.7).
+"""dsbd: Dynamic-Width Speculative Beam Decoding (Qin et al., AAAI 2025; docs/methods.md#dsbd).
 
 A round: the draft runs beam sampling for gamma levels from the live beams (W i.i.d. draws per
 level from its own joint q, its cache a trie so every drafted node stays addressable); the
@@ -45,9 +45,10 @@ is read to the host once (its acceptance tests against every residual in the cha
 law and its drafts' scores together), plus one read for the draws of a level's unfilled slots
 or the bonus level; each beam's stop-rule scan continues its parent's.
 
-Not copied from the reference code (SPEC 4.7): gamma is the configured one; the harness times
-wall clock; draws are exact multinomials (no p < 1e-3 to argmax); the seeded generator drives
-every draw; and the energy window holds generation only (the harness scores outside it).
+Not copied from the reference code (docs/methods.md#dsbd): gamma is the configured one; the
+harness times wall clock; draws are exact multinomials (no p < 1e-3 to argmax); the seeded
+generator drives every draw; and the energy window holds generation only (the harness scores
+outside it).
 """
 
 from __future__ import annotations

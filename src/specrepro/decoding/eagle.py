@@ -1,4 +1,4 @@
-"""eagle: EAGLE-1, a static draft tree grown by the feature-level head (SPEC 4.3)."""
+"""eagle: EAGLE-1, a static draft tree grown by the feature-level head (docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""eagle2: EAGLE-2, a dynamic draft tree from a beam over cumulative draft log-probs (SPEC 4.4).
+"""eagle2: EAGLE-2, a dynamic draft tree from a beam over cumulative draft log-probs
+(docs/methods.md).
 
 `depth` is the number of draft levels (the paper's "depth 6" is the reference code's depth=5).
 """

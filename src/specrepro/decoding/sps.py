@@ -1,4 +1,4 @@
-"""sps: speculative sampling with a draft model (Leviathan et al.; Chen et al.; SPEC 4.2).
+"""sps: speculative sampling with a draft model (Leviathan et al.; Chen et al.; docs/methods.md).
 
 Invariant between rounds: both caches hold every committed token except the newest, which is
 fed at the start of the next round.

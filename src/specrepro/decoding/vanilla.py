@@ -1,4 +1,4 @@
-"""vanilla: the autoregressive baseline, one target forward per new token (SPEC 4.1)."""
+"""vanilla: the autoregressive baseline, one target forward per new token (docs/methods.md)."""
 
 from __future__ import annotations
 

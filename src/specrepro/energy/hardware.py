@@ -1,4 +1,4 @@
-"""Environment facts recorded in every result file (SPEC section 6): hardware, versions, commit."""
+"""Environment facts recorded in every result file (docs/outputs.md): hardware, versions, commit."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """GPU energy measurement with NVML (the `nvidia-ml-py` package, module `pynvml`).
 
-Protocol (SPEC section 6): the energy of a timed window is the difference of the NVML total
-energy counter (Volta and newer); a background power sampler runs during every window as a trace
-and as the fallback when the counter is unsupported. All of it is the GPU board's energy, not the
-whole machine's. The sampler reads NVML's instantaneous power field where the driver has it:
+Protocol (docs/measurement.md#energy): the energy of a timed window is the difference of the NVML
+total energy counter (Volta and newer); a background power sampler runs during every window as a
+trace and as the fallback when the counter is unsupported. All of it is the GPU board's energy, not
+the whole machine's. The sampler reads NVML's instantaneous power field where the driver has it:
 nvmlDeviceGetPowerUsage is a 1 s average on Ampere and newer GPUs, which smooths traces and peaks.
 Net energy subtracts the active idle power (the GPU idle right after warm work, clocks still
-raised), not the deep idle of a GPU at rest. Without NVML every energy field is None with a
-reason -- never zero and never estimated. The caller synchronises CUDA around the window; this
-module must not import torch.
+raised), not the deep idle of a GPU at rest. Without NVML every energy field is None with a reason
+-- never zero and never estimated. The caller synchronises CUDA around the window; this module must
+not import torch.
 """
 
 from __future__ import annotations

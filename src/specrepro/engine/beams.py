@@ -1,4 +1,4 @@
-"""Beam sampling's pieces, shared by `beam` (SPEC 4.6) and `dsbd` (SPEC 4.7).
+"""Beam sampling's pieces, shared by `beam` and `dsbd` (docs/engine.md#beams).
 
 One step of beam sampling: the joint distribution over (beam, token) is
 softmax((score_b + log p(token | beam b)) / T) over all R x V candidates, with top-k and top-p

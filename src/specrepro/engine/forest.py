@@ -1,4 +1,4 @@
-"""Forests of draft nodes over cached beams: one forward scores every node (SPEC 4.7).
+"""Forests of draft nodes over cached beams: one forward scores every node (docs/engine.md).
 
 A forest is a flat list of nodes, each node's parent before it; a node with parent -1 starts a
 chain on top of a cached beam, its base. Two cache layouts hold the beams:

@@ -1,4 +1,5 @@
-"""Beam sampling's step distribution (SPEC 4.6): over all R x V candidates, or on its support.
+"""Beam sampling's step distribution (docs/methods.md): over all R x V candidates, or on its
+support.
 
 The joint over (beam, token) is softmax((score_b + log p(token | beam b)) / T) over all R x V
 candidates, with top-k and top-p applied to that joint (`joint_distribution`: a flat [R * V]

@@ -1,4 +1,4 @@
-"""Draft trees: masks, positions, paths and the exact acceptance rules (SPEC 4.3-4.5).
+"""Draft trees: masks, positions, paths and the exact acceptance rules (docs/engine.md#trees).
 
 A tree is stored in level order: node 0 is the root (the newest committed token, not yet in the
 target's cache), and every node's parent comes before it. The same structure serves the static

@@ -1,4 +1,4 @@
-"""The EAGLE draft head (SPEC 4.3) and its published checkpoint format.
+"""The EAGLE draft head (docs/methods.md#eagle-head) and its published checkpoint format.
 
 The head reads the target's final-norm feature f_t and the embedding of the next token x_{t+1},
 `fc(concat(embed(x_{t+1}), f_t))`, then one Llama decoder layer without its input norm, and

@@ -1,4 +1,5 @@
-"""Draft shapes of equal size and different depth (SPEC 4.8, "Decoding Speculative Decoding").
+"""Draft shapes of equal size and different depth ("Decoding Speculative Decoding";
+docs/methods.md).
 
 "Size" counts the non-embedding parameters: the decoder layers and the final norm, for every
 family alike; the embedding and LM head (vocabulary x hidden size, tied or not) are reported

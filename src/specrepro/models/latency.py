@@ -1,4 +1,5 @@
-"""Per-token latency of one draft forward against depth and width (SPEC 4.8).
+"""Per-token latency of one draft forward against depth and width
+(docs/methods.md#draft-design-study).
 
 Models are built from a shape with random weights (latency does not depend on the values) and
 run through the shared runner, one token at a time with a KV cache, as a draft runs inside

@@ -40,7 +40,7 @@ NUMERIC_COLUMNS = [
     "target_loglik",
     "exec_excluded",
 ]
-# Summary column prefix -> definition name in metrics.speed.paired_speedup_ci (SPEC 6).
+# Summary column prefix -> definition name in metrics.speed.paired_speedup_ci (docs/measurement.md).
 # "speedup" is the headline: EAGLE's and Spec-Bench's mean(method tok/s) / mean(baseline
 # tok/s), comparable with published numbers. "speedup_totals" is the ratio of total tokens per
 # total second. The mean of per-question ratios is kept in runs.csv only: it is heavy-tailed
@@ -223,7 +223,7 @@ def pairing_counts(tidy: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFram
 
 def _speedup_stats(paired: pd.DataFrame, seed: int) -> dict[str, float]:
     # Seeds (and the parts of a split group) are pooled per question so the bootstrap
-    # resamples questions, as SPEC 6 asks, rather than (seed, group, question) rows that are
+    # resamples questions (docs/measurement.md) rather than (seed, group, question) rows that are
     # not independent.
     columns = ["new_tokens", "wall_time_s", "base_new_tokens", "base_wall_time_s"]
     pooled = pool_questions(paired, [], columns)
@@ -327,8 +327,8 @@ def group_stats(group: pd.DataFrame) -> dict[str, object]:
         "new_tokens": float(tokens),
         "wall_time_s": float(wall),
         "tokens_per_s": _ratio(tokens, wall),
-        # SPEC 6: tokens committed by verification forwards per verification forward (the
-        # prefill forward and its token left out), one definition for every method.
+        # docs/measurement.md: tokens committed by verification forwards per verification
+        # forward (the prefill forward and its token left out), one definition for every method.
         "tau": _ratio(group["verified_tokens"].sum(), group["verify_forwards"].sum(min_count=1)),
         "frac_draft": _ratio(group["time_draft_s"].sum(min_count=1), wall),
         "frac_verify": _ratio(group["time_verify_s"].sum(min_count=1), wall),

@@ -84,7 +84,7 @@ def _speed_pairs(tidy: pd.DataFrame, claim: Claim, method: str, reference: str) 
 
 def _forwards(tidy: pd.DataFrame, claim: Claim, method: str) -> pd.DataFrame:
     rows = _claim_rows(prepare(tidy), claim, method)
-    # Tau (SPEC 6): tokens committed by verification forwards per verification forward.
+    # Tau (docs/measurement.md): tokens committed by verification forwards per verification forward.
     columns = ["verified_tokens", "verify_forwards"]
     return rows.groupby(MEASUREMENT, dropna=False)[columns].sum().reset_index()
 

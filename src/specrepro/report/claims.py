@@ -1,4 +1,4 @@
-"""Papers' claims as data, checked against the measurements (SPEC 7).
+"""Papers' claims as data, checked against the measurements (docs/measurement.md#claims).
 
 A claims file (YAML) names a paper, optionally `min_questions` (default 8), `estimator` (how
 speed is summarised for that paper: `mean_tps`, EAGLE's and Spec-Bench's mean over questions of

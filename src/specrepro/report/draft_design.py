@@ -1,4 +1,5 @@
-"""The draft-model design study (SPEC 4.8, "Decoding Speculative Decoding", arXiv 2402.01528).
+"""The draft-model design study ("Decoding Speculative Decoding", arXiv 2402.01528;
+docs/methods.md).
 
 Per draft: its family (the pair's `existing` draft, the `depth` family at the target's hidden
 size, the `wide` family at a wider one, `other` drafts such as hub releases), shape, counted

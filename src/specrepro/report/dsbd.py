@@ -3,7 +3,7 @@ against beam sampling of the same width (tokens/s, speedup, GPU board J/token, e
 quality, the target's log-likelihood, the width DSBD used, KV and device memory, target forwards
 per token), each with its generation rule and n; and the w_thres and per-level width views behind
 the two DSBD figures. Speed is the DSBD paper's estimator throughout: total tokens over total
-seconds (SPEC 7). No ratio is printed between runs of different generation rules."""
+seconds (docs/measurement.md). No ratio is printed between runs of different generation rules."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
             )
         result = sql_cache[key]
         # A gold query that fails on its own database scores nothing either way: left out of
-        # execution accuracy and counted (exec_excluded), as SPEC 5 asks.
+        # execution accuracy and counted (exec_excluded; docs/measurement.md#quality-scores).
         out["exec_match"] = None if result.excluded else int(result.match)
         out["exec_excluded"] = int(result.excluded)
         out["exec_error"] = result.pred_error or result.gold_error
