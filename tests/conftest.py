@@ -14,14 +14,18 @@ from transformers import LlamaConfig, LlamaForCausalLM
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 MODEL_CACHE = REPO / "resources" / "models"
-# The shared benchmark data mirror; point this variable at a missing folder to run the tests
-# as on a clone without it.
+# The full benchmark data: the default config's `data.mirror` (an optional local folder; the
+# tests that need the full data skip without it), or this variable; point it at a missing
+# folder to run the tests as on a clone without a mirror.
 MIRROR_ENV = "SPECREPRO_TEST_MIRROR"
 
 
 def real_mirror_path() -> Path:
     """Where the full benchmark data mirror is expected (it may not exist)."""
-    return Path(os.environ.get(MIRROR_ENV, REPO.parent / "shared" / "data"))
+    if MIRROR_ENV in os.environ:
+        return Path(os.environ[MIRROR_ENV])
+    mirror = yaml.safe_load(DEFAULT_CONFIG.read_text())["data"]["mirror"]
+    return (REPO / mirror).resolve()
 
 
 def tiny_llama(
