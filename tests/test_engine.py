@@ -170,6 +170,27 @@ def test_keep_and_select_rows_launch_a_bounded_number_of_ops_whatever_the_depth(
     assert ops(2) == ops(8)
 
 
+@pytest.mark.parametrize("rows", [[0, 1, 2], [2, 0, 1], [1, 1, 0], [2, 2, 2]])
+def test_rows_reordered_in_place_equal_a_fresh_copy(rows: list[int]) -> None:
+    # The in-place path (same rows, host list given) against the fresh-storage path, with a
+    # forest tail per row that reads positions other rows' prefixes do not touch.
+    def filled() -> PreallocatedCache:
+        cache = PreallocatedCache(num_layers=2, capacity=16)
+        torch.manual_seed(0)
+        for layer in cache.layers:
+            layer.update(torch.randn(3, 2, 9, 4), torch.randn(3, 2, 9, 4))
+        return cache
+
+    tail = torch.tensor([[6, 8], [7, 8], [5, 6]])
+    fresh, in_place = filled(), filled()
+    fresh.select_rows(torch.tensor(rows), 5, tail)
+    in_place.select_rows(torch.tensor(rows), 5, tail, host_rows=rows)
+    for a, b in zip(fresh.layers, in_place.layers, strict=True):
+        assert a.length == b.length == 7
+        assert torch.equal(a.keys[:, :, :7], b.keys[:, :, :7])
+        assert torch.equal(a.values[:, :, :7], b.values[:, :, :7])
+
+
 def test_a_model_that_ignores_the_cache_is_caught() -> None:
     model = tiny_llama(seed=3)
     runner = ModelRunner(model)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from specrepro.engine.tree import to_device
+
 
 class SlidingWindowUnsupported(ValueError):
     """The model attends through a sliding window or chunks, which this cache does not model."""
@@ -180,26 +182,50 @@ class PreallocatedCache(Cache):
         for layer in self.layers:
             layer.length = start + tail.numel()
 
-    def select_rows(self, rows: torch.Tensor, start: int, tail: torch.Tensor) -> None:
+    def select_rows(
+        self,
+        rows: torch.Tensor,
+        start: int,
+        tail: torch.Tensor,
+        host_rows: list[int] | None = None,
+    ) -> None:
         """Row r becomes old row rows[r]'s positions [0, start) followed by its positions
         tail[r] (ascending, >= start); every row keeps start + tail.shape[1] positions.
 
         This is the beam reorder (tail empty) and the forest keep (tail = an accepted path).
-        Only the live entries are copied, into a fresh storage of the same capacity.
+        With the same number of rows and `host_rows` (rows as a host list), it works in place
+        and copies only the prefixes of the rows that move (a beam step often keeps most rows
+        where they are); otherwise the live entries are copied into a fresh storage of the
+        same capacity. Either way only positions that were written are read.
         """
         width = tail.shape[1]
         old = self.storage
         if old is not None:
-            layers, _, _, h, _, d = old.shape
+            layers, _, batch, h, _, d = old.shape
             length = max(layer.length for layer in self.layers)
-            new = old.new_empty(layers, 2, len(rows), h, self.capacity, d)
-            # Straight into the new storage: `new[...] = old[:, :, rows]` would copy twice.
-            torch.index_select(old[:, :, :, :, :start], 2, rows, out=new[:, :, :, :, :start])
-            if width:
+            picked = None
+            if width:  # read before any write: a row's tail may lie where another row writes
                 index = (tail - start).view(1, 1, len(rows), 1, width, 1)
                 index = index.expand(layers, 2, -1, h, -1, d)
-                picked = old[:, :, :, :, start:length].index_select(2, rows)
-                new[:, :, :, :, start : start + width] = picked.gather(4, index)
+                picked = old[:, :, :, :, start:length].index_select(2, rows).gather(4, index)
+            if host_rows is not None and len(host_rows) == batch:
+                moved = [r for r, source in enumerate(host_rows) if source != r]
+                if moved:
+                    # Index tensors by pinned copies (a list index would be a blocking copy on
+                    # a GPU); the sources' prefixes are read whole before any row is written.
+                    sources = to_device(torch.tensor([host_rows[r] for r in moved]), old.device)
+                    targets = to_device(torch.tensor(moved), old.device)
+                    copied = old[:, :, :, :, :start].index_select(2, sources)
+                    old[:, :, :, :, :start].index_copy_(2, targets, copied)
+                new = old
+            else:
+                new = old.new_empty(layers, 2, len(rows), h, self.capacity, d)
+                # Straight into the new storage: `new[...] = old[:, :, rows]` copies twice.
+                torch.index_select(
+                    old[:, :, :, :, :start], 2, rows, out=new[:, :, :, :, :start]
+                )  # fmt: skip
+            if picked is not None:
+                new[:, :, :, :, start : start + width] = picked
             self.storage = new
         for layer in self.layers:
             layer.length = start + width

@@ -254,6 +254,9 @@ class ModelRunner:
         old row rows[r]'s first `prefix` positions and then its positions tail[r]: the
         accepted path of a forest verification.
         """
+        # Which rows stay in place is known on the host only from a host list (reading a
+        # device tensor would be a sync): the cache then copies just the rows that move.
+        host_rows = rows if isinstance(rows, list) else None
         rows = self._on_device(rows, torch.long)
         if tail is None:
             tail = torch.empty(len(rows), 0, dtype=torch.long, device=self.device)
@@ -262,7 +265,7 @@ class ModelRunner:
             if tail.numel():
                 raise ValueError("select_rows: a tail needs the prefix length it follows")
             prefix = self.cache_len
-        self.cache.select_rows(rows, prefix, tail)
+        self.cache.select_rows(rows, prefix, tail, host_rows)
 
     def cache_bytes(self) -> int:
         """Bytes held by the live cache entries (not the preallocated headroom)."""
