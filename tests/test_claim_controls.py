@@ -339,6 +339,27 @@ def test_the_study_stores_each_drafts_accuracy() -> None:
     assert correlations(table, "sps", 0.0)["squad"]["accuracy_values"] == [0.1, 0.2, 0.4]
 
 
+def test_the_shipped_control_applies_to_every_dataset_and_temperature_that_ran() -> None:
+    from specrepro.controls import load_run_claims
+
+    # A config at T=0.7 (and the study's T=0 runs on SQuAD): a control for each, none other.
+    ran = pd.DataFrame({
+        "method": ["vanilla", "vanilla", "vanilla", "vanilla-aa", "sps"],
+        "dataset": ["squad", "spider", "squad", "squad", "mtbench"],
+        "temperature": [0.7, 0.7, 0.0, 0.7, 0.0],
+    })  # fmt: skip
+    claims = load_run_claims([REPO / "config" / "claims" / "control.yaml"], ran)
+    assert [(c.id, c.dataset, c.temperature) for c in claims] == [
+        ("aa-squad-t0", "squad", 0.0),
+        ("aa-squad-t0p7", "squad", 0.7),
+        ("aa-spider-t0p7", "spider", 0.7),
+    ]
+    assert claims[1].text == "vanilla-aa runs as fast as vanilla (SQuAD, T=0.7)"
+    assert all(c.kind == "control" and c.method.name == "vanilla-aa" for c in claims)
+    assert all(c.reference is not None and c.reference.name == "vanilla" for c in claims)
+    assert load_run_claims([REPO / "config" / "claims" / "control.yaml"], ran.iloc[:0]) == []
+
+
 def test_the_pooled_aa_is_a_random_effects_mean() -> None:
     same = pooled([0.01, 0.01], [0.005, 0.005])
     assert same is not None and same["k"] == 2 and same["tau2"] == 0.0
@@ -350,7 +371,11 @@ def test_the_pooled_aa_is_a_random_effects_mean() -> None:
 
 
 def test_the_shipped_claims_state_the_new_rules() -> None:
-    claims = {c.id: c for c in load_claims(sorted((REPO / "config" / "claims").glob("*.yaml")))}
+    from specrepro.controls import load_run_claims
+
+    ran = pd.DataFrame({"method": ["vanilla"], "dataset": ["squad"], "temperature": [0.0]})
+    paths = sorted((REPO / "config" / "claims").glob("*.yaml"))
+    claims = {c.id: c for c in load_run_claims(paths, ran)}
     assert claims["aa-squad-t0"].delta == 0.03
     assert claims["eagle2-vicuna-7b-speedup"].hardware_bound
     assert claims["ddd-speedup"].hardware_bound

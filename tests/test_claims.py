@@ -312,10 +312,15 @@ def test_a_failed_aa_control_withholds_its_groups_speed_verdicts(tmp_path: Path)
 
 
 def test_the_shipped_claims_files_load() -> None:
-    claims = load_claims(sorted((REPO / "config" / "claims").glob("*.yaml")))
+    from specrepro.controls import load_run_claims
+
+    # The A/A control is a template: one claim per dataset and temperature vanilla ran at.
+    ran = pd.DataFrame({"method": "vanilla", "dataset": ["squad", "mtbench"], "temperature": 0.0})
+    claims = load_run_claims(sorted((REPO / "config" / "claims").glob("*.yaml")), ran)
     ids = {c.id for c in claims}
     assert {"ddd-over-eagle2", "eagle2-over-eagle", "eagle2-vicuna-7b-speedup"} <= ids
-    assert {"aa-squad-t0", "eagle2-over-eagle-average"} <= ids
+    assert {"aa-squad-t0", "aa-mtbench-t0", "eagle2-over-eagle-average"} <= ids
+    assert not {c.id for c in claims if c.kind == "control"} - {"aa-squad-t0", "aa-mtbench-t0"}
     assert len(ids) == len(claims)
     by_id = {c.id: c for c in claims}
     assert by_id["dsbd-speedup-squad"].estimator == "totals"

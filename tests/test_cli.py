@@ -113,7 +113,7 @@ def test_missing_local_model(tmp_path: Path, capsys, no_model_loading) -> None:
         ),
         (
             DEFAULT_CONFIG.read_text().replace(
-                "methods: [vanilla, vanilla-aa, sps, eagle,", "methods: [vanilla, eagle9, eagle,"
+                "methods: [vanilla, sps, eagle,", "methods: [vanilla, eagle9, eagle,"
             ),
             "eagle9",
         ),

@@ -43,15 +43,20 @@ def models_from(config: dict):
     return models_of
 
 
+def with_control(methods: list[str], baseline: str = "vanilla") -> list[str]:
+    """The methods a timing group runs: the A/A control right after the baseline."""
+    return [n for m in methods for n in ([m, f"{m}-aa"] if m == baseline else [m])]
+
+
 def draft_design_group(config: dict) -> list[tuple[str, str]]:
     """The draft-design config's T=0 SQuAD timing group, built from the config: the baseline,
-    the A/A control and the base pair's sps (runs), then every study pair's sps at each
-    lookahead (the base pair first)."""
+    the A/A control (which the plan adds after it) and the base pair's sps (runs), then every
+    study pair's sps at each lookahead (the base pair first)."""
     study = config["studies"]["draft_design"]
     base = study["pair"]
     gamma = config["methods"]["sps"]["gamma"]
     names = ["sps" if g == gamma else f"sps-g{g}" for g in study["gammas"]]
-    members = [(base, m) for m in config["runs"]["methods"]]
+    members = [(base, m) for m in with_control(config["runs"]["methods"])]
     members += [(p, m) for p in [base, *study["pairs"]] for m in names]
     return list(dict.fromkeys(members))
 
@@ -123,7 +128,7 @@ def test_paper_configs_size_every_model(name: str) -> None:
 def test_a_group_within_budget_is_unchanged() -> None:
     config = load("paper_dsbd")
     weight = registry_weight(config, "float16")
-    members = [("llama2-13b", m) for m in config["runs"]["methods"]]
+    members = [("llama2-13b", m) for m in with_control(config["runs"]["methods"])]
     fixed = fixed_runs(members, "vanilla")
     assert fixed == [("llama2-13b", "vanilla"), ("llama2-13b", "vanilla-aa")]
     parts = split_group(members, models_from(config), weight, budget_bytes(config["runs"]), fixed)

@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from specrepro.config import ConfigError, load_config
-from specrepro.planning import DRAFT_ALGORITHMS, HEAD_ALGORITHMS, make_plan
+from specrepro.config import ConfigError, load_config, validate_config
+from specrepro.planning import (
+    DRAFT_ALGORITHMS,
+    HEAD_ALGORITHMS,
+    PlanError,
+    make_plan,
+    run_name,
+    switch_off,
+)
 from tests.conftest import REPO, copy_workflow
 from tests.test_workflow import snakemake
 
 SHIPPED_CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+PAPER_CONFIGS = sorted((REPO / "config").glob("paper_*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +46,103 @@ def planned_by_snakemake(output: str) -> set[tuple[str, tuple[str, ...]]]:
 
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda c: c.name)
 def test_the_plan_lists_the_jobs_snakemake_plans(workdir: Path, config: Path) -> None:
-    result = snakemake("--configfile", str(config), "--forceall", "-n", cwd=workdir)
+    # The workflow copy's own file: Snakemake merges it over that copy's default config.
+    given = workdir / "config" / config.name
+    result = snakemake("--configfile", str(given), "--forceall", "-n", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     planned = make_plan(load_config(config)).jobs()
     ours = {(job.rule, tuple(sorted(job.outputs))) for job in planned}
     assert len(ours) == len(planned), "the plan lists a job twice"
     assert ours == planned_by_snakemake(result.stdout)
+    # No wildcard holds a path: log and benchmark files are named by names, not folders.
+    values = re.findall(r"^    wildcards: (.*)$", result.stdout, re.M)
+    assert values and not [v for v in values if "/" in v], values
+
+
+def inherited(merged: object, alone: object, where: str = "") -> list[str]:
+    """The dotted paths at which the merged config differs from the config alone."""
+    if isinstance(merged, dict) and isinstance(alone, dict):
+        return [
+            path
+            for key in merged.keys() | alone.keys()
+            for path in inherited(merged.get(key), alone.get(key), f"{where}{key}.")
+        ]
+    return [] if merged == alone else [where.rstrip(".")]
+
+
+# Sections of named definitions: a config may inherit whole entries it never uses.
+DEFINITIONS = ("models.registry", "teachers", "drafts", "heads", "pairs", "methods", "datasets")
+
+
+@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda c: c.name)
+def test_a_paper_config_merged_over_the_default_plans_what_it_plans_alone(config: Path) -> None:
+    from snakemake.utils import update_config
+
+    # As Snakemake merges --configfile over the Snakefile's configfile (a nested dict update).
+    merged = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    update_config(merged, yaml.safe_load(config.read_text()))
+    merged.setdefault("run", run_name([str(config)], str(DEFAULT_CONFIG)))
+    validate_config(merged, source=f"config.yaml + {config.name}")
+    alone = load_config(config)
+    assert merged["run"] == alone["run"] == config.stem
+    ours, theirs = make_plan(alone), make_plan(merged)
+    assert theirs.jobs() == ours.jobs()
+    assert theirs.timing_groups == ours.timing_groups
+    for key in ours.timing_groups:
+        w = type("W", (), {"target": key[0], "dataset": key[1], "group": ours.group_name(key)})
+        assert theirs.entries("generate")(w) == ours.entries("generate")(w), key
+    # Everything the paper config sets is kept as it says; the default adds only whole named
+    # definitions (models, methods, datasets, ...) that none of its jobs uses.
+    for path in inherited(switch_off(merged), switch_off(alone)):
+        section, _, name = path.rpartition(".")
+        assert path in DEFINITIONS or (section in DEFINITIONS and "." not in name), path
+
+
+def test_run_names() -> None:
+    default = str(DEFAULT_CONFIG)
+    assert run_name([], default) == run_name([default], default) == "default"
+    assert run_name([default, "config/mine.yaml", "more.yml"], default) == "mine"
+    assert run_name(["somewhere/paper_ddd.yaml"], default) == "paper_ddd"
+    assert load_config(DEFAULT_CONFIG)["run"] == "default"
+    assert load_config([DEFAULT_CONFIG, REPO / "config" / "paper_dsbd.yaml"])["run"] == "paper_dsbd"
+
+
+def test_the_a_a_control_runs_beside_the_baseline_at_every_dataset_and_temperature(
+    tmp_path: Path,
+) -> None:
+    # A user's config over the default: T=0.7 only (MT-bench, the tree methods and the beams
+    # are kept to other temperatures by the default, so vanilla and sps run on SQuAD and Spider).
+    mine = tmp_path / "warm.yaml"
+    mine.write_text(yaml.safe_dump({"runs": {"temperatures": [0.7]}}))
+    plan = make_plan(load_config([DEFAULT_CONFIG, mine]))
+    assert plan.run == "warm" and plan.control == "vanilla-aa"
+    assert plan.config["methods"]["vanilla-aa"] == plan.config["methods"]["vanilla"]
+    warm = {key[:2] for key in plan.timing_groups if key[2] == 0.7}
+    assert warm == {("smollm2-135m-instruct", "squad"), ("smollm2-135m-instruct", "spider")}
+    for key, specs in plan.timing_groups.items():
+        members = [spec.partition("@")[0] for spec in specs]
+        baselines = [m for m in members if m.endswith("/vanilla")]
+        # Every group with the baseline has its control, right after it; none other has one.
+        assert [m for m in members if m.endswith("/vanilla-aa")] == [
+            m.replace("/vanilla", "/vanilla-aa") for m in baselines
+        ], key
+        for baseline in baselines:
+            assert members[members.index(baseline) + 1] == baseline + "-aa", key
+    assert any(key[2] == 0.7 for key in plan.timing_groups)
+
+
+def test_a_configured_control_must_be_the_baseline_again(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"methods": {"vanilla-aa": {"algorithm": "sps", "gamma": 2}}}))
+    with pytest.raises(ConfigError, match="methods.vanilla-aa is generated"):
+        load_config([DEFAULT_CONFIG, mine])
+
+
+def test_a_built_model_is_written_to_its_folder_in_the_model_cache() -> None:
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["models"]["registry"]["smollm2-draft-2l"]["path"] = "elsewhere/smollm2-draft-2l"
+    with pytest.raises(PlanError, match="set its `path` to resources/models/smollm2-draft-2l"):
+        make_plan(config)
 
 
 def test_the_workflow_holds_no_naming_or_expansion_logic() -> None:

@@ -92,8 +92,11 @@ def prepare_inputs(root: Path, config_path: Path) -> None:
     """The files that make the model-computing jobs ready at the first layer, all with one
     mtime: fetched data, prompts, models (hub markers, converted targets, the configured
     drafts; not the heads), teachers' training prompts, and the corpus where WITH_CORPUS."""
-    config = yaml.safe_load(config_path.read_text())
-    results = f"results/{config.get('run', config_path.stem)}"
+    from specrepro.config import load_config
+
+    # Its run named as the workflow names it (the default config's run is `default`).
+    config = load_config(config_path)
+    results = f"results/{config['run']}"
     files = []
     for dataset in config["datasets"]:
         files.append(f"{config['data']['dir']}/{dataset}/fetch_record.json")

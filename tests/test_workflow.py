@@ -56,11 +56,13 @@ def test_dry_run(workdir: Path, config: Path | None) -> None:
     result = snakemake(*args, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "generate" in result.stdout
-    # A named config replaces the default: the default's CPU sweep and study stay out of it.
+    # A paper config is merged over the default, whose CPU sweep and study it switches off
+    # (null): it runs a sweep or a study only where it sets its own.
     entries = yaml.safe_load((config or REPO / "config" / "config.yaml").read_text())
     jobs = planned_jobs(result)
-    assert ("ddd_sweep" in jobs) == bool(entries.get("sweeps")), config
-    assert ("draft_design_report" in jobs) == bool(entries.get("studies")), config
+    assert ("ddd_sweep" in jobs) == bool(entries.get("sweeps", {}).get("ddd")), config
+    study = entries.get("studies", {}).get("draft_design")
+    assert ("draft_design_report" in jobs) == bool(study), config
 
 
 def profile_jobs() -> dict[str, SimpleNamespace]:
@@ -111,12 +113,19 @@ TINY_DRAFT = {
     "lr": 0.001, "seed": 0,
 }  # fmt: skip
 TINY_HEAD = {"teacher": "tiny", "steps": 2, "batch_size": 2, "seed": 0}
-TINY_DDD = {"algorithm": "ddd", "top_k": 2, "total_tokens": 4, "check_levels": [2], "max_levels": 3}
+TINY_DDD = {
+    "algorithm": "ddd", "top_k": 2, "total_tokens": 4, "check_levels": [2], "max_levels": 3,
+    "threshold": -0.3,
+}  # fmt: skip
+# Beam sampling and DSBD as the algorithms' defaults (the default config's entries of the same
+# names, merged under these, generate to EOS: stop_at_answer false).
+TINY_BEAMS = {"top_k": 10, "top_p": 0.9, "stop_at_answer": True}
 
 
 def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
     """Two questions per dataset, a few tokens, a random tiny target, a 2-step draft and a
-    2-step EAGLE head."""
+    2-step EAGLE head. Snakemake merges it over config/config.yaml, so it sets what it runs
+    explicitly and switches off the default's blocks it has no use for (null)."""
     return {
         "data": {"mirror": str(mirror), "dir": "resources/data"},
         "models": {
@@ -143,12 +152,23 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             "vanilla-aa": {"algorithm": "vanilla"},
             "sps": {"algorithm": "sps", "gamma": 3},
             "ddd": TINY_DDD,
-            "beam": {"algorithm": "beam", "width": 2},
-            "dsbd": {"algorithm": "dsbd", "width": 2, "gamma": 2},
+            "beam": {"algorithm": "beam", "width": 2, **TINY_BEAMS},
+            "dsbd": {
+                "algorithm": "dsbd",
+                "width": 2,
+                "gamma": 2,
+                "w_thres": 0.7,
+                "min_width": 1,
+                **TINY_BEAMS,
+            },
         },
+        # No tuning questions, every temperature (the default's MT-bench runs at T=0 only).
         "datasets": {
-            name: {"n": 2, "max_new_tokens": 6} for name in ("mtbench", "squad", "spider")
+            name: {"n": 2, "max_new_tokens": 6, "tuning": 0, "temperatures": None}
+            for name in ("mtbench", "squad", "spider")
         },
+        "tree_tuning": None,
+        "energy": {"sample_hz": 20, "idle_seconds": 2},
         "claims": [
             "config/claims/control.yaml",
             "config/claims/ddd.yaml",
@@ -165,7 +185,19 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
                 "datasets": ["mtbench", "squad", "spider"],
                 "questions": {"squad": 1},
                 "accuracy": ["squad"],
-                "latency": {"tokens": 2, "warmup": 1, "repeats": 1, "prompt_tokens": 4},
+                "latency": {
+                    "tokens": 2,
+                    "warmup": 1,
+                    "repeats": 1,
+                    "prompt_tokens": 4,
+                    "paper_scale": False,
+                },
+                # not the default's: its families, reference, training and gamma sweep
+                "families": None,
+                "reference": None,
+                "training": None,
+                "gammas": None,
+                "tune_questions": None,
             }
         },
         # One sweep point beside the configured ddd: a threshold so high DDD stops at level 2.
@@ -187,6 +219,7 @@ def tiny_workflow_config(model_dir: Path, mirror: Path) -> dict:
             "dtype": "float32",
             "device": "cpu",
             "warmup": 0,
+            "repeats": 1,
             "subsample_seed": 0,
             "baseline": "vanilla",
             "only": {"ddd": ["mtbench", "spider"], "beam": ["squad"], "dsbd": ["squad"]},
@@ -398,6 +431,7 @@ def test_a_config_edit_reruns_exactly_the_dependent_jobs(
     downstream = {
         "tidy_target": 1, "tidy": 1, "report_outputs": 1, "notebook": 1, "claims": 1,
         "ddd_table": 1, "ddd_sweep": 1, "dsbd_report": 1, "draft_design_report": 1, "all": 1,
+        "acceptance_table": 1,
     }  # fmt: skip
     assert jobs == {**expected, **downstream}
 
@@ -433,11 +467,11 @@ def test_two_configs_in_one_checkout_rerun_nothing_of_each_others(
     other = yaml.safe_load(tiny_run.read_text())
     other["datasets"] = {"mtbench": {"n": 1, "max_new_tokens": 4}}
     other["runs"] = {**other["runs"], "methods": ["vanilla", "vanilla-aa"], "datasets": ["mtbench"]}
-    for key in ("teachers", "drafts", "heads", "studies", "sweeps", "claims"):
+    for key in ("teachers", "drafts", "heads"):  # (the default's, merged under it, go unused)
         other.pop(key)
-    other["runs"].pop("only")
-    other["runs"].pop("only_temperatures")
-    other["runs"]["temperatures"] = [0.0]
+    # Merged over the default config: its study, sweep and claims switched off.
+    other.update(studies={"draft_design": None}, sweeps={"ddd": None}, claims=[])
+    other["runs"].update(only=None, only_temperatures=None, temperatures=[0.0])
     (workdir / "config" / "other.yaml").write_text(yaml.safe_dump(other))
     args = ("--configfile", "config/other.yaml")
     result = snakemake(*args, "--cores", "2", cwd=workdir)
@@ -553,14 +587,122 @@ def test_every_documented_command_plans_its_jobs(workdir: Path, command: str) ->
 
 
 def test_the_schema_takes_every_conversation_the_library_knows() -> None:
+    from specrepro.config import SCHEMA_PATH
     from specrepro.prompting import CONVERSATIONS
 
-    schemas = [REPO / "workflow" / "schemas" / "config.schema.yaml"]
-    schemas.append(REPO / "src" / "specrepro" / "config.schema.yaml")
-    assert schemas[0].read_text() == schemas[1].read_text()
-    schema = yaml.safe_load(schemas[0].read_text())
+    # One schema file: the library's, which the Snakefile validates against by path.
+    assert SCHEMA_PATH == REPO / "src" / "specrepro" / "config.schema.yaml"
+    assert not SCHEMA_PATH.is_symlink() and not (REPO / "workflow" / "schemas").exists()
+    assert '"../src/specrepro/config.schema.yaml"' in (REPO / "workflow" / "Snakefile").read_text()
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     pair = schema["properties"]["pairs"]["additionalProperties"]["properties"]
     assert set(pair["conversation"]["enum"]) == set(CONVERSATIONS)
+
+
+def test_the_schema_defaults_are_the_codes() -> None:
+    from dataclasses import MISSING, fields
+
+    from specrepro.config import SCHEMA_PATH
+    from specrepro.models.distill import DistillConfig
+    from specrepro.models.latency import LatencySettings
+    from specrepro.models.teacher import CorpusConfig
+    from specrepro.models.train_head import HeadTrainConfig
+    from specrepro.planning.cost import DEFAULT_GPU
+    from specrepro.planning.memory import DEFAULT_CACHE_RESERVE_GB
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+
+    def defaults(node: dict) -> dict:
+        return {k: v["default"] for k, v in node["properties"].items() if "default" in v}
+
+    study = schema["studies"]["properties"]["draft_design"]
+    for node, settings in [
+        (schema["teachers"]["additionalProperties"], CorpusConfig),
+        (schema["drafts"]["additionalProperties"], DistillConfig),
+        (schema["heads"]["additionalProperties"], HeadTrainConfig),
+        (study["properties"]["latency"], LatencySettings),
+    ]:
+        code = {f.name: f.default for f in fields(settings) if f.default is not MISSING}
+        stated = defaults(node)
+        assert stated and {k: code.get(k, v) for k, v in stated.items()} == stated, settings
+    assert defaults(schema["drafts"]["additionalProperties"])["vocab_subset"] is None
+    runs = defaults(schema["runs"])
+    assert runs["cache_reserve_gb"] == DEFAULT_CACHE_RESERVE_GB and runs["gpu"] == DEFAULT_GPU
+    assert runs["baseline"] == "vanilla" and runs["threads"] is None  # every core
+    assert (runs["warmup"], runs["repeats"], runs["subsample_seed"]) == (1, 1, 0)
+    assert defaults(schema["energy"]) == {"sample_hz": 20.0, "idle_seconds": 2.0}
+    dataset = defaults(schema["datasets"]["additionalProperties"])
+    assert dataset == {"tuning": 0, "temperatures": None}
+    # Snakemake must not write them into the config: jobs' params come from what is written.
+    assert "set_default=False" in (REPO / "workflow" / "Snakefile").read_text()
+
+
+def test_jobs_get_no_path_from_the_submitting_host() -> None:
+    # PATH is set for local jobs (the interpreter first), never declared as an envvar that
+    # Snakemake would forward into containers, pods or other nodes.
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    declared = re.search(r"^envvars:\n((?:    .*\n)+)", common, re.M)
+    assert declared and '"SPECREPRO_CONFIG"' in declared.group(1)
+    assert "PATH" not in declared.group(1).replace("SPECREPRO_CONFIG", "")
+
+
+def test_every_threaded_rule_takes_its_threads_from_the_config() -> None:
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    threads = re.findall(r"^    threads: (.+)$", rules, re.M)
+    assert threads and set(threads) == {"PLAN.threads"}
+    assert "1024" not in rules
+    from specrepro.config import load_config
+    from specrepro.planning import make_plan
+
+    config = load_config(REPO / "config" / "config.yaml")
+    assert make_plan(config).threads >= 1
+    config["runs"]["threads"] = 3
+    assert make_plan(config).threads == 3
+
+
+def make_dry_run(*args: str) -> str:
+    """The commands `make -n` would run (nothing runs)."""
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], cwd=REPO, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_report_builds_snakemakes_report_of_the_run() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^report: install$", makefile, re.M)
+    commands = make_dry_run("report")
+    assert re.search(r"bin/snakemake +--report results/default/report\.html$", commands, re.M)
+    commands = make_dry_run("report", "CONFIG=config/paper_ddd.yaml")
+    assert re.search(
+        r"bin/snakemake --configfile config/paper_ddd\.yaml --report "
+        r"results/paper_ddd/report\.html$",
+        commands,
+        re.M,
+    )
+
+
+def test_the_makefile_leaves_the_hub_online_for_download_model() -> None:
+    # Only the jobs that compute with models read the hub cache offline (their shell lines);
+    # rule download_model fetches a `source: hub` model, so the workflow is not run offline.
+    makefile = (REPO / "Makefile").read_text()
+    assert not re.search(r"^export HF_HUB_OFFLINE", makefile, re.M)
+    assert "HF_HUB_OFFLINE" not in make_dry_run("run")
+    rules = {
+        block.split(":", 1)[0]: block
+        for path in (REPO / "workflow" / "rules").glob("*.smk")
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]
+    }
+    for rule in GPU_RULES:
+        assert '"HF_HUB_OFFLINE=1 specrepro' in rules[rule], rule
+    assert "HF_HUB_OFFLINE" not in rules["download_model"]
+
+
+def test_ci_runs_lint_then_the_tests() -> None:
+    script = (REPO / ".ci" / "run").read_text()
+    assert script.strip().splitlines()[-1] == "make lint test"
 
 
 # --- conda (not installed here: the env file and the post-deploy script, simulated) -------

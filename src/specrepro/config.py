@@ -8,9 +8,25 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from specrepro.decoding.base import MethodError, get_method, make_params, needed_roles
+from specrepro.decoding.base import (
+    MethodError,
+    get_method,
+    make_params,
+    method_names,
+    needed_roles,
+)
 from specrepro.models.loader import ModelError, ModelSpec
-from specrepro.planning import PlanError, make_plan, study_families, sweep_points
+from specrepro.planning import (
+    DEFAULT_CONFIG,
+    PlanError,
+    control_name,
+    make_plan,
+    merge_into,
+    run_name,
+    study_families,
+    sweep_points,
+    switch_off,
+)
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -22,9 +38,10 @@ class ConfigError(ValueError):
 def load_config(
     paths: Path | str | list[Path | str], entries: dict[str, object] | None = None
 ) -> dict:
-    """Read one config file, or several merged in order (as Snakemake merges --configfile),
-    then set `entries` ({"methods.sps.gamma": 2, ...}: dotted path -> value, replacing what
-    is there) and validate the result."""
+    """Read one config file, or several merged in order (as Snakemake merges the default
+    config and every --configfile: planning/configs.py), then set `entries`
+    ({"methods.sps.gamma": 2, ...}: dotted path -> value, replacing what is there) and validate
+    the result. Optional blocks set to null are dropped (switched off)."""
     paths = [paths] if isinstance(paths, str | Path) else paths
     config: dict = {}
     for path in map(Path, paths):
@@ -37,16 +54,27 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         merge_into(config, loaded)
-    # As the workflow names it: a config without `run` is named by its (first) file's stem.
+    # As the workflow names it: without `run`, by the first file besides the default config.
     if paths:
-        config.setdefault("run", Path(paths[0]).stem)
+        config.setdefault("run", run_name(paths, DEFAULT_CONFIG))
     source = ", ".join(str(p) for p in paths)
     for dotted, value in (entries or {}).items():
         set_entry(config, dotted, value)
     if entries:
         source += " with --set-json"
+    config = switch_off(config)
     validate_config(config, source=source)
+    add_control(config)
     return config
+
+
+def add_control(config: dict) -> None:
+    """The baseline's A/A control among the methods, as the plan generates it (the baseline's
+    entry under `control_name`): every command can name it (`--method vanilla-aa`)."""
+    baseline = config["runs"].get("baseline", "vanilla")
+    if baseline in config["methods"] or baseline in method_names():
+        entry = config["methods"].get(baseline, {"algorithm": baseline})
+        config["methods"].setdefault(control_name(baseline), dict(entry))
 
 
 def set_entry(config: dict, dotted: str, value: object) -> None:
@@ -61,15 +89,6 @@ def set_entry(config: dict, dotted: str, value: object) -> None:
     node[last] = value
 
 
-def merge_into(base: dict, update: dict) -> None:
-    """Recursive dict update, the way Snakemake combines several config files."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_into(base[key], value)
-        else:
-            base[key] = value
-
-
 def validate_config(config: object, source: str = "config") -> None:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     try:
@@ -78,6 +97,10 @@ def validate_config(config: object, source: str = "config") -> None:
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: invalid at {where}: {err.message}") from err
     assert isinstance(config, dict)
+    # Checked as the plan reads it: blocks set to null switched off, the baseline's A/A
+    # control among the methods (the plan generates it; a configured one must be the same).
+    config = switch_off(config)
+    add_control(config)
     # Jobs receive their entries as dotted paths (--set-json '{"methods.NAME": ...}'), so a
     # name with a dot would be split there and the job would read another entry.
     for section in ("methods", "pairs", "datasets", "teachers", "drafts", "heads"):
@@ -294,12 +317,17 @@ def _validate_tree_tuning(config: dict, source: str) -> None:
     }
     tuned = {name: keys for name, keys in tuned.items() if keys}
     if not tuning:
-        if tuned:
-            name, keys = next(iter(tuned.items()))
-            raise ConfigError(
-                f"{source}: methods.{name} has `tuned` {keys}, chosen by the tree_tuning block, "
-                "which the config lacks"
-            )
+        # Config files merge, so a config may define tuned entries it never runs (the
+        # default's CPU trees under a GPU config): only a run one needs the block.
+        sweep = config.get("sweeps", {}).get("ddd") or {}
+        study = config.get("studies", {}).get("draft_design") or {}
+        run = {*config["runs"]["methods"], sweep.get("base"), *study.get("methods", {})}
+        for name, keys in tuned.items():
+            if name in run:
+                raise ConfigError(
+                    f"{source}: methods.{name} has `tuned` {keys}, chosen by the tree_tuning "
+                    "block, which the config lacks"
+                )
         return
     where = f"{source}: tree_tuning"
     for key, algorithms in (("size_entry", ("eagle2",)), ("threshold_entry", ("ddd", "ddd_async"))):
@@ -321,10 +349,15 @@ def _validate_tree_tuning(config: dict, source: str) -> None:
 
 def _check_method_entry(entry: dict, where: str, config: dict | None = None) -> None:
     tuning = (config or {}).get("tree_tuning") or {}
-    # A `tuned` value is checked at each value the tuning may choose (the threshold at any x).
+    # A `tuned` value is checked at each value the tuning may choose (the threshold at any x);
+    # without tree tuning (an entry no run uses, validation has checked), at its default.
     for size in tuning.get("total_tokens", [None]):
         placeholders = {"total_tokens": size, "threshold": 0.0}
-        values = {k: placeholders[k] if v == TUNED else v for k, v in entry.items()}
+        values = {
+            k: placeholders[k] if v == TUNED else v
+            for k, v in entry.items()
+            if v != TUNED or tuning
+        }
         try:
             _stop_at_answer(values)
             make_params(values["algorithm"], _algorithm_values(values))

@@ -18,10 +18,13 @@ def load_planner():
     return planner
 
 
-# A config's run name (its `run`, else its file's stem) keeps its results, figures, logs and
-# benchmarks in their own folders: configs run in one checkout never touch each other's files.
-config.setdefault("run", os.path.splitext(os.path.basename(workflow.configfiles[0]))[0])
 PLANNER = load_planner()
+# The config files in the order Snakemake merged them: the default config, then --configfile.
+DEFAULT_CONFIGFILES = workflow.configfiles[len(CONFIGFILES) :]
+# A config's run name (its `run`, else the stem of the first file given besides the default;
+# `default` for the default alone) keeps its results, figures, logs and benchmarks in their own
+# folders: configs run in one checkout never touch each other's files.
+config.setdefault("run", PLANNER.run_name(CONFIGFILES, *DEFAULT_CONFIGFILES[:1]))
 PLAN = PLANNER.make_plan(config)
 GROUP_NAME = PLANNER.GROUP_NAME
 RESULTS = PLAN.in_results
@@ -29,25 +32,22 @@ FIGURES = PLAN.in_figures
 LOGS = PLAN.in_logs
 BENCHMARKS = PLAN.in_benchmarks
 
-# Timed and training jobs take the whole machine; Snakemake scales this down to --cores.
-# (workflow.cores is undefined for --report and --lint, so it cannot be used here.)
-ALL_CORES = 1024
-
 
 def job_environment():
-    """What every job inherits from Snakemake's environment (locally, and through --export=ALL
-    on a cluster): the interpreter running Snakemake first on PATH, so jobs run the `specrepro`
-    installed beside it without its venv activated (a conda job's own environment comes first
-    all the same); and the config files Snakemake merged, which the library merges the same way
-    when no --config is given. Neither is a param: a path says where things are, not what a job
-    reads (its entries say that), so naming the default config or moving the checkout reruns
+    """What every job inherits from this Snakemake process's environment: the interpreter
+    running Snakemake first on PATH, so jobs run the `specrepro` installed beside it without its
+    venv activated (a conda job's own environment comes first all the same; a job run elsewhere
+    is started by a Snakemake there, which does the same with its own interpreter); and the
+    config files Snakemake merged, in its order, which the library merges the same way when no
+    --config is given. Neither is a param: a path says where things are, not what a job reads
+    (its entries say that), so naming the default config or moving the checkout reruns
     nothing."""
     interpreter = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [interpreter]:
-        os.environ["PATH"] = os.pathsep.join([interpreter, *path])
+        os.environ.update(PATH=os.pathsep.join([interpreter, *path]))
     os.environ["SPECREPRO_CONFIG"] = os.pathsep.join(
-        os.path.abspath(p) for p in workflow.configfiles
+        os.path.abspath(p) for p in [*DEFAULT_CONFIGFILES, *CONFIGFILES]
     )
     # models.hub_cache: the hub cache every job reads (a twin's, or a cluster's shared one).
     if PLAN.hub_cache:
@@ -57,7 +57,7 @@ def job_environment():
 job_environment()
 
 
-# Declared after they are set: Snakemake passes them on to jobs it runs elsewhere.
+# Declared after it is set: Snakemake passes it on to jobs it runs elsewhere. Not PATH: the
+# submitting host's PATH means nothing in a container, a pod or on another node.
 envvars:
-    "PATH",
     "SPECREPRO_CONFIG",

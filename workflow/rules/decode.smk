@@ -17,8 +17,9 @@ rule generate:
         group=GROUP_NAME,
     conda:
         "../envs/specrepro.yaml"
-    # Timed runs never share the machine: each takes every core and the one timing slot.
-    threads: ALL_CORES
+    # Timed runs never share the machine: each takes runs.threads cores (default: every core)
+    # and the one timing slot.
+    threads: PLAN.threads
     # `holds` (no scheduler reads it): dry runs list with the job the models it loads and the
     # weight bytes the plan sized it by (runs.gpu_memory_gb).
     resources:
@@ -56,7 +57,7 @@ rule tune_trees:
     conda:
         "../envs/specrepro.yaml"
     # Timed like a decoding job: alone on the machine.
-    threads: ALL_CORES
+    threads: PLAN.threads
     resources:
         timing_slot=1,
     params:

@@ -62,7 +62,7 @@ rule teacher_corpus:
         BENCHMARKS("models/teacher_corpus_{teacher}.tsv")
     conda:
         "../envs/specrepro.yaml"
-    threads: ALL_CORES
+    threads: PLAN.threads
     resources:
         timing_slot=1,
     params:
@@ -72,34 +72,35 @@ rule teacher_corpus:
         "--prompts {input.prompts} --out {output} > {log} 2>&1"
 
 
+# A built draft or head is written to models.cache_dir/NAME; the wildcard is its name.
 rule train_draft:
     input:
         corpus=PLAN.student_corpus,
         teacher=PLAN.student_teacher,
     output:
-        model="{draft_dir}/config.json",
+        model=PLAN.built_file("{draft}", "config.json"),
         log=report(
-            "{draft_dir}/training_log.json",
+            PLAN.built_file("{draft}", "training_log.json"),
             category="Draft models",
             caption="../report/draft.rst",
         ),
     log:
-        LOGS("models/train_draft_{draft_dir}.log"),
+        LOGS("models/train_draft_{draft}.log"),
     benchmark:
-        BENCHMARKS("models/train_draft_{draft_dir}.tsv")
+        BENCHMARKS("models/train_draft_{draft}.tsv")
     wildcard_constraints:
-        draft_dir=PLAN.constraint(list(PLAN.built_drafts)),
+        draft=PLAN.constraint(PLAN.built_drafts),
     conda:
         "../envs/specrepro.yaml"
-    threads: ALL_CORES
+    threads: PLAN.threads
     resources:
         timing_slot=1,
     params:
-        draft=lambda w: PLAN.built(w)[0],
         entries=PLAN.entries("train_draft"),
+        out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "HF_HUB_OFFLINE=1 specrepro train-draft --set-json {params.entries:q} --draft {params.draft} "
-        "--corpus {input.corpus} --out {wildcards.draft_dir} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 specrepro train-draft --set-json {params.entries:q} --draft {wildcards.draft} "
+        "--corpus {input.corpus} --out {params.out} > {log} 2>&1"
 
 
 rule train_head:
@@ -107,26 +108,26 @@ rule train_head:
         corpus=PLAN.student_corpus,
         teacher=PLAN.student_teacher,
     output:
-        model="{head_dir}/config.json",
+        model=PLAN.built_file("{head}", "config.json"),
         log=report(
-            "{head_dir}/training_log.json",
+            PLAN.built_file("{head}", "training_log.json"),
             category="Draft models",
             caption="../report/head.rst",
         ),
     log:
-        LOGS("models/train_head_{head_dir}.log"),
+        LOGS("models/train_head_{head}.log"),
     benchmark:
-        BENCHMARKS("models/train_head_{head_dir}.tsv")
+        BENCHMARKS("models/train_head_{head}.tsv")
     wildcard_constraints:
-        head_dir=PLAN.constraint(list(PLAN.built_heads)),
+        head=PLAN.constraint(PLAN.built_heads),
     conda:
         "../envs/specrepro.yaml"
-    threads: ALL_CORES
+    threads: PLAN.threads
     resources:
         timing_slot=1,
     params:
-        head=lambda w: PLAN.built(w)[0],
         entries=PLAN.entries("train_head"),
+        out=lambda w, output: os.path.dirname(output.model),
     shell:
-        "HF_HUB_OFFLINE=1 specrepro train-head --set-json {params.entries:q} --head {params.head} "
-        "--corpus {input.corpus} --out {wildcards.head_dir} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 specrepro train-head --set-json {params.entries:q} --head {wildcards.head} "
+        "--corpus {input.corpus} --out {params.out} > {log} 2>&1"

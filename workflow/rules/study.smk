@@ -1,6 +1,7 @@
-# The draft-design study (SPEC 4.8): latency profiles of the drafts' shapes, each draft's
-# quality on its target's corpus and its own task accuracy, then the study's table, figures and
-# results. The drafts' sps runs (every lookahead of the sweep) run in the timing groups.
+# The draft-design study (docs/methods.md#draft-design-study): latency profiles of the drafts'
+# shapes, each draft's quality on its target's corpus and its own task accuracy, then the study's
+# table, figures and results. The drafts' sps runs (every lookahead of the sweep) run in the timing
+# groups.
 
 
 rule latency_profile:
@@ -17,7 +18,7 @@ rule latency_profile:
         scale="default|paper",
     conda:
         "../envs/specrepro.yaml"
-    threads: ALL_CORES
+    threads: PLAN.threads
     resources:
         timing_slot=1,
     params:
@@ -45,7 +46,7 @@ rule draft_quality:
         BENCHMARKS("draft_design/quality_{pair}_{draft}.tsv")
     conda:
         "../envs/specrepro.yaml"
-    threads: ALL_CORES
+    threads: PLAN.threads
     params:
         entries=PLAN.entries("draft_quality"),
         accuracy=PLAN.accuracy_args,

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specrepro.report.claims import check_claims, load_claims
+from specrepro.controls import load_run_claims
+from specrepro.report.claims import check_claims
 
 STATISTICS = {
     "first": lambda times: times[0],
@@ -39,7 +40,8 @@ def run_repeats(args: argparse.Namespace) -> dict:
     if "wall_time_repeats" not in tidy:
         raise ValueError(f"{args.tidy} has no wall_time_repeats column: rerun rule tidy")
     recorded = int(tidy["wall_time_repeats"].map(lambda c: len(json.loads(c))).max())
-    controls = [c for c in load_claims([Path(p) for p in args.claims]) if c.kind == "control"]
+    claims = load_run_claims([Path(p) for p in args.claims], tidy)
+    controls = [c for c in claims if c.kind == "control"]
     report: dict = {"tidy": str(args.tidy), "recorded_repeats": recorded, "rows": []}
     for repeats in range(1, recorded + 1):
         for statistic in ("min", "mean") if repeats > 1 else ("first",):

@@ -127,7 +127,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_claims(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from specrepro.report.claims import check_claims, claims_markdown, load_claims
+    from specrepro.controls import load_run_claims
+    from specrepro.report.claims import check_claims, claims_markdown
 
     study = {}
     for item in args.study:
@@ -135,7 +136,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
         study[pair] = json.loads(Path(path).read_text())
     tidy = pd.read_csv(args.tidy)
     tidy = tidy[~tidy["pair"].isin(args.skip_pairs) & ~tidy["method"].isin(args.skip)]
-    claims = load_claims([Path(p) for p in args.claims])
+    # A control claim without a dataset and temperature: one per (dataset, T) that ran.
+    claims = load_run_claims([Path(p) for p in args.claims], tidy)
     table = check_claims(tidy, claims, args.baseline, study)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out_md).write_text(claims_markdown(table))

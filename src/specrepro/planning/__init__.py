@@ -8,6 +8,7 @@ every timing group, every job and the config entries each job reads from here. I
 import each other relatively, so that it loads under any package name.
 """
 
+from .configs import DEFAULT_CONFIG, merge_into, run_name, switch_off
 from .jobs import Job
 from .names import (
     DRAFT_ALGORITHMS,
@@ -17,17 +18,22 @@ from .names import (
     study_families,
     sweep_points,
 )
-from .plan import GROUP_NAME, Plan, make_plan
+from .plan import GROUP_NAME, Plan, control_name, make_plan
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "DRAFT_ALGORITHMS",
     "GROUP_NAME",
     "HEAD_ALGORITHMS",
     "Job",
     "Plan",
     "PlanError",
+    "control_name",
     "family_member_names",
     "make_plan",
+    "merge_into",
+    "run_name",
     "study_families",
     "sweep_points",
+    "switch_off",
 ]

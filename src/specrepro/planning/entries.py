@@ -94,10 +94,11 @@ def _train_prompts(plan: Plan, w) -> dict:
             if k in teacher
         },
         **{f"datasets.{name}.n": entry["n"] for name, entry in datasets.items()},
+        # (tuning: 0 holds out nothing, as an absent one)
         **{
             f"datasets.{name}.tuning": entry["tuning"]
             for name, entry in datasets.items()
-            if "tuning" in entry
+            if entry.get("tuning")
         },
         "runs.subsample_seed": plan.runs_spec.get("subsample_seed", 0),
     }

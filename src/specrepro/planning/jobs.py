@@ -21,7 +21,9 @@ class Job:
 def plan_jobs(plan: Plan) -> list[Job]:
     models = needed_models(plan)
     teachers = needed_teachers(plan, models)
-    jobs = [Job("fetch_data", (f,)) for f in plan.fetch_records()]
+    # Training prompts read every configured dataset; every other job only those it decodes.
+    fetched = plan.datasets if teachers else plan.read_datasets()
+    jobs = [Job("fetch_data", (plan.fetch_record().format(dataset=d),)) for d in fetched]
     datasets = dict.fromkeys([*plan.run_datasets(), *plan.accuracy_datasets()])
     jobs += [Job("prompts", (plan.prompts_file(d),)) for d in datasets]
     rules = {"pypi_gguf": "prepare_model", "hub": "download_model"}
@@ -33,9 +35,10 @@ def plan_jobs(plan: Plan) -> list[Job]:
         jobs.append(Job("train_prompts", (plan.teacher_prompts(teacher),)))
         jobs.append(Job("teacher_corpus", (plan.teacher_corpus(teacher),)))
     for rule, built in (("train_draft", plan.built_drafts), ("train_head", plan.built_heads)):
-        for path, name in built.items():
+        for name in built:
             if name in models:
-                jobs.append(Job(rule, (f"{path}/config.json", f"{path}/training_log.json")))
+                files = ("config.json", "training_log.json")
+                jobs.append(Job(rule, tuple(plan.built_file(name, f) for f in files)))
     jobs += [Job("tune_trees", (plan.tuning_file(p),)) for p in plan.tuning_pairs()]
     jobs += [Job("generate", (f,)) for t in plan.targets for f in plan.target_run_files(t)]
     jobs += [Job("tidy_target", (plan.in_results(f"tidy/{t}.csv"),)) for t in plan.targets]

