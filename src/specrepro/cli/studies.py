@@ -44,8 +44,13 @@ def cmd_acceptance_table(args: argparse.Namespace) -> int:
     text = acceptance_markdown(
         acceptance_by_depth(pd.read_csv(args.tidy), args.pair), args.pair, ahead
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    return write_table(Path(args.out), text)
+
+
+def write_table(out: Path, text: str) -> int:
+    """Write a Markdown table (its folder made) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
     return 0
 
@@ -139,10 +144,7 @@ def cmd_ddd_table(args: argparse.Namespace) -> int:
     text = ddd_table(
         pd.read_csv(args.tidy), args.pair, args.dataset, args.baseline, frozenset(args.skip)
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
-    return 0
+    return write_table(Path(args.out), text)
 
 
 def cmd_ddd_sweep(args: argparse.Namespace) -> int:
