@@ -95,3 +95,28 @@ def test_the_download_model_command_writes_the_marker(hub_cache: Path, tmp_path,
     assert cli.main(["download-model", "--model", "org/absent", "--out", str(missing)]) == 2
     assert not missing.exists()
     assert "cannot download org/absent" in capsys.readouterr().err
+
+
+def test_a_repository_with_safetensors_is_fetched_without_its_pickles(monkeypatch) -> None:
+    import huggingface_hub
+
+    from specrepro.models import hub
+
+    assert hub.one_weight_format(["config.json", "model.bin"]) == []
+    seen = {}
+
+    def snapshot(model_id, revision=None, ignore_patterns=(), local_files_only=False):
+        seen["ignored"] = list(ignore_patterns)
+        raise OSError("no network in this test")
+
+    class Api:
+        def list_repo_files(self, model_id, revision=None):
+            return ["config.json", "model.safetensors", "pytorch_model.bin"]
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    with pytest.raises(hub.ModelError, match="no network in this test"):
+        hub.download_model("org/model", None)
+    assert "*.bin" in seen["ignored"] and "*.h5" in seen["ignored"]

@@ -33,20 +33,32 @@ def cached_commit(model_id: str, revision: str | None) -> str | None:
     return commit if COMMIT.fullmatch(commit) else None
 
 
+def one_weight_format(files: list[str]) -> list[str]:
+    """Patterns to skip besides IGNORED: a repository that ships safetensors weights has the
+    same weights as PyTorch pickles (`*.bin`, `*.pt`) too, often; transformers reads the
+    safetensors, so the pickles are not fetched."""
+    if any(f.endswith(".safetensors") for f in files):
+        return ["*.bin", "*.pt", "*.pth"]
+    return []
+
+
 def download_model(model_id: str, revision: str | None) -> dict:
     """Bring a hub model into the local cache (nothing is fetched when it is already there and
-    HF_HUB_OFFLINE=1); returns {"model", "revision", "commit", "path"}."""
-    from huggingface_hub import is_offline_mode, snapshot_download
+    HF_HUB_OFFLINE=1), one weight format only; returns {"model", "revision", "commit",
+    "path"}."""
+    from huggingface_hub import HfApi, is_offline_mode, snapshot_download
 
+    offline = is_offline_mode()
     try:
+        files = [] if offline else HfApi().list_repo_files(model_id, revision=revision)
         path = snapshot_download(
             model_id,
             revision=revision,
-            ignore_patterns=IGNORED,
-            local_files_only=is_offline_mode(),
+            ignore_patterns=IGNORED + one_weight_format(files),
+            local_files_only=offline,
         )
     except Exception as err:  # network, auth, missing repo or revision, not cached offline
-        note = " (HF_HUB_OFFLINE=1 is set)" if is_offline_mode() else ""
+        note = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
         raise ModelError(f"cannot download {model_id}@{revision or 'main'}{note}: {err}") from err
     folder = Path(path)
     commit = folder.name
