@@ -527,11 +527,16 @@ def documented_commands() -> list[tuple[str, str]]:
     commands = []
     for document in DOCUMENTS:
         where = document.relative_to(REPO).as_posix()
-        for block in re.findall(r"```bash\n(.*?)```", document.read_text(), re.S):
+        text = document.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.split(" #")[0].strip()
                 if re.match(r"(\.venv/bin/)?snakemake ", line):
                     commands.append((where, line))
+        # Inline ones too (`snakemake TARGET --configfile ...`); lint is checked on its own.
+        for span in re.findall(r"`((?:\.venv/bin/)?snakemake [^`]+)`", text):
+            if "--lint" not in span:
+                commands.append((where, span.strip()))
     for config in sorted((REPO / "config").glob("*.yaml")):
         for line in config.read_text().splitlines():
             match = re.match(r"#\s+(snakemake .*)$", line)
@@ -562,6 +567,20 @@ def test_the_documentation_names_its_commands() -> None:
         shown += re.findall(r"`make ([a-z-]+)", text)
         shown += re.findall(r"^make ([a-z-]+)", text, re.M)
     assert shown and set(shown) <= targets, set(shown) - targets
+
+
+def test_inline_specrepro_and_bench_commands_name_real_subcommands() -> None:
+    from specrepro.bench import TABLE_BENCHES
+    from specrepro.cli import SUBCOMMANDS
+
+    benches = {*TABLE_BENCHES, "gpu-check"}
+
+    for document in DOCUMENTS:
+        text = document.read_text()
+        for sub in re.findall(r"`specrepro ([a-z][a-z-]*)", text):
+            assert sub in SUBCOMMANDS, (document.name, sub)
+        for bench in re.findall(r"`python -m specrepro\.bench ([a-z][a-z-]*)", text):
+            assert bench in benches, (document.name, bench)
 
 
 @pytest.mark.parametrize(
