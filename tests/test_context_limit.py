@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
-from specrepro.decoding.base import lookahead, make_params, method_names
+from specrepro.decoding.base import MethodError, lookahead, make_params, method_names
 from specrepro.engine.stopping import StopRule, token_budget
 from specrepro.models.eagle_head import build_head, head_config_for
 from tests.conftest import tiny_llama
@@ -83,6 +85,17 @@ def test_lookahead_is_the_deepest_position_a_round_drafts() -> None:
     assert lookahead(make_params("eagle", {})) == 5  # EAGLE-1's default tree: depth 5
     assert lookahead(make_params("eagle2", {"depth": 6})) == 6
     assert lookahead(make_params("ddd", {"max_levels": 11})) == 11
+    assert lookahead(make_params("ddd_async", {"max_levels": 7, "check_levels": [3, 5]})) == 7
+    # Every method declares it; a Params without it is refused, whatever its fields are named.
+    for name in method_names():
+        assert isinstance(lookahead(make_params(name, {})), int)
+
+    @dataclass
+    class NewMethodParams:
+        k: int = 4  # a draft length under another name: no guess of 0
+
+    with pytest.raises(MethodError, match=r"Params must define lookahead\(\)"):
+        lookahead(NewMethodParams())
 
 
 def test_stop_reasons_name_what_ended_the_output() -> None:

@@ -75,17 +75,21 @@ def commit(
 
 def lookahead(params: object) -> int:
     """The most positions past the committed sequence that one round may write (its drafts
-    under verification, or a draft model's own proposals), read from the method's parameters:
-    a static tree's depth (eagle), the most draft levels (ddd: max_levels, eagle2: depth), the
-    draft length (sps, dsbd: gamma); 0 for a method without drafts (vanilla, beam). Tree nodes
-    sit at position root + depth, so depth, not tree size, is what reaches further."""
-    if callable(getattr(params, "shape", None)):
-        return max(params.shape().depth)  # type: ignore[attr-defined]
-    for name in ("max_levels", "depth", "gamma"):
-        value = getattr(params, name, None)
-        if isinstance(value, int):
-            return value
-    return 0
+    under verification, or a draft model's own proposals), as the method's `Params.lookahead()`
+    declares it: a static tree's depth (eagle), the most draft levels (ddd: max_levels, eagle2:
+    depth), the draft length (sps, dsbd: gamma), 0 without drafts (vanilla, beam). Tree nodes
+    sit at position root + depth, so depth, not tree size, is what reaches further. Declared,
+    not guessed from parameter names: a method without it is refused before it runs."""
+    declared = getattr(params, "lookahead", None)
+    if not callable(declared):
+        raise MethodError(
+            f"{type(params).__module__}.Params must define lookahead() -> int: the most "
+            "positions past the committed sequence one round may write (0 without drafts)"
+        )
+    value = declared()
+    if not isinstance(value, int) or value < 0:
+        raise MethodError(f"{type(params).__module__}.Params.lookahead() gave {value!r}")
+    return value
 
 
 def needed_roles(algorithm: str) -> tuple[str, ...]:

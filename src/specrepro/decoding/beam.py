@@ -33,6 +33,9 @@ class Params:
     top_k: int = 10
     top_p: float = 0.9
 
+    def lookahead(self) -> int:
+        return 0  # one target token per step, no drafts
+
     def validate(self) -> None:
         check_beam_params("beam", self.width, self.top_k, self.top_p)
 

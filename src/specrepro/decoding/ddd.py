@@ -29,6 +29,9 @@ class Params:
     threshold: float = -0.3  # x
     max_levels: int = 11  # n
 
+    def lookahead(self) -> int:
+        return self.max_levels
+
     def validate(self) -> None:
         check_positive(
             "ddd", top_k=self.top_k, total_tokens=self.total_tokens, max_levels=self.max_levels

@@ -116,6 +116,9 @@ class Params:
     top_k: int = 10
     top_p: float = 0.9
 
+    def lookahead(self) -> int:
+        return self.gamma
+
     def validate(self) -> None:
         check_beam_params("dsbd", self.width, self.top_k, self.top_p)
         if not isinstance(self.gamma, int) or self.gamma < 1:

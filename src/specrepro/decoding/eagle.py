@@ -18,6 +18,9 @@ class Params:
     # Paths of child ranks from the root; the default is EAGLE-1's 25-node, depth-5 tree.
     tree: list[list[int]] | None = None
 
+    def lookahead(self) -> int:
+        return max(self.shape().depth)
+
     def validate(self) -> None:
         self.shape()
 

@@ -22,6 +22,9 @@ class Params:
     depth: int = 6
     total_tokens: int = 60
 
+    def lookahead(self) -> int:
+        return self.depth
+
     def validate(self) -> None:
         check_positive("eagle2", top_k=self.top_k, depth=self.depth, total_tokens=self.total_tokens)
         check_tree_size("eagle2", self.total_tokens)

@@ -21,6 +21,9 @@ NEEDS_DRAFT = True
 class Params:
     gamma: int = 4
 
+    def lookahead(self) -> int:
+        return self.gamma
+
     def validate(self) -> None:
         if not isinstance(self.gamma, int) or self.gamma < 1:
             raise MethodError(f"sps: gamma must be a positive integer, got {self.gamma!r}")

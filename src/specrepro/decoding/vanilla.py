@@ -12,7 +12,8 @@ NEEDS_DRAFT = False
 
 @dataclass
 class Params:
-    pass
+    def lookahead(self) -> int:
+        return 0  # one target token per forward, no drafts
 
 
 def next_token(ctx: DecodingContext, logits) -> int:
