@@ -318,7 +318,8 @@ def test_a_joint_with_no_live_beam_raises_instead_of_drawing_uniformly() -> None
     from types import SimpleNamespace
 
     from specrepro.decoding import beam
-    from specrepro.engine.beams import Beam, BeamPool, NonFiniteJointError, make_draws
+    from specrepro.engine.beams import Beam, BeamPool, make_draws
+    from specrepro.engine.level_draws import NonFiniteJointError
 
     ctx = SimpleNamespace(temperature=1.0, target=ModelRunner(tiny_llama(vocab_size=16)))
     dead = [Beam([1], float("-inf"), 0.0), Beam([2], float("-inf"), 0.0)]

@@ -17,10 +17,9 @@ from specrepro.engine.beams import (
     Beam,
     BeamPool,
     Draws,
-    draw_level,
     make_draws,
-    require_finite_joint,
 )
+from specrepro.engine.level_draws import draw_level, require_finite_joint
 from specrepro.engine.tree import to_device
 
 NEEDS_DRAFT = False

@@ -12,11 +12,10 @@ from specrepro.engine.beams import (
     Beam,
     BeamPool,
     Draws,
-    draw_level,
-    require_finite_joint,
 )
 from specrepro.engine.forest import shared_forward
 from specrepro.engine.joint import Joint
+from specrepro.engine.level_draws import draw_level, require_finite_joint
 from specrepro.engine.stopping import StopScan
 from specrepro.engine.tree import to_device
 

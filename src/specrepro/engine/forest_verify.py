@@ -20,11 +20,11 @@ from specrepro.engine.beams import (
     dynamic_width,
     fill_level,
     level_tables,
-    require_finite_joint,
     sample_joint,
 )
 from specrepro.engine.forest_draft import DraftLevel, ForestParams, LiveBeam
 from specrepro.engine.joint import Joint, full_joint, joint_distribution, sparse_joint
+from specrepro.engine.level_draws import require_finite_joint
 from specrepro.engine.tree import to_device
 
 if TYPE_CHECKING:
