@@ -60,6 +60,7 @@ from specrepro.engine.beams import Draws
 from specrepro.models.vocab_subset import apply_subset
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
+from tests.test_dsbd_exact import Enumerator
 
 VOCAB = 3
 PROMPT = [1, 2]
@@ -383,12 +384,13 @@ class DsbdLaw:
 # ---------------------------------------------------------------------------------------------
 
 
-class Branch(Draws):
+class Branch(Enumerator):
     """One branch of every random choice: the first choices follow `frozen` (unweighted: the
     law given them), then `prefix`, then option 0 of each new choice (or, with `rng`, a draw
     in proportion to the options' weights), recording how many options each choice had and
     the branch's weight. Each draw branches over its support, each acceptance uniform over the
-    spans between its row's thresholds (the span's middle standing for it)."""
+    spans between its row's thresholds (the span's middle standing for it): test_dsbd_exact's
+    Enumerator, whose `sample` and `uniforms` it shares, with frozen choices and draws."""
 
     def __init__(self, prefix: list[int], frozen: list[int] = (), rng=None) -> None:
         self.prefix, self.frozen, self.rng = list(frozen) + list(prefix), len(frozen), rng
@@ -409,21 +411,6 @@ class Branch(Draws):
         if i >= self.frozen:
             self.weight *= weights[k]
         return k
-
-    def sample(self, probs: torch.Tensor, count: int) -> torch.Tensor:
-        values = probs.tolist()
-        support = [i for i, v in enumerate(values) if v > 0]
-        out = [support[self._choose([values[i] for i in support])] for _ in range(count)]
-        return torch.tensor(out, dtype=torch.long, device=probs.device)
-
-    def uniforms(self, thresholds: torch.Tensor) -> torch.Tensor:
-        out = []
-        for row in thresholds.tolist():
-            cuts = sorted({min(max(t, 0.0), 1.0) for t in row} | {0.0, 1.0})
-            spans = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
-            a, b = spans[self._choose([b - a for a, b in spans])]
-            out.append((a + b) / 2)
-        return torch.tensor(out, dtype=thresholds.dtype, device=thresholds.device)
 
 
 def explore(run: Callable[[Branch], object], frozen: list[int] = ()) -> dict:
