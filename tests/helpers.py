@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from specrepro.config import MethodChoice
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.decoding.base import make_params
+from specrepro.run.decoder import Decoder, LoadedPair
 
 
 def decoder_for(

@@ -11,9 +11,9 @@ from specrepro.bench.common import bench_prompts
 from specrepro.bench.trees import tree_ratios
 from specrepro.config import ConfigError, MethodChoice
 from specrepro.data import load_prompts, load_training_prompts
-from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.models.eagle_head import build_head, head_config_for
+from specrepro.run.decoder import LoadedPair
 from specrepro.tree_tuning import h_probe
 from tests.conftest import tiny_llama
 from tests.test_sps import PROMPT, VOCAB

@@ -330,7 +330,7 @@ def test_a_correlation_over_drafts_at_the_accuracy_floor_decides_nothing(tmp_pat
 
 
 def test_the_study_stores_each_drafts_accuracy() -> None:
-    from specrepro.report.draft_design_correlations import correlations
+    from specrepro.report.draft_design.correlations import correlations
 
     table = pd.DataFrame(
         {"method": "sps", "temperature": 0.0, "dataset": "squad", "tar": [0.5, 0.6, 0.7, 0.8],

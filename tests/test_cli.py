@@ -25,13 +25,13 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bad input must be reported before any weights load."""
     # Imported before patching: importing harness under the patch would bind the stand-in as
     # its "original" load_model, and monkeypatch would restore the stand-in after the test.
-    import specrepro.harness  # noqa: F401
+    import specrepro.run.harness  # noqa: F401
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
     monkeypatch.setattr("specrepro.models.loader.load_model", forbidden)
-    monkeypatch.setattr("specrepro.harness.load_model", forbidden)
+    monkeypatch.setattr("specrepro.run.harness.load_model", forbidden)
 
 
 def generate_args(config: Path, prompts: Path, out: Path, **overrides: str) -> list[str]:
@@ -193,8 +193,8 @@ def test_mismatched_tokenizers_fail_before_any_weights_load(
     from transformers import AutoTokenizer
 
     from specrepro.config import load_config
-    from specrepro.harness import load_pair
     from specrepro.models.loader import ModelError
+    from specrepro.run.harness import load_pair
 
     other = tmp_path / "other"
     shutil.copytree(tiny_model_dir, other)

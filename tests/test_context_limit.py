@@ -159,9 +159,9 @@ def test_a_prompt_that_fills_the_positions_gives_no_tokens_and_no_forward(models
 def test_each_turn_records_why_it_stopped() -> None:
     """MT-bench's second turn carries the first answer: here only it meets the limit."""
     from specrepro.config import MethodChoice
-    from specrepro.decoder import Decoder, LoadedPair
     from specrepro.energy import EnergyMeter
-    from specrepro.question_run import run_question as _run_question
+    from specrepro.run.decoder import Decoder, LoadedPair
+    from specrepro.run.question_run import run_question as _run_question
     from tests.test_hub import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specrepro.models.distill import DistillConfig, build_student, train_student
-from specrepro.models.teacher import Sample
+from specrepro.training.distill import DistillConfig, build_student, train_student
+from specrepro.training.teacher import Sample
 from tests.conftest import tiny_llama
 
 
@@ -68,8 +68,8 @@ def test_a_wider_student_starts_as_the_teacher_its_extra_units_silent() -> None:
 
 
 def test_budget_layers_gives_a_draft_of_the_budgets_size() -> None:
-    from specrepro.models.distill import student_shape
-    from specrepro.models.family import Shape
+    from specrepro.training.distill import student_shape
+    from specrepro.training.family import Shape
 
     teacher = tiny_llama(vocab_size=32, seed=0, layers=4, hidden=64)
     budget = Shape.of(teacher.config)
@@ -128,7 +128,7 @@ def test_random_init_gives_every_shape_the_same_start() -> None:
 
 
 def test_a_wider_student_has_its_own_embedding_an_isometric_image_of_the_teachers() -> None:
-    from specrepro.models.distill import own_embedding, student_shape
+    from specrepro.training.distill import own_embedding, student_shape
 
     teacher = tiny_llama(vocab_size=32, seed=0, layers=2, hidden=32)
     cfg = DistillConfig(
@@ -157,7 +157,7 @@ def test_a_wider_student_has_its_own_embedding_an_isometric_image_of_the_teacher
 
 
 def test_the_plateau_rule_stops_when_the_smoothed_loss_flattens() -> None:
-    from specrepro.models.distill import plateaued
+    from specrepro.training.distill import plateaued
 
     assert not plateaued([5.0, 4.0, 3.0], 2, 0.02)  # too short to compare two windows
     assert not plateaued([8.0, 7.0, 4.0, 3.0], 2, 0.02)  # 7.5 -> 3.5: still falling
@@ -180,7 +180,7 @@ def test_the_plateau_rule_stops_when_the_smoothed_loss_flattens() -> None:
 def test_training_batches_can_cut_context_and_sample_loss_positions() -> None:
     import random
 
-    from specrepro.models.distill import _batch, trimmed
+    from specrepro.training.distill import _batch, trimmed
 
     sample = _counting_samples()[0]  # 3 prompt tokens, 17 response tokens
     short = trimmed(sample, 2)

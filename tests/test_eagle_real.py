@@ -13,8 +13,8 @@ import torch
 
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.teacher import Sample
-from specrepro.models.train_head import HeadTrainConfig, train_head
+from specrepro.training.teacher import Sample
+from specrepro.training.train_head import HeadTrainConfig, train_head
 from tests.helpers import chat_ids, decoder_for
 
 PROMPTS = [

@@ -587,7 +587,7 @@ def test_meter_finds_the_gpu_torch_runs_on_by_uuid() -> None:
 def test_run_device_maps_to_its_nvml_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from specrepro.timing_group import open_energy_meter
+    from specrepro.run.timing_group import open_energy_meter
 
     fake = FakeNVML(uuids=("GPU-aaaa-01", "GPU-bbbb-02"))
     monkeypatch.setitem(sys.modules, "pynvml", fake)

@@ -351,7 +351,7 @@ def test_draft_and_target_vocabulary_widths_must_match() -> None:
 
 
 def test_a_members_memory_peak_starts_without_the_previous_members_cache(monkeypatch) -> None:
-    from specrepro.question_run import start_memory_peak
+    from specrepro.run.question_run import start_memory_peak
 
     model = tiny_llama(seed=5)
     runners: dict = {}

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from specrepro.models.family import (
+from specrepro.training.family import (
     SHEARED_LLAMA_1_3B,
     WIDE_SHEARED_LLAMA_1_3B,
     Shape,

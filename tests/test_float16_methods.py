@@ -18,8 +18,8 @@ import torch
 from specrepro.decoding.base import get_method, method_names
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for
-from specrepro.models.teacher import Sample
-from specrepro.models.train_head import HeadTrainConfig, train_head
+from specrepro.training.teacher import Sample
+from specrepro.training.train_head import HeadTrainConfig, train_head
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
 from tests.test_opt import opt_draft, tiny_opt

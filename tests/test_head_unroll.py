@@ -1,4 +1,4 @@
-"""The unrolled head (models/head_unroll.py) computes, at every position at once, what the head
+"""The unrolled head (training/head_unroll.py) computes, at every position at once, what the head
 computes when it drafts a chain from its own features through its cache."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.head_unroll import unroll_mask, unrolled_features
+from specrepro.training.head_unroll import unroll_mask, unrolled_features
 from tests.conftest import tiny_llama
 
 
@@ -73,8 +73,8 @@ def test_a_head_trained_on_its_own_rollouts_agrees_more_two_and_three_tokens_ahe
     import random
 
     from specrepro.engine.runner import ModelRunner
-    from specrepro.models.teacher import CorpusConfig, generate_batch
-    from specrepro.models.train_head import HeadTrainConfig, train_head
+    from specrepro.training.teacher import CorpusConfig, generate_batch
+    from specrepro.training.train_head import HeadTrainConfig, train_head
 
     target = tiny_llama(vocab_size=32, seed=1, layers=2)
     rng = random.Random(0)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import torch
 from transformers import LlamaConfig
 
-from specrepro.models import latency
-from specrepro.models.family import Shape
-from specrepro.models.latency import LatencySettings, profile_shapes, time_decode
+from specrepro.training import latency
+from specrepro.training.family import Shape
+from specrepro.training.latency import LatencySettings, profile_shapes, time_decode
 
 
 class FakeClock:
@@ -82,7 +82,7 @@ def test_a_real_random_model_is_profiled() -> None:
 
 
 def test_the_spread_of_the_timed_forwards_is_reported() -> None:
-    from specrepro.models.latency import spread, time_decode_tokens
+    from specrepro.training.latency import spread, time_decode_tokens
 
     clock = FakeClock()
     settings = LatencySettings(prompt_tokens=8, warmup=2, tokens=4, repeats=2)

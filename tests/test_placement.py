@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from specrepro.cli import common, training
-from specrepro.models.teacher import CorpusConfig, teacher_generations
 from specrepro.placement import job_placement
+from specrepro.training.teacher import CorpusConfig, teacher_generations
 from tests.conftest import tiny_llama
 
 
@@ -47,7 +47,7 @@ def test_each_model_job_loads_where_its_placement_says(monkeypatch) -> None:
         "models": {"registry": {"h": {"path": "x"}}},
     }
     monkeypatch.setattr("specrepro.config.load_config", lambda *a, **k: config)
-    monkeypatch.setattr("specrepro.models.teacher.load_corpus", lambda path: ([], {}))
+    monkeypatch.setattr("specrepro.training.teacher.load_corpus", lambda path: ([], {}))
     monkeypatch.setattr("specrepro.data.read_prompts_jsonl", lambda path: [])
     base = {"config": None, "set_json": {}, "corpus": "c", "out": None, "prompts": "p"}
     jobs = [

@@ -164,7 +164,7 @@ def test_a_timing_group_interleaves_its_runs_in_a_balanced_order_and_repeats(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from specrepro import cli
-    from specrepro.timing_group import williams_rows
+    from specrepro.run.timing_group import williams_rows
 
     config = write_tiny_config(tmp_path, tiny_model_dir)
     prompts = write_prompts(tmp_path / "prompts.jsonl", n=4, turns=1)

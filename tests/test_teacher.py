@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from specrepro.engine.runner import ModelRunner
-from specrepro.models import teacher as teacher_mod
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.teacher import CorpusConfig, generate_batch, truncated_prompts
-from specrepro.models.train_head import _batch, _losses
+from specrepro.training import teacher as teacher_mod
+from specrepro.training.teacher import CorpusConfig, generate_batch, truncated_prompts
+from specrepro.training.train_head import _batch, _losses
 from tests.conftest import tiny_llama
 
 PROMPTS = [[3, 5, 7, 9, 11, 2, 4], [6, 1], [8, 8, 3, 12, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
@@ -116,7 +116,7 @@ def test_head_token_targets_are_the_stored_top_k_of_the_predicted_feature() -> N
 
 
 def test_head_training_context_keeps_the_response_and_its_targets() -> None:
-    from specrepro.models.train_head import trimmed
+    from specrepro.training.train_head import trimmed
 
     model = tiny_llama(vocab_size=32, seed=1, layers=2)
     sample = _generate(model, 0.7)[3]  # an 11-token prompt

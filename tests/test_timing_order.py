@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from specrepro.timing_group import balanced_order, design_period, fastest_repeat, williams_rows
+from specrepro.run.timing_group import balanced_order, design_period, fastest_repeat, williams_rows
 
 
 @pytest.mark.parametrize("k", range(2, 13))

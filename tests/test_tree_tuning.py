@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from specrepro.config import ConfigError, MethodChoice, load_config, resolve_method
-from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.models.eagle_head import build_head, head_config_for
 from specrepro.planning import make_plan
+from specrepro.run.decoder import LoadedPair
 from specrepro.tree_tuning import apply_tuning, h_medians, h_probe, interleaved_stats, tune_trees
 from tests.conftest import tiny_llama
 from tests.test_sps import PROMPT, VOCAB

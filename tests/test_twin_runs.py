@@ -17,10 +17,10 @@ import yaml
 
 from specrepro import cli
 from specrepro.config import MethodChoice, load_config, resolve_method
-from specrepro.decoder import Decoder
-from specrepro.harness import load_pair
 from specrepro.planning import make_plan
 from specrepro.prompting import encode
+from specrepro.run.decoder import Decoder
+from specrepro.run.harness import load_pair
 from tests.conftest import REPO, copy_workflow
 from tests.test_twins import go_offline
 from tests.test_workflow import SNAKEMAKE, path_without_venv

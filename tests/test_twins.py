@@ -17,12 +17,12 @@ from transformers import LlamaForCausalLM, OPTForCausalLM
 
 from specrepro import cli
 from specrepro.config import validate_config
-from specrepro.harness import load_pair
 from specrepro.models.eagle_head import load_head
 from specrepro.models.hub import cached_commit, download_model
 from specrepro.models.loader import ModelError, ModelSpec, load_model, load_tokenizer
 from specrepro.models.twins import build_twins, corpus_texts, merged, plan_twins
 from specrepro.prompting import encode
+from specrepro.run.harness import load_pair
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = ("paper_dsbd", "paper_ddd", "paper_draft_design")

@@ -14,7 +14,6 @@ from specrepro.config import ConfigError, validate_config
 from specrepro.engine.packed import pack_linears, packing_available
 from specrepro.engine.runner import ModelRunner, NonFiniteLogitsError
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.models.teacher import Sample
 from specrepro.models.vocab_subset import (
     SUBSET_FILE,
     SubsetLmHead,
@@ -27,6 +26,7 @@ from specrepro.models.vocab_subset import (
     save_subset,
     subset_size,
 )
+from specrepro.training.teacher import Sample
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
 from tests.test_sps import (
@@ -246,7 +246,7 @@ def test_load_pair_applies_a_saved_subset_to_the_draft_only(tmp_path, tiny_model
     import yaml
 
     from specrepro.config import load_config
-    from specrepro.harness import load_pair
+    from specrepro.run.harness import load_pair
     from tests.conftest import write_tiny_config
 
     draft_dir = tmp_path / "draft"

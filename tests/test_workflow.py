@@ -622,12 +622,12 @@ def test_the_schema_defaults_are_the_codes() -> None:
     from dataclasses import MISSING, fields
 
     from specrepro.config import SCHEMA_PATH
-    from specrepro.models.distill import DistillConfig
-    from specrepro.models.latency import LatencySettings
-    from specrepro.models.teacher import CorpusConfig
-    from specrepro.models.train_head import HeadTrainConfig
     from specrepro.planning.cost import DEFAULT_GPU
     from specrepro.planning.memory import DEFAULT_CACHE_RESERVE_GB
+    from specrepro.training.distill import DistillConfig
+    from specrepro.training.latency import LatencySettings
+    from specrepro.training.teacher import CorpusConfig
+    from specrepro.training.train_head import HeadTrainConfig
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
 

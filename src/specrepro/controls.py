@@ -72,7 +72,7 @@ def expand_controls(data: dict, tidy: pd.DataFrame) -> dict:
 
 
 def load_run_claims(paths: list[Path | str], tidy: pd.DataFrame) -> list[Claim]:
-    """The claims files' claims (report/claims.py), each control template expanded for the
+    """The claims files' claims (report/claims), each control template expanded for the
     datasets and temperatures of the tidy table."""
     from specrepro.report.claims import load_claims
 

@@ -10,9 +10,9 @@ import copy
 import statistics
 
 from specrepro.config import TUNED, ConfigError, MethodChoice
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.decoding.base import make_params
-from specrepro.timing_group import balanced_order
+from specrepro.run.decoder import Decoder, LoadedPair
+from specrepro.run.timing_group import balanced_order
 
 RULE = (
     "total_tokens: the size at which the size entry makes the most tokens per second (totals) "

@@ -28,11 +28,11 @@ from transformers import DynamicCache, PreTrainedModel
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice, resolve_method
-from specrepro.decoder import LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.timing import synchronize
 from specrepro.report.tidy import beams_carried
-from specrepro.timing_group import balanced_order
+from specrepro.run.decoder import LoadedPair
+from specrepro.run.timing_group import balanced_order
 from specrepro.tree_tuning import warm_decoders
 
 

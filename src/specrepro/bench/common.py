@@ -14,9 +14,9 @@ from pathlib import Path
 
 from specrepro.config import ConfigError, load_config, resolve_pair
 from specrepro.data import load_prompts, load_tuning_prompts
-from specrepro.decoder import LoadedPair
-from specrepro.harness import load_pair
 from specrepro.prompting import encode_turn
+from specrepro.run.decoder import LoadedPair
+from specrepro.run.harness import load_pair
 
 SPLIT_HELP = "tuning: held-out questions no student trained on (default); eval: evaluated ones"
 

@@ -23,10 +23,10 @@ import torch
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.timing import synchronize
-from specrepro.timing_group import balanced_order
+from specrepro.run.decoder import Decoder, LoadedPair
+from specrepro.run.timing_group import balanced_order
 
 
 def hf_generate(

@@ -13,7 +13,7 @@ from specrepro.bench.gpu_check_core import CheckContext, CheckResult, failed
 from specrepro.bench.gpu_check_models import check_decoder, check_prompts
 from specrepro.energy import IDLE_ACTIVE, EnergyReading
 from specrepro.engine.timing import synchronize
-from specrepro.timing_group import open_energy_meter
+from specrepro.run.timing_group import open_energy_meter
 
 IDLE_SECONDS = 1.0
 BURST_SECONDS = 2.0

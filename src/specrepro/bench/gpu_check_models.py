@@ -28,12 +28,12 @@ from transformers import (
 )
 
 from specrepro.config import MethodChoice
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.decoding.base import make_params
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for
-from specrepro.models.teacher import Sample
-from specrepro.models.train_head import HeadTrainConfig, train_head
+from specrepro.run.decoder import Decoder, LoadedPair
+from specrepro.training.teacher import Sample
+from specrepro.training.train_head import HeadTrainConfig, train_head
 
 
 @dataclass

@@ -19,10 +19,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from specrepro.bench.gpu_check_core import CheckContext, CheckResult
 from specrepro.bench.gpu_check_models import decoder_for
 from specrepro.bench.gpu_check_sdpa import random_tree
-from specrepro.decoder import Decoder
 from specrepro.engine.runner import NonFiniteLogitsError
 from specrepro.engine.timing import synchronize
 from specrepro.engine.tree import ancestor_mask, positions
+from specrepro.run.decoder import Decoder
 
 PROMPT_LEN = 512
 DECODE_TOKENS = 64

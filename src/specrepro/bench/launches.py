@@ -42,12 +42,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from transformers import LlamaConfig
 
 from specrepro.bench.gpu_check_models import CheckModels, check_decoder, check_models
-from specrepro.decoder import Decoder
 from specrepro.decoding.base import get_method, needed_roles
 from specrepro.engine.host_reads import checked_levels
 from specrepro.engine.runner import ForwardOutput, ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.models.eagle_head import build_head, head_config_for
+from specrepro.run.decoder import Decoder
 
 METHODS = ("vanilla", "sps", "beam", "eagle", "eagle2", "ddd", "ddd_async", "dsbd")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

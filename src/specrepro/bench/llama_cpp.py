@@ -18,9 +18,9 @@ import torch
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import ConfigError, MethodChoice, model_spec, resolve_pair
-from specrepro.decoder import Decoder
 from specrepro.decoding.base import make_params
 from specrepro.models.loader import gguf_path
+from specrepro.run.decoder import Decoder
 
 
 def llama_cpp_greedy(llm, ids: list[int], max_new_tokens: int, eos: frozenset[int]) -> list[int]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import load_config, resolve_method, resolve_pair
-from specrepro.decoder import LoadedPair
-from specrepro.models.teacher import load_corpus
 from specrepro.models.vocab_subset import apply_subset, frequent_tokens, remove_subset
+from specrepro.run.decoder import LoadedPair
+from specrepro.training.teacher import load_corpus
 from specrepro.tree_tuning import interleaved_stats
 
 

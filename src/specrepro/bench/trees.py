@@ -23,8 +23,8 @@ from dataclasses import asdict
 
 from specrepro.bench.common import add_model_args, add_prompt_args, loaded_prompts
 from specrepro.config import MethodChoice, resolve_method
-from specrepro.decoder import LoadedPair
 from specrepro.report.acceptance import MAX_DEPTH, depth_rates, verification_rounds
+from specrepro.run.decoder import LoadedPair
 from specrepro.tree_tuning import h_medians, h_probe, interleaved_stats
 
 

@@ -23,9 +23,9 @@ import torch
 from specrepro.bench.common import add_model_args
 from specrepro.config import load_config, model_spec, resolve_pair
 from specrepro.engine.runner import ModelRunner
-from specrepro.models.family import Shape
-from specrepro.models.latency import random_model
 from specrepro.models.loader import load_model, parse_dtype, to_engine_mode
+from specrepro.training.family import Shape
+from specrepro.training.latency import random_model
 
 KERNELS = ("default", "packed")
 MODELS = ("target", "random-1.2B")

@@ -80,7 +80,7 @@ def _tuned_configs(args: argparse.Namespace, config: dict) -> dict[str, dict]:
 def _members(args: argparse.Namespace, config: dict) -> list:
     """The timing group's runs, from --pair/--method and each --member."""
     from specrepro.config import resolve_method, resolve_pair
-    from specrepro.timing_group import Member
+    from specrepro.run.timing_group import Member
 
     specs = list(args.member)
     if args.pair or args.method:
@@ -134,8 +134,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for role in ("target", *needed):
             check_available(model_spec(config, pair[role]))
 
-    from specrepro.harness import load_pair
-    from specrepro.timing_group import run_group
+    from specrepro.run.harness import load_pair
+    from specrepro.run.timing_group import run_group
 
     device = args.device or config["runs"].get("device", "cpu")
     models: dict = {}
@@ -168,8 +168,8 @@ def cmd_tune_trees(args: argparse.Namespace) -> int:
 
     from specrepro.config import load_config, resolve_method, resolve_pair
     from specrepro.data import load_tuning_prompts
-    from specrepro.harness import load_pair
     from specrepro.prompting import encode_turn
+    from specrepro.run.harness import load_pair
     from specrepro.tree_tuning import apply_tuning, tune_trees
 
     config = load_config(args.config, args.set_json)

@@ -168,9 +168,9 @@ def cmd_latency_profile(args: argparse.Namespace) -> int:
     from transformers import AutoConfig, LlamaConfig
 
     from specrepro.config import ConfigError, load_config, model_spec
-    from specrepro.models.family import Shape, equal_size_family, paper_shapes
-    from specrepro.models.latency import LatencySettings, profile_shapes
     from specrepro.models.loader import check_available, resolve
+    from specrepro.training.family import Shape, equal_size_family, paper_shapes
+    from specrepro.training.latency import LatencySettings, profile_shapes
 
     config = load_config(args.config, args.set_json)
     cache = Path(config["models"]["cache_dir"])

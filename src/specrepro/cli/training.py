@@ -12,7 +12,7 @@ from specrepro.cli.common import Subcommand, config_arg, load_teacher, section_e
 if TYPE_CHECKING:
     import torch
 
-    from specrepro.models.teacher import Sample
+    from specrepro.training.teacher import Sample
 
 
 def teacher_corpus_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,9 +66,9 @@ def train_head_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_teacher_corpus(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
     from specrepro.data import read_prompts_jsonl
-    from specrepro.models.teacher import CorpusConfig, build_corpus
     from specrepro.prompting import default_conversation
-    from specrepro.timing_group import seed_everything
+    from specrepro.run.timing_group import seed_everything
+    from specrepro.training.teacher import CorpusConfig, build_corpus
 
     config = load_config(args.config, args.set_json)
     cfg = CorpusConfig.from_config(section_entry(config, "teachers", args.teacher))
@@ -85,8 +85,8 @@ def _student_job(args: argparse.Namespace, section: str, name: str) -> tuple:
     """What training a student needs: its config entry, the teacher corpus, the teacher and the
     output folder (default: the student's registry path)."""
     from specrepro.config import load_config
-    from specrepro.models.teacher import load_corpus
-    from specrepro.timing_group import seed_everything
+    from specrepro.run.timing_group import seed_everything
+    from specrepro.training.teacher import load_corpus
 
     config = load_config(args.config, args.set_json)
     entry = section_entry(config, section, name)
@@ -119,8 +119,8 @@ def _training_entry(entry: dict) -> dict:
 
 
 def cmd_train_draft(args: argparse.Namespace) -> int:
-    from specrepro.models.distill import DistillConfig, distill
     from specrepro.models.vocab_subset import save_subset
+    from specrepro.training.distill import DistillConfig, distill
 
     entry, samples, summary, teacher, tokenizer, out = _student_job(args, "drafts", args.draft)
     subset = _subset_ids(entry, samples, teacher, f"drafts.{args.draft}")
@@ -134,8 +134,8 @@ def cmd_train_draft(args: argparse.Namespace) -> int:
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from specrepro.models.train_head import HeadTrainConfig, train_and_save
     from specrepro.models.vocab_subset import save_subset
+    from specrepro.training.train_head import HeadTrainConfig, train_and_save
 
     entry, samples, summary, target, _, out = _student_job(args, "heads", args.head)
     subset = _subset_ids(entry, samples, target, f"heads.{args.head}")
@@ -149,9 +149,9 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 def cmd_draft_quality(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
-    from specrepro.models.distill import draft_quality
-    from specrepro.models.draft_alone import draft_accuracy
-    from specrepro.models.teacher import load_corpus
+    from specrepro.training.distill import draft_quality
+    from specrepro.training.draft_alone import draft_accuracy
+    from specrepro.training.teacher import load_corpus
 
     config = load_config(args.config, args.set_json)
     samples, summary = load_corpus(Path(args.corpus))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from specrepro.models.teacher import Sample
+    from specrepro.training.teacher import Sample
 
 SUBSET_FILE = "vocab_subset.json"
 HOW_CHOSEN = (

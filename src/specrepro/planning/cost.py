@@ -25,11 +25,11 @@ GPU_BANDWIDTH: dict[str, float] = {
 }
 DEFAULT_GPU = "A100-80GB"
 
-# MT-bench questions have two turns, each generating up to max_new_tokens (question_run.py).
+# MT-bench questions have two turns, each generating up to max_new_tokens (run/question_run.py).
 TURNS = {"mtbench": 2}
 # Questions when datasets.NAME.n is null (all): MT-bench 80, SQuAD v1.1 dev, Spider dev.
 FULL_SIZES = {"mtbench": 80, "squad": 10570, "spider": 1034}
-# Each run's warm-up generations (runs.warmup, default 1) are 8 tokens each (timing_group.py).
+# Each run's warm-up generations (runs.warmup, default 1) are 8 tokens each (run/timing_group.py).
 WARMUP_TOKENS = 8
 
 # GPU jobs that job_costs does not estimate, and why (the table's caption says so).
@@ -171,7 +171,7 @@ def _row(rule, label, runs, models, weight, tokens, seconds, basis) -> JobCost:
 def _quality_costs(plan, basis: CostBasis) -> list[JobCost]:
     """draft_quality: each study draft alone in the run's dtype on runs.device (float32 for an
     int4 run: placement.job_placement), answering every
-    accuracy dataset's n questions at T=0 without warm-up (models/draft_alone.py); its
+    accuracy dataset's n questions at T=0 without warm-up (training/draft_alone.py); its
     perplexity and agreement on the teacher corpus's holdout are forwards over a few thousand
     tokens, not counted."""
     study = getattr(plan, "study", None)

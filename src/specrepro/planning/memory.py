@@ -39,7 +39,7 @@ DTYPE_BYTES: dict[str, float] = {
 #     model 2*40*5120*2 B = 0.82 MB/token: 2.5 GB at a 3k-token MT-bench second turn (DDD's
 #     1024 new tokens per turn), 3.4 GB at LLaMA-2's 4k limit; beams multiply it: DSBD or
 #     beam sampling at width 4 over ~1.5k tokens (SQuAD/Spider prompt + 200 new) is 4.9 GB;
-#   - every draft keeps its own cache (one ModelRunner per model, decoder.py): for the 17
+#   - every draft keeps its own cache (one ModelRunner per model, run/decoder.py): for the 17
 #     draft-design drafts together ~2 MB/token, ~3 GB at 1.5k tokens (a split part has fewer);
 #   - activations and logits at batch 1 (a 32k-vocabulary fp32 row per scored position, a
 #     prefill's hidden states): well under 1 GB; CUDA context and fragmentation: 1-2 GB.

@@ -1,7 +1,7 @@
 """The Dynamic Depth Decoding paper's table, one per pair: per temperature, vanilla's and every
 tree method's (EAGLE, EAGLE-2, DDD, whatever the entries are called) mean tokens/s, speedup over
 vanilla and tau, each with its generation rule and n; below it the DDD / EAGLE-2 and EAGLE-2 /
-EAGLE speedup ratios, all with 95% bootstrap intervals over questions (report/claims.py does the
+EAGLE speedup ratios, all with 95% bootstrap intervals over questions (report/claims does the
 measuring). Also the DDD sweep: speedup, tau and drafted depth against the threshold x and the
 check levels S, beside the EAGLE-2 runs of the same group. Speed is EAGLE's estimator throughout
 (the mean over questions of tokens/s), the one DDD's paper reports, so that its numbers compare

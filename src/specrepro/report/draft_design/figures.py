@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from specrepro.report.draft_design_markdown import fmt
+from specrepro.report.draft_design.markdown import fmt
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

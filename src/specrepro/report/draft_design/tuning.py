@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from specrepro.report.draft_design_comparisons import select_run, speed_ratio, tau_of
-from specrepro.report.draft_design_members import Member
+from specrepro.report.draft_design.comparisons import select_run, speed_ratio, tau_of
+from specrepro.report.draft_design.members import Member
 
 
 def sweep_lookaheads(

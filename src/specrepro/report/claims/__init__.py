@@ -28,7 +28,7 @@ measured and listed (`candidates`, JSON). Kinds:
   than" (>=); `higher_than` "higher than" (strictly >); `margin` is two-sided equivalence on the
   90% interval (two one-sided tests): supported inside +-margin, not supported wholly outside.
   A score bound finer than one question at `min_questions` (0 < |bound| < 100 / n) is refused.
-- `study`: a figure of the draft-design study (report/draft_design.py), never a maximum picked
+- `study`: a figure of the draft-design study (report/draft_design), never a maximum picked
   after the fact. `throughput_ratio`: a member's mean tokens/s over the pair's existing draft,
   judged as a ratio, with `member:` a draft named in advance (its 95% interval) or `all` (the
   largest ratio over every member, judged by the simultaneous Bonferroni interval
@@ -72,9 +72,9 @@ only (the published magnitude belongs to the paper's setting), other kinds are "
 reference".
 
 This module checks a list of claims (`check_claims`); the work is split by job: reading and
-validating claims files (claim_loading), matching a claim's sides to runs and timing groups
-(claim_runs), measuring them and pooling controls (claim_estimators; claim_study for the
-`study` kind), judging the measurement (claim_verdicts) and writing the table (claim_markdown).
+validating claims files (claims/loading), matching a claim's sides to runs and timing groups
+(claims/runs), measuring them and pooling controls (claims/estimators; claims/study for the
+`study` kind), judging the measurement (claims/verdicts) and writing the table (claims/markdown).
 Their public names are importable from here.
 """
 
@@ -86,7 +86,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from specrepro.report.claim_estimators import (
+from specrepro.report.claims.estimators import (
     MIN_DIFFERING,
     N_RESAMPLES,
     SPEED_ESTIMATORS,
@@ -97,7 +97,7 @@ from specrepro.report.claim_estimators import (
     pooled,
     pooled_aa,
 )
-from specrepro.report.claim_loading import (
+from specrepro.report.claims.loading import (
     CORRELATIONS,
     DELTA,
     ESTIMATORS,
@@ -120,8 +120,8 @@ from specrepro.report.claim_loading import (
     load_claims,
     query,
 )
-from specrepro.report.claim_markdown import FOOTER, claims_markdown, drift_line
-from specrepro.report.claim_runs import (
+from specrepro.report.claims.markdown import FOOTER, claims_markdown, drift_line
+from specrepro.report.claims.runs import (
     Candidate,
     claim_rows,
     resolve,
@@ -129,8 +129,8 @@ from specrepro.report.claim_runs import (
     run_groups,
     timing_groups,
 )
-from specrepro.report.claim_study import measure_study
-from specrepro.report.claim_verdicts import HARDWARE_BOUND, Gate, control_status, verdicts
+from specrepro.report.claims.study import measure_study
+from specrepro.report.claims.verdicts import HARDWARE_BOUND, Gate, control_status, verdicts
 
 __all__ = [
     "CORRELATIONS",

@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from specrepro.models.artifact import publish_model_dir
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
-from specrepro.models.head_unroll import unrolled_features
-from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
-from specrepro.models.teacher import Sample
+from specrepro.training.head_unroll import unrolled_features
+from specrepro.training.schedule import optimizer_step, split_holdout, warmup_cosine
+from specrepro.training.teacher import Sample
 
 # Held-out agreement is reported k = 1..AHEAD tokens ahead at the end of training (the CPU
 # trees draft 5-7 levels deep).
@@ -107,7 +107,7 @@ def trimmed(sample: Sample, context_tokens: int | None) -> Sample:
 
 
 def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dict:
-    """Feature and token losses averaged over `steps` unrolled steps (models/head_unroll.py:
+    """Feature and token losses averaged over `steps` unrolled steps (training/head_unroll.py:
     step j drafts from the head's own features of the j steps before), with top-1 / top-3
     agreement at step 0 and the top-1 agreement at every step (`top1_ahead`, k = j + 1)."""
     predicted = unrolled_features(head, batch.ids, batch.features, steps, noise)
@@ -197,7 +197,7 @@ def evaluate_head(head: EagleHead, samples: list[Sample], ahead: int = 1) -> dic
     """Held-out feature loss, token loss and top-1 / top-3 agreement with the target's next
     token (without input noise, as the head runs when drafting its first level); with
     ahead > 1 also `holdout_top1_ahead`: the top-1 agreement k = 1..ahead tokens ahead, the
-    head drafting from its own features (models/head_unroll.py), the losses then averaged over
+    head drafting from its own features (training/head_unroll.py), the losses then averaged over
     those steps."""
     device = head.fc.weight.device
     totals: dict[str, float] = {"feature_loss": 0.0, "token_loss": 0.0, "top1": 0.0, "top3": 0.0}

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from specrepro.report.claim_estimators import pooled_aa
+from specrepro.report.claims.estimators import pooled_aa
 
 
 def _fmt(value: object) -> str:

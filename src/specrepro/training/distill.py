@@ -1,12 +1,12 @@
 """Building a draft model by distillation from its target, on the target's own generations.
 
 The student shares the teacher's tokenizer. At the teacher's hidden size it shares its frozen
-embedding / lm_head; at another hidden size (the wide family, models/family.py) it has its own,
+embedding / lm_head; at another hidden size (the wide family, training/family.py) it has its own,
 started as an isometric image of the teacher's (E P, P a seeded semi-orthogonal matrix: every
 inner product of the teacher's embedding kept) and trained with it when `train_embeddings`.
 Its decoder layers start from the teacher's first layers (`init_from_teacher`, the pair's own
 draft) or from the model's random initialisation, the same start for every member of a study
-family whatever its shape. It learns from the teacher corpus (models/teacher.py): the
+family whatever its shape. It learns from the teacher corpus (training/teacher.py): the
 teacher's top-k next-token distribution at every generated position, soft targets that carry far
 more signal per token than the sampled tokens alone (a few thousand tokens overfit otherwise).
 
@@ -31,10 +31,10 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from specrepro.models.artifact import publish_model_dir
-from specrepro.models.family import Shape, equal_size_shape, family_budget, widened
 from specrepro.models.loader import add_legacy_rope_keys
-from specrepro.models.schedule import optimizer_step, split_holdout, warmup_cosine
-from specrepro.models.teacher import Sample
+from specrepro.training.family import Shape, equal_size_shape, family_budget, widened
+from specrepro.training.schedule import optimizer_step, split_holdout, warmup_cosine
+from specrepro.training.teacher import Sample
 
 
 @dataclass
@@ -45,7 +45,7 @@ class DistillConfig:
     num_attention_heads: int | None = None
     num_key_value_heads: int | None = None
     # Set: the widths are solved so that the draft's non-embedding parameters equal this many
-    # of the teacher's layers (models/family.py); the explicit widths above must then be unset.
+    # of the teacher's layers (training/family.py); the explicit widths above must then be unset.
     budget_layers: int | None = None
     init_from_teacher: bool = True
     # Own embedding (hidden size other than the teacher's): trained, or kept at its start.

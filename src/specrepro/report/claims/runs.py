@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from specrepro.report.claim_loading import Claim, Setting
+from specrepro.report.claims.loading import Claim, Setting
 from specrepro.report.pairing import timing_groups
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 from scipy import stats
 
 from specrepro.report.aggregate import per_question, prepare
-from specrepro.report.claim_loading import ESTIMATORS, SCORE_COLUMNS, Z95, Claim
-from specrepro.report.claim_runs import claim_rows
+from specrepro.report.claims.loading import ESTIMATORS, SCORE_COLUMNS, Z95, Claim
+from specrepro.report.claims.runs import claim_rows
 from specrepro.report.pairing import TIMING_GROUP, align_reference, pool_questions, timing_groups
 
 N_RESAMPLES = 2000

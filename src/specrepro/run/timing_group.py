@@ -16,7 +16,6 @@ import torch
 from tqdm import tqdm
 
 from specrepro.config import MethodChoice
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.energy import (
     IDLE_ACTIVE,
     IDLE_AFTER,
@@ -29,8 +28,9 @@ from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.prompting import encode_turn
 from specrepro.provenance import code_fingerprint, records_fingerprint
-from specrepro.question_run import run_question, score_record
 from specrepro.records import ResultWriter
+from specrepro.run.decoder import Decoder, LoadedPair
+from specrepro.run.question_run import run_question, score_record
 
 # A partial result file is resumed only if all of these match for every run (else the group
 # starts over).

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.timing import synchronize
-from specrepro.models.family import Shape
+from specrepro.training.family import Shape
 
 Clock = Callable[[], float]
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from specrepro.report.draft_design_members import ACCURACY_METRIC
+from specrepro.report.draft_design.members import ACCURACY_METRIC
 
 Z95 = 1.959963984540054
 

@@ -1,7 +1,7 @@
 """Loading a pair's models once per job: the target, and the draft or head its methods need.
 
-The rest of a run lives beside it: the Decoder (decoder.py), a timing group's run
-(timing_group.py) and one question's record (question_run.py).
+The rest of a run lives beside it: the Decoder (run/decoder.py), a timing group's run
+(run/timing_group.py) and one question's record (run/question_run.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from specrepro.config import model_spec, resolve_pair
-from specrepro.decoder import LoadedPair
 from specrepro.engine.stopping import eos_token_ids, token_texts
 from specrepro.models.eagle_head import load_head_model
 from specrepro.models.loader import (
@@ -24,6 +23,7 @@ from specrepro.models.loader import (
 )
 from specrepro.models.vocab_subset import apply_saved_subset, subset_size
 from specrepro.prompting import default_conversation
+from specrepro.run.decoder import LoadedPair
 
 
 def load_pair(

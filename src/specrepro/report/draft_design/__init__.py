@@ -25,10 +25,10 @@ tau = committed tokens per target forward (bonus token included). The last round
 draft fewer than gamma tokens, which biases TAR down by at most one round per turn.
 
 This module builds the study's table, sweep and results (`study`); the work is split by job:
-the drafts (draft_design_members), per-question speeds and their ratios
-(draft_design_comparisons), the lookahead sweep (draft_design_tuning), the correlations
-(draft_design_correlations), the Markdown (draft_design_markdown) and the figures
-(draft_design_figures). Their public names are importable from here.
+the drafts (draft_design/members), per-question speeds and their ratios
+(draft_design/comparisons), the lookahead sweep (draft_design/tuning), the correlations
+(draft_design/correlations), the Markdown (draft_design/markdown) and the figures
+(draft_design/figures). Their public names are importable from here.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from specrepro.report.draft_design_comparisons import (
+from specrepro.report.draft_design.comparisons import (
     ALPHA,
     N_RESAMPLES,
     common_questions,
@@ -50,22 +50,22 @@ from specrepro.report.draft_design_comparisons import (
     tau_of,
     totals_tokens_per_s,
 )
-from specrepro.report.draft_design_correlations import Z95, correlations, pearson
-from specrepro.report.draft_design_figures import (
+from specrepro.report.draft_design.correlations import Z95, correlations, pearson
+from specrepro.report.draft_design.figures import (
     gamma_figure,
     latency_figure,
     tar_figure,
     throughput_figure,
     training_figure,
 )
-from specrepro.report.draft_design_markdown import draft_markdown
-from specrepro.report.draft_design_members import (
+from specrepro.report.draft_design.markdown import draft_markdown
+from specrepro.report.draft_design.members import (
     ACCURACY_METRIC,
     ROLE_ORDER,
     Member,
     order_members,
 )
-from specrepro.report.draft_design_tuning import sweep_lookaheads
+from specrepro.report.draft_design.tuning import sweep_lookaheads
 
 __all__ = [
     "ACCURACY_METRIC",

@@ -7,9 +7,9 @@ import zlib
 
 import torch
 
-from specrepro.decoder import Decoder, LoadedPair
 from specrepro.energy import EnergyMeter
 from specrepro.prompting import encode_turn
+from specrepro.run.decoder import Decoder, LoadedPair
 
 
 def question_seed(seed: int, question_id: str, turn: int) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from specrepro.report.claim_estimators import empty_result
-from specrepro.report.claim_loading import MIN_X_DISTINCT, MIN_X_SPREAD, Claim
+from specrepro.report.claims.estimators import empty_result
+from specrepro.report.claims.loading import MIN_X_DISTINCT, MIN_X_SPREAD, Claim
 
 
 def measure_study(claim: Claim, study: dict[str, list[dict]] | None) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from specrepro.report.claim_loading import CORRELATIONS, TIMED, Claim
+from specrepro.report.claims.loading import CORRELATIONS, TIMED, Claim
 
 HARDWARE_BOUND = "hardware-bound: GPU claim, measured here for reference"
 

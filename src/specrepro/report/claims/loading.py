@@ -1,5 +1,5 @@
 """Claims files (YAML) read into validated `Claim`s: the vocabulary of kinds, metrics and
-bounds a claim may use, and every rule a file must keep (report/claims.py describes the format)."""
+bounds a claim may use, and every rule a file must keep (report/claims describes the format)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from specrepro.report.draft_design_members import ROLE_ORDER
+from specrepro.report.draft_design.members import ROLE_ORDER
 
 
 def fmt(value: object, digits: int = 2) -> str:

@@ -17,11 +17,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from specrepro.config import MethodChoice, model_spec
 from specrepro.data import read_prompts_jsonl
 from specrepro.decoding.base import make_params
-from specrepro.harness import load_pair
 from specrepro.models.loader import fingerprint
 from specrepro.prompting import default_conversation
 from specrepro.report.tidy import tidy_table
-from specrepro.timing_group import Member, run_group
+from specrepro.run.harness import load_pair
+from specrepro.run.timing_group import Member, run_group
 
 SCORES = ("em", "f1", "exec_match")
 
