@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from specrepro.decoding.base import MethodError, lookahead, make_params, method_names
+from specrepro.decoding.base import MethodError, lookahead, make_params
 from specrepro.engine.stopping import StopRule, token_budget
 from specrepro.models.eagle_head import build_head, head_config_for
+from specrepro.planning import method_names
 from tests.conftest import tiny_llama
 from tests.helpers import decoder_for
 

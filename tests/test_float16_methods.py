@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from specrepro.decoding.base import get_method, method_names
+from specrepro.decoding.base import get_method
 from specrepro.engine.runner import ModelRunner
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for
+from specrepro.planning import method_names
 from specrepro.training.teacher import Sample
 from specrepro.training.train_head import HeadTrainConfig, train_head
 from tests.conftest import tiny_llama

@@ -8,13 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from specrepro.decoding.base import (
-    MethodError,
-    get_method,
-    make_params,
-    method_names,
-    needed_roles,
-)
+from specrepro.decoding.base import make_params
 from specrepro.models.loader import ModelError, ModelSpec
 from specrepro.planning import (
     DEFAULT_CONFIG,
@@ -26,6 +20,7 @@ from specrepro.planning import (
     sweep_points,
     switch_off,
 )
+from specrepro.planning.methods import MethodError, method_names, method_spec, needed_roles
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -175,7 +170,7 @@ def validate_config(config: object, source: str = "config") -> None:
             )
     for method in runs["methods"]:
         algorithm = config["methods"][method]["algorithm"]
-        if getattr(get_method(algorithm), "NEEDS_SAMPLING", False):
+        if method_spec(algorithm).needs_sampling:
             temperatures = runs.get("only_temperatures", {}).get(method, runs["temperatures"])
             if any(float(t) <= 0 for t in temperatures):
                 raise ConfigError(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from specrepro.config import ConfigError
-from specrepro.decoding.base import get_method, needed_roles
 from specrepro.planning import study_families
+from specrepro.planning.methods import method_spec, needed_roles
 
 
 def validate_study(config: dict, source: str) -> None:
@@ -40,7 +40,7 @@ def validate_study(config: dict, source: str) -> None:
         algorithm = config["methods"][method]["algorithm"]
         if "draft" not in needed_roles(algorithm):
             raise ConfigError(f"{where}.methods: {method!r} does not use a draft")
-        if getattr(get_method(algorithm), "NEEDS_SAMPLING", False) and min(temperatures) <= 0:
+        if method_spec(algorithm).needs_sampling and min(temperatures) <= 0:
             raise ConfigError(f"{where}.methods.{method}: {algorithm} needs T > 0")
         entry = config["methods"][method]
         if study.get("gammas") and "gamma" not in entry:

@@ -42,11 +42,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from transformers import LlamaConfig
 
 from specrepro.bench.gpu_check_models import CheckModels, check_decoder, check_models
-from specrepro.decoding.base import get_method, needed_roles
 from specrepro.engine.host_reads import checked_levels
 from specrepro.engine.runner import ForwardOutput, ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.models.eagle_head import build_head, head_config_for
+from specrepro.planning.methods import method_spec, needed_roles
 from specrepro.run.decoder import Decoder
 
 METHODS = ("vanilla", "sps", "beam", "eagle", "eagle2", "ddd", "ddd_async", "dsbd")
@@ -91,7 +91,7 @@ def launch_models(
 
 
 def _temperature(method: str) -> float:
-    return 1.0 if getattr(get_method(method), "NEEDS_SAMPLING", False) else 0.0
+    return 1.0 if method_spec(method).needs_sampling else 0.0
 
 
 @contextlib.contextmanager

@@ -45,12 +45,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     from specrepro.config import load_config, model_spec
     from specrepro.data import verify_dataset
     from specrepro.models.loader import check_available
+    from specrepro.models.pair_rules import check_pair
+    from specrepro.planning import needed_roles
 
     config = load_config(args.config, args.set_json)
     for name in config["runs"]["datasets"]:
         verify_dataset(name, Path(config["data"]["dir"]))
+    methods = config["runs"]["methods"]
+    roles = {r for m in methods for r in needed_roles(config["methods"][m]["algorithm"])}
     for pair in config["runs"]["pairs"]:
         check_available(model_spec(config, config["pairs"][pair]["target"]))
+        members = {"target", *roles} & set(config["pairs"][pair])
+        specs = {role: model_spec(config, config["pairs"][pair][role]) for role in members}
+        for line in check_pair(pair, specs, Path(config["models"]["cache_dir"])):
+            print(f"pair {pair}: not checked yet: {line}")
     print(f"{', '.join(args.config)}: OK")
     return 0
 

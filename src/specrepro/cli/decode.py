@@ -108,8 +108,8 @@ def _members(args: argparse.Namespace, config: dict) -> list:
 def cmd_generate(args: argparse.Namespace) -> int:
     from specrepro.config import load_config, model_spec
     from specrepro.data import read_prompts_jsonl
-    from specrepro.decoding.base import needed_roles
     from specrepro.models.loader import check_available
+    from specrepro.planning.methods import needed_roles
 
     # Everything that can be wrong with the input is checked before any weights load.
     config = load_config(args.config, args.set_json)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -13,10 +12,7 @@ import torch
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.stopping import StopRule
 from specrepro.engine.timing import StepTimer
-
-
-class MethodError(ValueError):
-    """Unknown method or bad method parameters."""
+from specrepro.planning.methods import MethodError, method_spec
 
 
 @dataclass
@@ -92,34 +88,9 @@ def lookahead(params: object) -> int:
     return value
 
 
-def needed_roles(algorithm: str) -> tuple[str, ...]:
-    """The pair members a method needs besides the target: "draft" and/or "head"."""
-    module = get_method(algorithm)
-    flags = {"draft": module.NEEDS_DRAFT, "head": getattr(module, "NEEDS_HEAD", False)}
-    return tuple(role for role, needed in flags.items() if needed)
-
-
-def method_names() -> list[str]:
-    import specrepro.decoding as package
-
-    names = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base" and _is_method(
-            importlib.import_module(f"{package.__name__}.{info.name}")
-        ):
-            names.append(info.name)
-    return sorted(names)
-
-
-def _is_method(module: ModuleType) -> bool:
-    return all(hasattr(module, attr) for attr in ("Params", "NEEDS_DRAFT", "generate"))
-
-
 def get_method(algorithm: str) -> ModuleType:
-    names = method_names()
-    if algorithm not in names:
-        raise MethodError(f"unknown method {algorithm!r}; available: {', '.join(names)}")
-    return importlib.import_module(f"specrepro.decoding.{algorithm}")
+    """The method's module: one of this package's, or a dotted module path (registry.py)."""
+    return importlib.import_module(method_spec(algorithm).module)
 
 
 def make_params(algorithm: str, values: dict | None) -> object:

@@ -84,6 +84,9 @@ __all__ = [
 
 NEEDS_DRAFT = True
 NEEDS_SAMPLING = True
+# Its rounds accept beams, not a prefix of one drafted path: report/dsbd.py reports its widths
+# instead of acceptance by depth.
+DEPTH_ACCEPTANCE = False
 
 
 REFILL_RULES = ("W", "width")

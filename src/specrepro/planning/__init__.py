@@ -10,9 +10,8 @@ import each other relatively, so that it loads under any package name.
 
 from .configs import DEFAULT_CONFIG, merge_into, run_name, switch_off
 from .jobs import Job
+from .methods import MethodError, MethodSpec, method_names, method_spec, needed_roles
 from .names import (
-    DRAFT_ALGORITHMS,
-    HEAD_ALGORITHMS,
     PlanError,
     family_member_names,
     study_families,
@@ -22,16 +21,19 @@ from .plan import GROUP_NAME, Plan, control_name, make_plan
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "DRAFT_ALGORITHMS",
     "GROUP_NAME",
-    "HEAD_ALGORITHMS",
     "Job",
+    "MethodError",
+    "MethodSpec",
     "Plan",
     "PlanError",
     "control_name",
     "family_member_names",
     "make_plan",
     "merge_into",
+    "method_names",
+    "method_spec",
+    "needed_roles",
     "run_name",
     "study_families",
     "sweep_points",

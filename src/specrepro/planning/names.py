@@ -6,11 +6,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-# The algorithms (src/specrepro/decoding) that load a draft model or an EAGLE head; a test
-# checks these against each method module's NEEDS_DRAFT / NEEDS_HEAD.
-DRAFT_ALGORITHMS = frozenset({"sps", "dsbd"})
-HEAD_ALGORITHMS = frozenset({"eagle", "eagle2", "ddd", "ddd_async"})
-
 # A study-built draft's training entry: the pair's draft entry's optimiser settings, every
 # member from the same random start (docs/methods.md: no member begins as a cut of the
 # teacher), then the study's `training` block (stopping rule, step cap, cost settings).

@@ -3,14 +3,8 @@ the plan (`Plan` inherits them)."""
 
 from __future__ import annotations
 
-from .names import (
-    DRAFT_ALGORITHMS,
-    DSBD_FIGURES,
-    FIGURES,
-    HEAD_ALGORITHMS,
-    STUDY_FIGURES,
-    algorithm_of,
-)
+from .methods import method_spec
+from .names import DSBD_FIGURES, FIGURES, STUDY_FIGURES, algorithm_of
 
 
 class ReportOutputs:
@@ -28,9 +22,10 @@ class ReportOutputs:
         return "beam" in algorithms
 
     def chain_runs(self) -> bool:
-        """The acceptance-by-depth tables are made when sps or a tree method runs."""
+        """The acceptance-by-depth tables are made when a method that accepts a prefix of one
+        drafted path (sps, the tree methods) runs."""
         algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
-        return bool(algorithms & ((DRAFT_ALGORITHMS | HEAD_ALGORITHMS) - {"dsbd"}))
+        return any(method_spec(a).depth_acceptance for a in algorithms)
 
     def pair_head_log(self, w) -> list[str]:
         """The training log of the pair's head when the DAG builds it (its agreement k tokens

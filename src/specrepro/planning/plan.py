@@ -11,10 +11,9 @@ from .configs import switch_off
 from .entries import job_entries, models_entries
 from .jobs import Job, plan_jobs
 from .memory import budget_bytes, fixed_runs, registry_weight, split_group
+from .methods import needed_roles
 from .names import (
-    DRAFT_ALGORITHMS,
     DSBD_TASKS,
-    HEAD_ALGORITHMS,
     PlanError,
     add_entry,
     algorithm_of,
@@ -212,8 +211,7 @@ class Plan(ReportOutputs, StudyFiles):
         """The models a run loads: the target, and the draft or head its method needs."""
         entry = self.config["pairs"][pair]
         algorithm = algorithm_of(self.config, method)
-        roles = ["draft"] if algorithm in DRAFT_ALGORITHMS else []
-        roles += ["head"] if algorithm in HEAD_ALGORITHMS else []
+        roles = needed_roles(algorithm)
         return [entry["target"]] + [entry[role] for role in roles if role in entry]
 
     def group_models(self, w) -> list[str]:

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from specrepro.planning.names import DRAFT_ALGORITHMS, HEAD_ALGORITHMS
+from specrepro.planning.methods import method_spec
 
-# DSBD's rounds accept beams, not a chain: its widths are reported by report/dsbd.py.
-CHAIN_ALGORITHMS = (DRAFT_ALGORITHMS | HEAD_ALGORITHMS) - {"dsbd"}
 MAX_DEPTH = 7
 
 
@@ -65,7 +63,8 @@ def acceptance_by_depth(tidy: pd.DataFrame, pair: str, max_depth: int = MAX_DEPT
     """One row per (dataset, temperature, method) of a chain or tree method of `pair`, and
     depth: the rates above. Each turn counts once (a run timed in several groups keeps its
     first)."""
-    rows = tidy[(tidy["pair"] == pair) & tidy["algorithm"].isin(CHAIN_ALGORITHMS)]
+    chains = {a for a in tidy["algorithm"].unique() if method_spec(a).depth_acceptance}
+    rows = tidy[(tidy["pair"] == pair) & tidy["algorithm"].isin(chains)]
     keys = ["method", "dataset", "temperature", "question_id"]
     keys += ["turn"] if "turn" in rows else []
     rows = rows.drop_duplicates(keys)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specrepro.planning.methods import method_spec
 from specrepro.report.aggregate import (
     RULE_NOTE,
     comparable,
@@ -26,7 +27,7 @@ from specrepro.report.aggregate import (
 from specrepro.report.claims import measure, query
 from specrepro.report.tables import NOT_COMPARABLE, TAU_NOTE
 
-TREE_ALGORITHMS = ("eagle", "eagle2", "ddd", "ddd_async")
+PAPER_ORDER = ("eagle", "eagle2", "ddd", "ddd_async")  # then any other method with a head
 RATIOS = (("ddd", "eagle2"), ("eagle2", "eagle"), ("ddd_async", "ddd"))  # by algorithm
 ESTIMATOR = "mean tok/s"  # the label every speed column of these tables carries
 PAPER_THRESHOLD = -0.3  # the DDD paper's x
@@ -57,11 +58,13 @@ def _cell(result: dict) -> str:
 
 
 def tree_methods(rows: pd.DataFrame, skip: frozenset[str] = frozenset()) -> dict[str, str]:
-    """{method: algorithm} of the tree methods that ran, in the paper's order (EAGLE, EAGLE-2,
-    DDD, DDD async), whatever the config entries are called."""
+    """{method: algorithm} of the methods with a head that ran, in the paper's order (EAGLE,
+    EAGLE-2, DDD, DDD async, then any other), whatever the config entries are called."""
     ran = rows[["method", "algorithm"]].drop_duplicates()
-    ran = ran[ran["algorithm"].isin(TREE_ALGORITHMS) & ~ran["method"].isin(skip)]
-    order = sorted(ran.itertuples(), key=lambda r: (TREE_ALGORITHMS.index(r.algorithm), r.method))
+    heads = {a for a in ran["algorithm"].unique() if method_spec(a).needs_head}
+    ran = ran[ran["algorithm"].isin(heads) & ~ran["method"].isin(skip)]
+    rank = {algorithm: i for i, algorithm in enumerate(PAPER_ORDER)}
+    order = sorted(ran.itertuples(), key=lambda r: (rank.get(r.algorithm, len(rank)), r.method))
     return {r.method: r.algorithm for r in order}
 
 

@@ -14,13 +14,13 @@ from specrepro.decoding.base import (
     GenerationResult,
     get_method,
     lookahead,
-    needed_roles,
 )
 from specrepro.engine.runner import ModelRunner
 from specrepro.engine.sampling import make_generator
 from specrepro.engine.stopping import StopRule, token_budget
 from specrepro.engine.timing import StepTimer
 from specrepro.models.loader import ModelError
+from specrepro.planning.methods import needed_roles
 
 # Cache positions allocated beyond prompt + max_new_tokens, for drafted tokens under verification.
 CACHE_HEADROOM = 256
