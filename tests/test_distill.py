@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -207,3 +209,60 @@ def _counting_samples() -> list[Sample]:
         top_logp = torch.log(torch.tensor([0.9, 0.1])).expand(len(nxt), 2)
         samples.append(Sample(seq, 3, top_ids, top_logp))
     return samples
+
+
+def _own_rollout_agreement(student, teacher, prompts: list[Sample]) -> float:
+    """How often the student's argmax is the teacher's on the student's own rollouts."""
+    from specrepro.training.on_policy import rollouts
+
+    torch.manual_seed(123)
+    rolled = rollouts(student, teacher, prompts, tokens=12, top_k=4, pad=0, eos=None)
+    agree, total = 0, 0
+    with torch.no_grad():
+        for s in rolled:
+            logits = student(input_ids=torch.tensor([s.ids])).logits[0, s.n_prompt - 1 : -1]
+            agree += int((logits.argmax(-1) == s.top_ids[:, 0]).sum())
+            total += len(s.top_ids)
+    return agree / total
+
+
+def test_rollouts_are_the_students_tokens_labelled_with_the_teachers_top_k() -> None:
+    from specrepro.training.on_policy import rollouts
+
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=3)
+    student = build_student(teacher, DistillConfig(num_layers=1))
+    prompts = _counting_samples()[:3]
+    torch.manual_seed(0)
+    rolled = rollouts(student, teacher, prompts, tokens=5, top_k=4, pad=0, eos=None)
+    for prompt, s in zip(prompts, rolled, strict=True):
+        assert s.ids[:3] == prompt.ids[:3] and s.n_prompt == 3 and len(s.ids) == 8
+        with torch.no_grad():
+            logits = teacher(input_ids=torch.tensor([s.ids])).logits[0, 2:-1]
+        top_logp, top_ids = torch.log_softmax(logits, -1).topk(4, -1)
+        torch.testing.assert_close(s.top_ids, top_ids)
+        torch.testing.assert_close(s.top_logp, top_logp)
+    # A rollout stops at the end-of-sequence token, which it keeps.
+    eos = rolled[0].ids[4]
+    torch.manual_seed(0)
+    first = rollouts(student, teacher, prompts[:1], tokens=5, top_k=4, pad=0, eos=eos)[0]
+    assert first.ids[-1] == eos and len(first.ids) <= 5 and len(first.top_ids) == len(first.ids) - 3
+
+
+def test_on_policy_distillation_raises_agreement_on_the_students_own_text() -> None:
+    teacher = tiny_llama(vocab_size=32, seed=0, layers=3)
+    prompts = _counting_samples()
+    cfg = DistillConfig(
+        num_layers=1, steps=40, batch_size=8, lr=3e-3, seed=0, on_policy_fraction=1.0,
+        rollout_tokens=12, holdout_fraction=0.2,
+    )  # fmt: skip
+    student = build_student(teacher, cfg)
+    before = _own_rollout_agreement(student, teacher, prompts[:10])
+    train_student(student, prompts, cfg, pad=0, teacher=teacher)
+    after = _own_rollout_agreement(student, teacher, prompts[:10])
+    # The corpus alone teaches the counting pattern, which the random teacher does not follow:
+    # on the student's own text it then agrees less (measured 0.57 -> 0.00; on-policy 0.92).
+    offline = build_student(teacher, cfg)
+    train_student(offline, prompts, replace(cfg, on_policy_fraction=0.0), pad=0)
+    assert after > before + 0.2 and after > _own_rollout_agreement(offline, teacher, prompts[:10])
+    with pytest.raises(ValueError, match="needs the teacher"):
+        train_student(build_student(teacher, cfg), prompts, cfg, pad=0)

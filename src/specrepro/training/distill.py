@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from specrepro.models.artifact import publish_model_dir
 from specrepro.models.loader import add_legacy_rope_keys
 from specrepro.training.family import Shape, equal_size_shape, family_budget, widened
+from specrepro.training.on_policy import rollouts
 from specrepro.training.schedule import optimizer_step, split_holdout, warmup_cosine
 from specrepro.training.teacher import Sample
 
@@ -64,6 +65,10 @@ class DistillConfig:
     context_tokens: int | None = None
     loss_positions: int | None = None
     eval_every: int | None = None  # held-out evaluation every this many steps (default: 5 times)
+    # On-policy distillation (training/on_policy.py): this share of every batch is the
+    # student's own rollouts of `rollout_tokens` tokens, labelled by the teacher.
+    on_policy_fraction: float = 0.0
+    rollout_tokens: int = 32
 
     @classmethod
     def from_config(cls, entry: dict) -> DistillConfig:
@@ -250,11 +255,20 @@ def plateaued(losses: list[float], window: int, tol: float) -> bool:
 
 
 def train_student(
-    student: PreTrainedModel, samples: list[Sample], cfg: DistillConfig, pad: int
+    student: PreTrainedModel,
+    samples: list[Sample],
+    cfg: DistillConfig,
+    pad: int,
+    teacher: PreTrainedModel | None = None,
+    eos: int | None = None,
 ) -> list[dict]:
     """One entry per update (loss, smoothed loss, agreement, learning rate), the held-out
     figures at step 0, every `eval_every` steps and at the end; the last entry says why it
-    stopped (`stop`: "plateau" or "cap")."""
+    stopped (`stop`: "plateau" or "cap"). With `on_policy_fraction`, the `teacher` labels the
+    student's rollouts (which stop at `eos`)."""
+    on_policy = round(cfg.batch_size * cfg.on_policy_fraction)
+    if on_policy and teacher is None:
+        raise ValueError("on_policy_fraction > 0 needs the teacher to label the rollouts")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     holdout, train = split_holdout(samples, cfg.holdout_fraction, rng)
@@ -273,6 +287,12 @@ def train_student(
     stop = "cap"
     for step in bar:
         batch = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
+        if on_policy:
+            top_k = batch[0].top_ids.shape[1]
+            rolled = rollouts(
+                student, teacher, batch[:on_policy], cfg.rollout_tokens, top_k, pad, eos
+            )
+            batch = rolled + batch[on_policy:]
         loss, agree, _ = _response_loss(student, _batch(batch, pad, cfg.loss_positions, rng))
         optimizer_step(opt, params, loss, lr_at(step))
         losses.append(loss.item())
@@ -349,7 +369,7 @@ def distill(
     shape = student_shape(teacher.config, cfg)
     student = build_student(teacher, cfg)
     t1 = time.perf_counter()
-    log = train_student(student, samples, cfg, pad)
+    log = train_student(student, samples, cfg, pad, teacher, tokenizer.eos_token_id)
     summary = {
         "config": asdict(cfg),
         "shape": shape.as_dict(),
