@@ -9,10 +9,12 @@ import jsonschema
 import yaml
 
 from specrepro.decoding.base import make_params
+from specrepro.metrics.scorers import dataset_scorer
 from specrepro.models.loader import ModelError, ModelSpec
 from specrepro.planning import (
     DEFAULT_CONFIG,
     PlanError,
+    check_datasets,
     control_name,
     make_plan,
     merge_into,
@@ -20,6 +22,7 @@ from specrepro.planning import (
     sweep_points,
     switch_off,
 )
+from specrepro.planning.datasets import check_dataset_names
 from specrepro.planning.methods import MethodError, method_names, method_spec, needed_roles
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -85,6 +88,12 @@ def set_entry(config: dict, dotted: str, value: object) -> None:
 
 def validate_config(config: object, source: str = "config") -> None:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    if isinstance(config, dict) and isinstance(config.get("datasets"), dict):
+        # Before the schema, whose message for a bad dataset name only quotes the pattern.
+        try:
+            check_dataset_names(config["datasets"])
+        except PlanError as err:
+            raise ConfigError(f"{source}: {err}") from err
     try:
         jsonschema.validate(config, schema)
     except jsonschema.ValidationError as err:
@@ -140,6 +149,7 @@ def validate_config(config: object, source: str = "config") -> None:
                     f"{source}: {section}.{name}.teacher {entry['teacher']!r} has no teachers "
                     "entry (the corpus it learns from)"
                 )
+    _validate_datasets(config, source)
     _validate_tree_tuning(config, source)
     for name, entry in config["methods"].items():
         _check_method_entry(entry, f"{source}: methods.{name}", config)
@@ -189,6 +199,17 @@ def validate_config(config: object, source: str = "config") -> None:
     try:
         make_plan(config)
     except PlanError as err:
+        raise ConfigError(f"{source}: {err}") from err
+
+
+def _validate_datasets(config: dict, source: str) -> None:
+    """Each datasets entry as the plan reads it (kind, a jsonl dataset's path) and its scorer
+    (metrics/scorers.py). Whether a jsonl file exists and parses is the fetch step's check."""
+    try:
+        check_datasets(config)
+        for name, entry in config["datasets"].items():
+            dataset_scorer(name, entry)
+    except (PlanError, ValueError) as err:
         raise ConfigError(f"{source}: {err}") from err
 
 

@@ -25,6 +25,8 @@ DEFAULT_CONFIGFILES = workflow.configfiles[len(CONFIGFILES) :]
 # `default` for the default alone) keeps its results, figures, logs and benchmarks in their own
 # folders: configs run in one checkout never touch each other's files.
 config.setdefault("run", PLANNER.run_name(CONFIGFILES, *DEFAULT_CONFIGFILES[:1]))
+# A malformed datasets entry (an unknown kind, a jsonl dataset without its file) is named here.
+PLANNER.check_datasets(config)
 PLAN = PLANNER.make_plan(config)
 GROUP_NAME = PLANNER.GROUP_NAME
 RESULTS = PLAN.in_results

@@ -1,4 +1,8 @@
+# A jsonl dataset (kind: jsonl) is read in place: its file is the input, so editing it reruns
+# the fetch step's checks and everything made from its records.
 rule fetch_data:
+    input:
+        lambda w: PLANNER.dataset_files(PLAN.config, w.dataset),
     output:
         PLAN.fetch_record(),
     log:

@@ -47,14 +47,14 @@ def bench_prompts(config: dict, dataset: str, n: int, split: str) -> list[dict]:
         raise ConfigError(f"dataset {dataset!r} is not configured (datasets: {configured})")
     data_dir, seed = Path(config["data"]["dir"]), config["runs"].get("subsample_seed", 0)
     if split == "eval":
-        return load_prompts(dataset, data_dir, entry["n"], seed)[:n]
+        return load_prompts(dataset, data_dir, entry["n"], seed, entry)[:n]
     held_out = entry.get("tuning", 0)
     if n > held_out:
         raise ConfigError(
             f"bench asks for {n} tuning questions of {dataset}, the config holds out "
             f"{held_out} (datasets.{dataset}.tuning); raise it, or pass --split eval"
         )
-    return load_tuning_prompts(dataset, data_dir, entry["n"], seed, held_out)[:n]
+    return load_tuning_prompts(dataset, data_dir, entry["n"], seed, held_out, entry)[:n]
 
 
 def loaded_prompts(

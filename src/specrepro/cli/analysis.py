@@ -74,19 +74,22 @@ def cmd_tidy(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from specrepro.config import load_config
+    from specrepro.metrics.scorers import dataset_scorers
     from specrepro.report.tidy import coverage_notes, tidy_table
 
     config = load_config(args.config, args.set_json)
     data_dir = Path(config["data"]["dir"])
+    scorers = dataset_scorers(config)
     paths = [Path(p) for p in args.results]
     # Tables of one target each (what a paper's per-pair table needs) merge into the full one.
     raw = [p for p in paths if p.suffix != ".csv"]
     frames = [pd.read_csv(p) for p in paths if p.suffix == ".csv"]
-    table = pd.concat(frames + ([tidy_table(raw, data_dir)] if raw else []), ignore_index=True)
+    tidy = [tidy_table(raw, data_dir, scorers)] if raw else []
+    table = pd.concat(frames + tidy, ignore_index=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     if args.coverage_out:
-        notes = coverage_notes(sorted(table["dataset"].unique()), data_dir)
+        notes = coverage_notes(sorted(table["dataset"].unique()), data_dir, scorers)
         Path(args.coverage_out).write_text(json.dumps(notes, indent=1))
     print(f"{len(table)} rows -> {args.out}")
     return 0
@@ -102,7 +105,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         speedup_figure,
         time_split_figure,
     )
-    from specrepro.report.tables import write_dataset_tables
+    from specrepro.report.tables import scorers_of, write_dataset_tables
 
     tidy = pd.read_csv(args.tidy)
     tidy = tidy[~tidy["pair"].isin(args.skip_pairs)]
@@ -111,7 +114,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     tables_dir, figures_dir = Path(args.tables_dir), Path(args.figures_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_dataset_tables(summary, tables_dir, notes, baseline=args.baseline)
+    # Each dataset's quality columns are its scorer's (the tidy table names it per row).
+    scorers = scorers_of(tidy)
+    paths = write_dataset_tables(summary, tables_dir, notes, args.baseline, scorers)
     # Sweep points have their own figure; here they would crowd out the configured methods.
     shown = tidy[~tidy["method"].isin(args.skip)]
     shown_summary = summary[~summary["method"].isin(args.skip)]

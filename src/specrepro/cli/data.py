@@ -15,7 +15,9 @@ def check_parser(sub: argparse._SubParsersAction) -> None:
 
 def fetch_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "fetch-data", help="copy a dataset from the mirror (or download) and verify sha256"
+        "fetch-data",
+        help="copy a dataset from the mirror (or download) and verify sha256; a jsonl dataset "
+        "is checked and hashed where it lies",
     )
     config_arg(p)
     p.add_argument("--dataset", required=True)
@@ -43,14 +45,19 @@ def train_prompts_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from specrepro.config import load_config, model_spec
-    from specrepro.data import verify_dataset
+    from specrepro.data import verify_dataset, verify_jsonl_dataset
     from specrepro.models.loader import check_available
     from specrepro.models.pair_rules import check_pair
     from specrepro.planning import needed_roles
+    from specrepro.planning.datasets import JSONL
 
     config = load_config(args.config, args.set_json)
     for name in config["runs"]["datasets"]:
-        verify_dataset(name, Path(config["data"]["dir"]))
+        entry = config["datasets"][name]
+        if entry.get("kind") == JSONL:
+            verify_jsonl_dataset(name, entry, Path(config["data"]["dir"]))
+        else:
+            verify_dataset(name, Path(config["data"]["dir"]))
     methods = config["runs"]["methods"]
     roles = {r for m in methods for r in needed_roles(config["methods"][m]["algorithm"])}
     for pair in config["runs"]["pairs"]:
@@ -65,10 +72,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
     from specrepro.config import load_config
-    from specrepro.data import fetch_dataset
+    from specrepro.data import fetch_dataset, fetch_jsonl_dataset
+    from specrepro.planning.datasets import JSONL
 
     config = load_config(args.config, args.set_json)
     data = config["data"]
+    entry = config["datasets"].get(args.dataset, {})
+    if entry.get("kind") == JSONL:  # read in place: checked and hashed, never copied
+        print(fetch_jsonl_dataset(args.dataset, entry, Path(args.dest or data["dir"])))
+        return 0
     mirror = args.mirror or data.get("mirror")
     # A configured mirror folder that does not exist is passed on, so that a failed download
     # says which folder was expected (the default config downloads when its mirror is absent).
@@ -87,7 +99,8 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         raise ConfigError(f"dataset {args.dataset!r} is not configured under datasets")
     n = args.n if args.n is not None else config["datasets"][args.dataset]["n"]
     seed = args.seed if args.seed is not None else config["runs"].get("subsample_seed", 0)
-    records = load_prompts(args.dataset, Path(config["data"]["dir"]), n, seed)
+    entry = config["datasets"][args.dataset]
+    records = load_prompts(args.dataset, Path(config["data"]["dir"]), n, seed, entry)
     write_jsonl(records, Path(args.out))
     print(f"{len(records)} prompts -> {args.out}")
     return 0
@@ -109,6 +122,7 @@ def cmd_train_prompts(args: argparse.Namespace) -> int:
         entry.get("train_prompts", 128),
         entry.get("seed", 0),
         {d: config["datasets"][d].get("tuning", 0) for d in datasets},
+        config["datasets"],
     )
     write_jsonl(records, Path(args.out))
     print(f"{len(records)} training prompts -> {args.out}")

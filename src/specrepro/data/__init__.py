@@ -8,6 +8,13 @@ from specrepro.data.fetch import (
     sha256_file,
     verify_dataset,
 )
+from specrepro.data.jsonl import (
+    fetch_jsonl_dataset,
+    load_jsonl_dataset,
+    read_prompts_jsonl,
+    verify_jsonl_dataset,
+    write_jsonl,
+)
 from specrepro.data.manifest import DATASET_NAMES, MANIFESTS, DatasetManifest, FileEntry
 from specrepro.data.mtbench import load_mtbench
 from specrepro.data.prompts import (
@@ -15,8 +22,6 @@ from specrepro.data.prompts import (
     load_records,
     load_training_prompts,
     load_tuning_prompts,
-    read_prompts_jsonl,
-    write_jsonl,
 )
 from specrepro.data.record import PromptRecord, make_record
 from specrepro.data.spider import load_spider, spider_coverage, spider_db_path
@@ -33,7 +38,9 @@ __all__ = [
     "PromptRecord",
     "complement",
     "fetch_dataset",
+    "fetch_jsonl_dataset",
     "get_manifest",
+    "load_jsonl_dataset",
     "load_mtbench",
     "load_prompts",
     "load_records",
@@ -48,5 +55,6 @@ __all__ = [
     "spider_db_path",
     "subsample",
     "verify_dataset",
+    "verify_jsonl_dataset",
     "write_jsonl",
 ]

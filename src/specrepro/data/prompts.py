@@ -1,25 +1,21 @@
-"""Prompt records by dataset: loading, seeded subsets (evaluated, tuning, training) and JSONL
-I/O. The record itself is data/record.py's."""
+"""Prompt records by dataset: loading and seeded subsets (evaluated, tuning, training). The
+record itself is data/record.py's; JSON Lines I/O and datasets of one's own, data/jsonl.py's."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from specrepro.answers import ANSWER_FORMATS, check_format
 from specrepro.data.fetch import DataError
+from specrepro.data.jsonl import JSONL, jsonl_source, load_jsonl_dataset, recorded_jsonl
 from specrepro.data.manifest import DATASET_NAMES
 from specrepro.data.mtbench import load_mtbench
-from specrepro.data.record import PromptRecord, make_record, record_key
+from specrepro.data.record import PromptRecord, record_key
 from specrepro.data.spider import load_spider
 from specrepro.data.squad import load_squad
 from specrepro.data.subsample import complement, subsample
-from specrepro.prompting import CONVERSATIONS
 
 _LOADERS: dict[str, Callable[[Path], list[PromptRecord]]] = {
     "mtbench": load_mtbench,
@@ -28,16 +24,34 @@ _LOADERS: dict[str, Callable[[Path], list[PromptRecord]]] = {
 }
 
 
-def load_records(dataset: str, data_dir: Path) -> list[PromptRecord]:
-    """Every prompt record of a dataset, in file order (Spider: only available databases)."""
-    if dataset not in _LOADERS:
-        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_NAMES)}")
-    return _LOADERS[dataset](Path(data_dir))
+# A dataset's config entry (datasets.NAME): its kind, and a jsonl dataset's path and scorer.
+Entry = Mapping[str, Any]
 
 
-def load_prompts(dataset: str, data_dir: Path, n: int | None, seed: int) -> list[PromptRecord]:
+def load_records(dataset: str, data_dir: Path, entry: Entry | None = None) -> list[PromptRecord]:
+    """Every prompt record of a dataset, in file order (Spider: only available databases).
+
+    `entry` is the dataset's config entry: a `kind: jsonl` one reads its own file. Without
+    one, a built-in name reads its files in data_dir, and another name the jsonl file that its
+    fetch record in data_dir names (what a command given no config entry reads)."""
+    if entry is not None and entry.get("kind") == JSONL:
+        return load_jsonl_dataset(dataset, *jsonl_source(dataset, entry))
+    if dataset in _LOADERS:
+        return _LOADERS[dataset](Path(data_dir))
+    recorded = recorded_jsonl(Path(data_dir), dataset)
+    if recorded is not None:
+        return load_jsonl_dataset(dataset, *jsonl_source(dataset, recorded))
+    raise DataError(
+        f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_NAMES)}, or a dataset "
+        f"of your own (kind: jsonl, with its path) fetched into {data_dir}"
+    )
+
+
+def load_prompts(
+    dataset: str, data_dir: Path, n: int | None, seed: int, entry: Entry | None = None
+) -> list[PromptRecord]:
     """The evaluated prompts: a seeded subsample of n records (None: all), in file order."""
-    return subsample(load_records(dataset, data_dir), n, seed)
+    return subsample(load_records(dataset, data_dir, entry), n, seed)
 
 
 # The tuning questions' draw has its own seed, apart from the evaluated subsample's.
@@ -50,12 +64,17 @@ def _tuning(records: list[PromptRecord], n_eval: int | None, seed: int, n_tune: 
 
 
 def load_tuning_prompts(
-    dataset: str, data_dir: Path, n_eval: int | None, seed: int, n_tune: int
+    dataset: str,
+    data_dir: Path,
+    n_eval: int | None,
+    seed: int,
+    n_tune: int,
+    entry: Entry | None = None,
 ) -> list[PromptRecord]:
     """Questions to choose settings on (tree sizes, thresholds, a draft's lookahead): n_tune
     records that are never evaluated (outside load_prompts' subsample of n_eval) and that no
     student trains on (load_training_prompts leaves them out), in file order."""
-    return _tuning(load_records(dataset, data_dir), n_eval, seed, n_tune)
+    return _tuning(load_records(dataset, data_dir, entry), n_eval, seed, n_tune)
 
 
 def _quotas(sizes: dict[str, int], n: int) -> dict[str, int]:
@@ -80,13 +99,15 @@ def load_training_prompts(
     n_train: int,
     train_seed: int,
     n_tune: dict[str, int] | None = None,
+    entries: Mapping[str, Entry] | None = None,
 ) -> list[PromptRecord]:
     """Up to n_train prompts for training drafts, none of them an evaluated or a tuning question.
 
     For each dataset the evaluated subsample is load_prompts(dataset, data_dir, n_eval[d],
     seed) and the tuning questions load_tuning_prompts(..., n_tune[d]); training prompts come
     from the rest. n_train is split evenly over the datasets (a small pool gives its share to
-    the others), then the mix is shuffled by train_seed.
+    the others), then the mix is shuffled by train_seed. `entries` are the datasets' config
+    entries (load_records: a jsonl dataset's file).
     """
     if n_train < 0:
         raise ValueError(f"n_train must be >= 0, got {n_train}")
@@ -94,7 +115,7 @@ def load_training_prompts(
     for d in dict.fromkeys(datasets):
         if d not in n_eval:
             raise DataError(f"n_eval has no entry for dataset {d!r} (use None for all)")
-        records = load_records(d, data_dir)
+        records = load_records(d, data_dir, (entries or {}).get(d))
         held_out = subsample(records, n_eval[d], seed)
         held_out += _tuning(records, n_eval[d], seed, (n_tune or {}).get(d, 0))
         pools[d] = complement(records, held_out)
@@ -103,91 +124,3 @@ def load_training_prompts(
     chosen.sort(key=record_key)
     random.Random(train_seed).shuffle(chosen)
     return chosen
-
-
-def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> None:
-    """Write one JSON object per line, atomically (temp file then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _is_str_list(x: Any) -> bool:
-    return isinstance(x, list) and all(isinstance(s, str) for s in x)
-
-
-def normalize_record(raw: Any) -> PromptRecord:
-    """Validate a parsed record and fill missing optional fields; ValueError if invalid.
-
-    A plain MT-bench line ({question_id, category, turns, reference: [..]}) is accepted: its
-    category and reference list move into the reference dict.
-    """
-    if not isinstance(raw, dict):
-        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-    qid = raw.get("question_id")
-    if isinstance(qid, bool) or not isinstance(qid, str | int) or qid == "":
-        raise ValueError(f"question_id must be a non-empty string or an int, got {qid!r}")
-    turns = raw.get("turns")
-    if not _is_str_list(turns) or not turns:
-        raise ValueError("turns must be a non-empty list of strings")
-    few_shot = raw.get("few_shot") or []
-    if not isinstance(few_shot, list) or not all(
-        isinstance(s, dict)
-        and isinstance(s.get("user"), str)
-        and isinstance(s.get("assistant"), str)
-        for s in few_shot
-    ):
-        raise ValueError("few_shot must be a list of {user: str, assistant: str}")
-    system = raw.get("system")
-    if system is not None and not isinstance(system, str):
-        raise ValueError("system must be a string or null")
-    # Older prompt files said single_line: true for what is now answer_format "line".
-    legacy = "line" if raw.get("single_line") is True else "free"
-    answer_format = raw.get("answer_format", legacy)
-    if not isinstance(answer_format, str):
-        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}")
-    check_format(answer_format)
-    dataset = raw.get("dataset", "mtbench")
-    if not isinstance(dataset, str):
-        raise ValueError("dataset must be a string")
-    reference = raw.get("reference")
-    if not isinstance(reference, dict):
-        reference = {"category": raw.get("category"), "reference": reference}
-    conversation = raw.get("conversation")
-    if conversation is not None and conversation not in CONVERSATIONS:
-        raise ValueError(f"conversation must be null or one of {CONVERSATIONS}")
-    return make_record(
-        qid, dataset, turns, few_shot, system, answer_format, reference, conversation
-    )
-
-
-def read_prompts_jsonl(path: Path) -> list[PromptRecord]:
-    """Read prompt records (or a plain MT-bench question.jsonl); DataError names file:line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read prompts file {path}: {exc}") from exc
-    records: list[PromptRecord] = []
-    seen: set[str] = set()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = normalize_record(json.loads(line))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise DataError(f"{path}:{lineno}: invalid prompt record: {exc}") from exc
-        key = record_key(record)
-        if key in seen:
-            raise DataError(f"{path}:{lineno}: duplicate question_id {record['question_id']!r}")
-        seen.add(key)
-        records.append(record)
-    return records

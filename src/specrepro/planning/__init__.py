@@ -9,6 +9,7 @@ import each other relatively, so that it loads under any package name.
 """
 
 from .configs import DEFAULT_CONFIG, merge_into, run_name, switch_off
+from .datasets import check_datasets, dataset_files
 from .jobs import Job
 from .methods import MethodError, MethodSpec, method_names, method_spec, needed_roles
 from .names import (
@@ -27,7 +28,9 @@ __all__ = [
     "MethodSpec",
     "Plan",
     "PlanError",
+    "check_datasets",
     "control_name",
+    "dataset_files",
     "family_member_names",
     "make_plan",
     "merge_into",

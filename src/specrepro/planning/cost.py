@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from specrepro.placement import job_placement
 
+from .datasets import dataset_turns, full_size
 from .memory import GB, registry_weight, reserve_bytes
 
 # Peak memory bandwidth (bytes/s) by runs.gpu, for the memory-bound roofline of batch-1
@@ -25,10 +26,9 @@ GPU_BANDWIDTH: dict[str, float] = {
 }
 DEFAULT_GPU = "A100-80GB"
 
-# MT-bench questions have two turns, each generating up to max_new_tokens (run/question_run.py).
-TURNS = {"mtbench": 2}
-# Questions when datasets.NAME.n is null (all): MT-bench 80, SQuAD v1.1 dev, Spider dev.
-FULL_SIZES = {"mtbench": 80, "squad": 10570, "spider": 1034}
+# A question's turns each generate up to max_new_tokens (run/question_run.py): 2 on MT-bench;
+# a dataset's size when datasets.NAME.n is null (all), and a jsonl dataset's turns, come from
+# planning/datasets.py (its file's records; unknown when the file cannot be read).
 # Each run's warm-up generations (runs.warmup, default 1) are 8 tokens each (run/timing_group.py).
 WARMUP_TOKENS = 8
 
@@ -69,7 +69,7 @@ class JobCost:
     models: tuple[str, ...]
     weight_bytes: int | None
     memory_bytes: int | None
-    tokens: int
+    tokens: int | None  # None: a jsonl dataset whose file could not be read
     gpu_hours: float | None
     basis: CostBasis
 
@@ -91,10 +91,21 @@ def _norm(name: str) -> str:
     return "".join(c for c in str(name).lower() if c.isalnum())
 
 
-def questions(config: dict, dataset: str, first: int | None = None) -> int:
-    """Questions a run decodes: datasets.NAME.n (null: the whole set), or its first `first`."""
-    n = config["datasets"][dataset].get("n") or FULL_SIZES[dataset]
+def questions(config: dict, dataset: str, first: int | None = None) -> int | None:
+    """Questions a run decodes: datasets.NAME.n (null: the whole set), or its first `first`;
+    None when the set's size is unknown (a jsonl file that cannot be read)."""
+    n = config["datasets"][dataset].get("n") or full_size(config, dataset)
+    if n is None:
+        return None
     return min(n, first) if first else n
+
+
+def _tokens(config: dict, dataset: str, first: int | None = None) -> int | None:
+    """Questions x max_new_tokens x turns of one pass over a run's questions (None: unknown)."""
+    n, turns = questions(config, dataset, first), dataset_turns(config, dataset)
+    if n is None or turns is None:
+        return None
+    return n * config["datasets"][dataset]["max_new_tokens"] * turns
 
 
 def job_costs(plan, bandwidth: float | None = None) -> list[JobCost]:
@@ -129,18 +140,16 @@ def job_costs(plan, bandwidth: float | None = None) -> list[JobCost]:
     costs = []
     for key, specs in plan.timing_groups.items():
         target, dataset, temperature, seed, *rest = key
-        max_new = config["datasets"][dataset]["max_new_tokens"]
-        turns = TURNS.get(dataset, 1)
         runs, tokens, seconds = [], 0, 0.0
         for spec in specs:
             run, _, first = spec.partition("@")
             pair, method = run.split("/", 1)
             runs.append((pair, method))
-            n = questions(config, dataset, int(first) if first else None)
-            run_tokens = n * max_new * turns * repeats + warmup * WARMUP_TOKENS
-            tokens += run_tokens
+            one_pass = _tokens(config, dataset, int(first) if first else None)
+            run_tokens = None if one_pass is None else one_pass * repeats + warmup * WARMUP_TOKENS
+            tokens = None if tokens is None or run_tokens is None else tokens + run_tokens
             sizes = [weight(m) for m in plan.pair_models(pair, method)]
-            known = seconds is not None and None not in sizes
+            known = seconds is not None and run_tokens is not None and None not in sizes
             seconds = seconds + run_tokens * sum(sizes) / bw if known else None
         models = tuple(dict.fromkeys(n for r in runs for n in plan.pair_models(*r)))
         if hasattr(plan, "group_name"):  # the result file's stem, with a split group's part
@@ -180,14 +189,12 @@ def _quality_costs(plan, basis: CostBasis) -> list[JobCost]:
     config = plan.config
     weight = registry_weight(config, job_placement(config)[0])
     datasets = study.spec.get("accuracy", [])
-    tokens = sum(
-        questions(config, d) * config["datasets"][d]["max_new_tokens"] * TURNS.get(d, 1)
-        for d in datasets
-    )
+    passes = [_tokens(config, d) for d in datasets]
+    tokens = None if None in passes else sum(passes)
     rows = []
     for draft in study.members.values():
         size = weight(draft)
-        seconds = None if size is None else tokens * size / basis.bandwidth
+        seconds = None if size is None or tokens is None else tokens * size / basis.bandwidth
         rows.append(_row("draft_quality", draft, 1, (draft,), weight, tokens, seconds, basis))
     return rows
 
@@ -206,12 +213,15 @@ def cost_table_markdown(config_name: str, costs: list[JobCost]) -> str:
     def num(value: float | None, scale: float = 1.0, fmt: str = ".1f") -> str:
         return "?" if value is None else format(value / scale, fmt)
 
+    def count(value: int | None) -> str:
+        return "?" if value is None else f"{value:,}"
+
     for c in costs:
         models = ", ".join(c.models)
         if len(c.models) > 3:
             models = f"{c.models[0]} + {len(c.models) - 1} more"
         row = [c.rule, c.job, str(c.runs), models, num(c.weight_bytes, GB)]
-        row += [num(c.memory_bytes, GB), f"{c.tokens:,}"]
+        row += [num(c.memory_bytes, GB), count(c.tokens)]
         if fits:
             fit = c.memory_bytes is not None and c.memory_bytes <= basis.gpu_memory_bytes
             row += ["?" if c.memory_bytes is None else "yes" if fit else "**no**"]
@@ -220,7 +230,8 @@ def cost_table_markdown(config_name: str, costs: list[JobCost]) -> str:
     hours = [c.gpu_hours for c in costs]
     total_hours = None if None in hours else sum(hours)
     total = ["**total**", f"{len(costs)} jobs", str(sum(c.runs for c in costs)), "", "", ""]
-    total += [f"{sum(c.tokens for c in costs):,}"] + ([""] if fits else [])
+    counts = [c.tokens for c in costs]
+    total += [count(None if None in counts else sum(counts))] + ([""] if fits else [])
     total += [f"**{num(total_hours, 1.0, '.2f')}**"]
     lines += ["| " + " | ".join(total) + " |", ""]
     if basis is None:
@@ -232,7 +243,8 @@ def cost_table_markdown(config_name: str, costs: list[JobCost]) -> str:
         "Weights from models.registry `parameters` x bytes per parameter; memory = "
         f"weights + {basis.reserve_bytes / GB:g} GB reserve (runs.cache_reserve_gb: KV caches, "
         f"activations, CUDA context). Tokens = questions (n, or the study's first N) x "
-        f"max_new_tokens x turns (2 on MT-bench) x {basis.repeats} repeat(s) per run, plus "
+        f"max_new_tokens x turns (2 on MT-bench; a jsonl dataset's longest record) x "
+        f"{basis.repeats} repeat(s) per run, plus "
         f"{basis.warmup} warm-up(s) of {WARMUP_TOKENS} tokens per run. GPU-hours = tokens x the "
         f"run's models' weight bytes / bandwidth: the batch-1 memory-bound roofline, every "
         f"speculative run at the autoregressive rate (no speedup) and every answer at "
@@ -244,4 +256,6 @@ def cost_table_markdown(config_name: str, costs: list[JobCost]) -> str:
         caption += "."
     if unknown:
         caption += f" Unknown (no `parameters:`): {', '.join(unknown)}."
+    if any(c.tokens is None for c in costs):
+        caption += " Tokens ?: a jsonl dataset whose file could not be read (its size unknown)."
     return "\n".join([*lines, caption, ""])

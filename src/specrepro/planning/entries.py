@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .datasets import dataset_entries, scorer_entries
+
 if TYPE_CHECKING:
     from .plan import Plan
 
@@ -27,8 +29,12 @@ def models_entries(plan: Plan, *names: str) -> dict:
     return {"models.cache_dir": plan.config["models"]["cache_dir"], **entries}
 
 
-def _data(plan: Plan, w) -> dict:
-    return {"data": plan.config["data"]}
+def _fetch(plan: Plan, w) -> dict:
+    return {"data": plan.config["data"], **dataset_entries(plan.config, w.dataset)}
+
+
+def _tidy(plan: Plan, w) -> dict:
+    return {"data": plan.config["data"], **scorer_entries(plan.config)}
 
 
 def _tune_trees(plan: Plan, w) -> dict:
@@ -54,6 +60,7 @@ def _prompts(plan: Plan, w) -> dict:
     return {
         "data": plan.config["data"],
         f"datasets.{w.dataset}.n": plan.config["datasets"][w.dataset]["n"],
+        **dataset_entries(plan.config, w.dataset),
         "runs.subsample_seed": plan.runs_spec.get("subsample_seed", 0),
     }
 
@@ -94,6 +101,7 @@ def _train_prompts(plan: Plan, w) -> dict:
             if k in teacher
         },
         **{f"datasets.{name}.n": entry["n"] for name, entry in datasets.items()},
+        **{k: v for name in datasets for k, v in dataset_entries(plan.config, name).items()},
         # (tuning: 0 holds out nothing, as an absent one)
         **{
             f"datasets.{name}.tuning": entry["tuning"]
@@ -144,8 +152,8 @@ def _draft_quality(plan: Plan, w) -> dict:
 
 
 RULE_ENTRIES: dict[str, Callable[[Plan, object], dict]] = {
-    "fetch_data": _data,
-    "tidy": _data,
+    "fetch_data": _fetch,
+    "tidy": _tidy,
     "prompts": _prompts,
     "model": _model,
     "generate": _generate,

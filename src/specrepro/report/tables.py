@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from specrepro.metrics.scorers import BUILTIN_SCORERS, get_scorer
 from specrepro.report.aggregate import RULE_NOTE, SPEEDUP_ESTIMATORS, rule_note
 
 Row = pd.Series
@@ -131,13 +132,6 @@ QUALITY_COLUMNS = {
 LOGLIK_COLUMN = Column(
     "target log-lik/token", "target log-lik/token", "r", lambda r: _number(r["target_loglik"])
 )
-# Datasets whose quality metric is known; others show whichever metrics they carry. F1 always
-# stands beside EM, and Spider's EA beside the count of questions it leaves out.
-DATASET_QUALITY = {
-    "squad": ["em", "f1"],
-    "spider": ["exec_acc", "n_exec_excluded"],
-    "mtbench": [],
-}
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -162,24 +156,34 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _quality_metrics(dataset: str, rows: pd.DataFrame) -> list[str]:
-    key = re.sub(r"[^a-z]", "", dataset.lower())
-    for name, metrics in DATASET_QUALITY.items():
-        if key.startswith(name):
-            return metrics
-    shown = [m for m in QUALITY_COLUMNS if m in rows and rows[m].notna().any()]
-    # EM never appears without F1.
-    return [*shown, "f1"] if "em" in shown and "f1" not in shown else shown
+def _quality_metrics(dataset: str, rows: pd.DataFrame, scorer: str | None = None) -> list[str]:
+    """The quality columns the dataset's scorer declares (a built-in dataset's own when none is
+    given); without either (a tidy table from before scorers were named), the scores the rows
+    carry."""
+    name = scorer or BUILTIN_SCORERS.get(dataset)
+    if name is not None:
+        return list(get_scorer(name).table_columns)
+    return [m for m in QUALITY_COLUMNS if m in rows and rows[m].notna().any()]
+
+
+def scorers_of(tidy: pd.DataFrame) -> dict[str, str]:
+    """{dataset: scorer name} as the tidy table's `scorer` column names them."""
+    if "scorer" not in tidy:
+        return {}
+    named = tidy.dropna(subset=["scorer"])
+    return dict(zip(named["dataset"].astype(str), named["scorer"].astype(str), strict=True))
 
 
 def lossless_column(baseline: str) -> Column:
     return Column("lossless (%)", "lossless (\\%)", "r", lambda r: _lossless(r, baseline))
 
 
-def table_columns(dataset: str, rows: pd.DataFrame, baseline: str = "vanilla") -> list[Column]:
-    """The columns shown for one dataset: speed, memory, energy, its quality metrics, the
-    target's log-likelihood, lossless."""
-    quality = [QUALITY_COLUMNS[m] for m in _quality_metrics(dataset, rows)]
+def table_columns(
+    dataset: str, rows: pd.DataFrame, baseline: str = "vanilla", scorer: str | None = None
+) -> list[Column]:
+    """The columns shown for one dataset: speed, memory, energy, its scorer's quality columns,
+    the target's log-likelihood, lossless."""
+    quality = [QUALITY_COLUMNS[m] for m in _quality_metrics(dataset, rows, scorer)]
     return [*BASE_COLUMNS, *quality, LOGLIK_COLUMN, lossless_column(baseline)]
 
 
@@ -306,15 +310,18 @@ def write_dataset_tables(
     out_dir: Path,
     notes: dict[str, str] | None = None,
     baseline: str = "vanilla",
+    scorers: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write table_<dataset>.md/.tex per dataset and runs.csv; return the paths written."""
+    """Write table_<dataset>.md/.tex per dataset and runs.csv; return the paths written.
+    `scorers` ({dataset: scorer name}, scorers_of the tidy table) picks each dataset's quality
+    columns; a built-in dataset it leaves out has its own."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = notes or {}
+    notes, scorers = notes or {}, scorers or {}
     written = []
     for dataset, rows in summary.groupby("dataset", sort=True):
         rows = _sorted_rows(rows, baseline)
-        columns = table_columns(str(dataset), rows, baseline)
+        columns = table_columns(str(dataset), rows, baseline, scorers.get(str(dataset)))
         extra = [notes[dataset]] if dataset in notes else []
         below = extra + table_footnotes(rows, baseline)
         stem = out_dir / f"table_{_file_stem(str(dataset))}"

@@ -1,20 +1,26 @@
 """Raw result files -> one tidy table (one row per run, question and turn), scored.
 
-Scoring (EM/F1, SQL execution) happens here, outside every timed and energy window.
+Scoring (EM/F1, SQL execution: each dataset's named scorer, metrics/scorers.py) happens here,
+outside every timed and energy window.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from specrepro.answers import answer_text
-from specrepro.data import spider_coverage, spider_db_path
-from specrepro.metrics.spider import execution_match
-from specrepro.metrics.squad import exact_match, f1
+from specrepro.data import spider_coverage
+from specrepro.metrics.scorers import (
+    BUILTIN_SCORERS,
+    NO_SCORER,
+    ScoreContext,
+    get_scorer,
+    score_answer,
+)
 from specrepro.records import ResultsError, member_key, read_records
 
 
@@ -112,27 +118,10 @@ def hardware_label(meta: dict) -> str:
     return f"{cpu}, {cores} cores (CPU)" if cores else f"{cpu} (CPU)"
 
 
-def _score(row: dict, data_dir: Path, sql_cache: dict) -> dict:
-    ref = row["_reference"]
-    out = {"em": None, "f1": None, "exec_match": None, "exec_error": None, "exec_excluded": None}
-    if row["dataset"] == "squad" and ref.get("answers"):
-        answer = answer_text(row["_text"], "line")
-        out["em"] = exact_match(answer, ref["answers"])
-        out["f1"] = f1(answer, ref["answers"])
-    elif row["dataset"] == "spider" and ref.get("db_id"):
-        sql = answer_text(row["_text"], "sql")
-        key = (ref["db_id"], ref["gold_sql"], sql)
-        if key not in sql_cache:
-            sql_cache[key] = execution_match(
-                spider_db_path(data_dir, ref["db_id"]), ref["gold_sql"], sql
-            )
-        result = sql_cache[key]
-        # A gold query that fails on its own database scores nothing either way: left out of
-        # execution accuracy and counted (exec_excluded; docs/measurement.md#quality-scores).
-        out["exec_match"] = None if result.excluded else int(result.match)
-        out["exec_excluded"] = int(result.excluded)
-        out["exec_error"] = result.pred_error or result.gold_error
-    return out
+def _score(row: dict, scorers: Mapping[str, str], ctx: ScoreContext) -> dict:
+    """The row's scorer by name, then every quality column (None where it fills none)."""
+    name = scorers.get(str(row["dataset"]), NO_SCORER)
+    return {"scorer": name, **score_answer(get_scorer(name), row["_text"], row["_reference"], ctx)}
 
 
 def _lossless(frame: pd.DataFrame) -> pd.Series:
@@ -155,20 +144,34 @@ def _lossless(frame: pd.DataFrame) -> pd.Series:
     return result
 
 
-def tidy_table(paths: list[Path], data_dir: Path) -> pd.DataFrame:
+def tidy_table(
+    paths: list[Path], data_dir: Path, scorers: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """One row per run, question and turn, each scored by its dataset's scorer: `scorers`
+    ({dataset: scorer name}, metrics.scorers.dataset_scorers of the config) or a built-in
+    dataset's own; any other dataset is not scored."""
     rows = [row for path in paths for row in _rows(path)]
     if not rows:
         raise ResultsError("no question records in the given result files")
-    sql_cache: dict = {}
+    scorers = {**BUILTIN_SCORERS, **(scorers or {})}
+    ctx = ScoreContext(data_dir)
     for row in tqdm(rows, desc="scoring", disable=len(rows) < 50):
-        row.update(_score(row, data_dir, sql_cache))
+        row.update(_score(row, scorers, ctx))
     frame = pd.DataFrame(rows)
     frame["lossless_match"] = _lossless(frame)
     return frame.drop(columns=["_text", "_token_ids", "_reference"])
 
 
-def coverage_notes(datasets: list[str], data_dir: Path) -> dict[str, str]:
+def coverage_notes(
+    datasets: list[str], data_dir: Path, scorers: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A footnote per dataset table where one is due: Spider's databases, and how a dataset
+    of one's own (not built-in) is scored."""
     notes = {}
+    for dataset in datasets:
+        name = (scorers or {}).get(dataset)
+        if dataset not in BUILTIN_SCORERS and name is not None:
+            notes[dataset] = f"Scored by {name}: {get_scorer(name).description}."
     if "spider" in datasets:
         cov = spider_coverage(data_dir)
         skipped = ", ".join(f"{db} ({n})" for db, n in sorted(cov["skipped"].items())) or "none"
