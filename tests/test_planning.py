@@ -250,3 +250,11 @@ def test_a_group_over_the_gpu_budget_is_split_into_jobs_that_each_fit() -> None:
     # Unsplit, the draft-design groups would hold ~90 GB of float16 weights.
     unsplit = make_plan({**config, "runs": {**config["runs"], "gpu_memory_gb": None}})
     assert all(key[4] == 0 for key in unsplit.timing_groups)
+
+
+def test_beam_sampling_away_from_squad_and_spider_asks_for_no_dsbd_tables() -> None:
+    # The DSBD tables are per DSBD task; a run of MT-bench alone has none to make.
+    config = load_config(DEFAULT_CONFIG, {"runs.datasets": ["mtbench"]})
+    plan = make_plan(config)
+    assert "beam" in plan.runs_spec["methods"] and not plan.dsbd_runs()
+    assert not any("dsbd_" in path for job in plan.jobs() for path in job.outputs)

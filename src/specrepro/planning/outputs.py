@@ -17,9 +17,10 @@ class ReportOutputs:
         return "ddd" in algorithms and "mtbench" in self.runs_spec["datasets"]
 
     def dsbd_runs(self) -> bool:
-        """The DSBD paper's tables are made when beam sampling runs."""
+        """The DSBD paper's tables are made when beam sampling runs on one of its tasks (SQuAD,
+        Spider); on other datasets it is in the general tables only."""
         algorithms = {algorithm_of(self.config, m) for m in self.runs_spec["methods"]}
-        return "beam" in algorithms
+        return "beam" in algorithms and bool(self.dsbd_datasets)
 
     def chain_runs(self) -> bool:
         """The acceptance-by-depth tables are made when a method that accepts a prefix of one
