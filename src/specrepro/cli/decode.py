@@ -191,6 +191,7 @@ def cmd_tune_trees(args: argparse.Namespace) -> int:
         dataset["n"],
         config["runs"].get("subsample_seed", 0),
         dataset["tuning"],
+        entry=dataset,
     )
     device = args.device or config["runs"].get("device", "cpu")
     loaded = load_pair(config, args.pair, args.dtype, device, ("head",))
