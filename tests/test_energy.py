@@ -615,8 +615,9 @@ def test_run_device_maps_to_its_nvml_device(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_timing_group_records_three_idles_and_the_gpu_and_nets_the_active_idle(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from specrepro import cli, timing_group
+    from specrepro import cli
     from specrepro.records import read_records
+    from specrepro.run import timing_group
 
     # The fake board draws 150 W while generating and these watts in each idle.
     idle_w = {IDLE_BEFORE: 50.0, IDLE_ACTIVE: 80.0, IDLE_AFTER: 60.0}

@@ -190,11 +190,11 @@ def test_a_timing_group_interleaves_its_runs_in_a_balanced_order_and_repeats(
         index = int(record["question_id"][1:])
         timing = record["timing"]
         assert timing["repeats"] == 2 and timing["same_tokens"]
-        # Repeat r of question i ran in order row (2i + r) of the design; the member limited to
-        # the first 2 prompts drops out of the order after them.
+        # Repeat r of question i ran in order row i + r * (period // 2) of the design; the member
+        # limited to the first 2 prompts drops out of the order after them.
         expected = []
         for repeat in range(2):
-            order = [names[k] for k in rows[(2 * index + repeat) % len(rows)]]
+            order = [names[k] for k in rows[(index + repeat * len(rows) // 2) % len(rows)]]
             order = [m for m in order if m != "sps-first" or index < 2]
             expected.append(order.index(record["method"]))
         assert timing["positions"] == expected
