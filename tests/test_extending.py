@@ -5,7 +5,6 @@ entry each, with no other edit; then `make report`'s command builds the HTML rep
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ import yaml
 
 from tests.conftest import copy_workflow
 from tests.test_method_registry import GREEDY_METHOD, write_method_package
-from tests.test_workflow import path_without_venv
+from tests.test_workflow import snakemake
 
 QUESTIONS = [
     ("capital-fr", "What is the capital of France?", ["Paris"]),
@@ -64,16 +63,8 @@ def extension_config(model_dir: Path, algorithm: str) -> dict:
 
 
 def snakemake_with(workdir: Path, *args: str) -> str:
-    """Snakemake as a user runs it, the venv not on PATH, the new package on PYTHONPATH."""
-    import subprocess
-
-    from tests.test_workflow import SNAKEMAKE
-
-    env = {**os.environ, "PATH": path_without_venv(), "PYTHONPATH": str(workdir / "ext")}
-    env.pop("SPECREPRO_CONFIG", None)
-    result = subprocess.run(
-        [SNAKEMAKE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
-    )
+    """Snakemake as a user runs it, with the new package on PYTHONPATH."""
+    result = snakemake(*args, cwd=workdir, env={"PYTHONPATH": str(workdir / "ext")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result.stdout + result.stderr
 

@@ -30,8 +30,11 @@ def path_without_venv() -> str:
     )
 
 
-def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": path_without_venv()}
+def snakemake(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Snakemake as a user runs it, the venv not on PATH; `env` adds variables."""
+    env = {**os.environ, "PATH": path_without_venv(), **(env or {})}
     env.pop("SPECREPRO_CONFIG", None)
     return subprocess.run(
         [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from specrepro.engine.kvcache import sliding_window_layers
 from specrepro.models.loader import ModelError, ModelSpec, converted_dir, load_tokenizer
@@ -34,15 +34,26 @@ def check_pair(pair_name: str, specs: dict[str, ModelSpec], cache_root: Path) ->
             )
         configs[role] = config.get_text_config()
     if folders.get("target") and folders.get("draft"):
-        target_vocab = load_tokenizer(specs["target"], cache_root).get_vocab()
-        if load_tokenizer(specs["draft"], cache_root).get_vocab() != target_vocab:
-            raise ModelError(
-                f"pair {pair_name!r}: draft {specs['draft'].name!r} and target "
-                f"{specs['target'].name!r} use different tokenizers (one vocabulary is needed)"
-            )
+        target_tokenizer = load_tokenizer(specs["target"], cache_root)
+        check_vocabulary(pair_name, specs["draft"], target_tokenizer, specs["target"], cache_root)
     if folders.get("head") is not None:
         _check_head(pair_name, specs["head"], Path(folders["head"]), configs.get("target"))
     return pending
+
+
+def check_vocabulary(
+    pair_name: str,
+    draft: ModelSpec,
+    target_tokenizer: PreTrainedTokenizerBase,
+    target: ModelSpec,
+    cache_root: Path,
+) -> None:
+    """ModelError unless the draft's tokenizer has the target's vocabulary (token to id)."""
+    if load_tokenizer(draft, cache_root).get_vocab() != target_tokenizer.get_vocab():
+        raise ModelError(
+            f"pair {pair_name!r}: draft {draft.name!r} and target {target.name!r} use "
+            "different tokenizers (one vocabulary is needed)"
+        )
 
 
 def _folder(spec: ModelSpec, cache_root: Path, pending: list[str]) -> str | None:

@@ -21,6 +21,7 @@ from specrepro.models.loader import (
     load_tokenizer,
     resolve,
 )
+from specrepro.models.pair_rules import check_vocabulary
 from specrepro.models.vocab_subset import apply_saved_subset, subset_size
 from specrepro.prompting import default_conversation
 from specrepro.run.decoder import LoadedPair
@@ -46,11 +47,7 @@ def load_pair(
     tokenizer = load_tokenizer(target_spec, cache_root)
     # Tokenizers first: a mismatched pair fails before gigabytes of weights load.
     if draft_spec is not None:
-        if load_tokenizer(draft_spec, cache_root).get_vocab() != tokenizer.get_vocab():
-            raise ModelError(
-                f"pair {pair_name!r}: draft {pair['draft']!r} and target {pair['target']!r} "
-                "use different tokenizers"
-            )
+        check_vocabulary(pair_name, draft_spec, tokenizer, target_spec, cache_root)
 
     def load(spec: ModelSpec, build) -> tuple[torch.nn.Module, str]:
         if spec.name not in models:
