@@ -46,7 +46,7 @@ from specrepro.engine.host_reads import checked_levels
 from specrepro.engine.runner import ForwardOutput, ModelRunner
 from specrepro.engine.timing import synchronize
 from specrepro.models.eagle_head import build_head, head_config_for
-from specrepro.planning.methods import method_spec, needed_roles
+from specrepro.planning.methods import method_spec
 from specrepro.run.decoder import Decoder
 
 METHODS = ("vanilla", "sps", "beam", "eagle", "eagle2", "ddd", "ddd_async", "dsbd")
@@ -113,7 +113,7 @@ def _ranged_forwards(runner: ModelRunner) -> Iterator[None]:
 @contextlib.contextmanager
 def marked_levels(decoder: Decoder) -> Iterator[None]:
     """Each draft level of the decoder's method inside a profiler range named LEVEL."""
-    if "head" in needed_roles(decoder.method.algorithm):
+    if "head" in decoder.roles:
         with checked_levels(lambda: record_function(LEVEL)):
             yield
     elif decoder.module.NEEDS_DRAFT and decoder.draft is not None:

@@ -56,6 +56,8 @@ class Decoder:
         self.loaded = loaded
         self.method = method
         self.module = get_method(method.algorithm)
+        # Read once: the registry parses the method's source, which no generation should redo.
+        self.roles = needed_roles(method.algorithm)
         self.temperature = temperature
         runners = {} if runners is None else runners
         self.shared_runners = runners
@@ -74,7 +76,7 @@ class Decoder:
         self.head = runner(loaded.head, "head")
         if self.module.NEEDS_DRAFT and self.draft is None:
             raise ModelError(f"method {method.name!r} needs a draft model; none loaded")
-        if "head" in needed_roles(self.method.algorithm) and self.head is None:
+        if "head" in self.roles and self.head is None:
             raise ModelError(f"method {method.name!r} needs an EAGLE head; none loaded")
         if self.draft is not None and self.draft.vocab_size != self.target.vocab_size:
             # The residual max(p - q, 0) needs both distributions over the same vocabulary.
@@ -91,11 +93,10 @@ class Decoder:
             runner.release()
 
     def used_runners(self) -> list[ModelRunner]:
-        roles = needed_roles(self.method.algorithm)
         return [self.target] + [
             runner
             for role, runner in (("draft", self.draft), ("head", self.head))
-            if role in roles and runner is not None
+            if role in self.roles and runner is not None
         ]
 
     def stop_rule(
@@ -133,7 +134,7 @@ class Decoder:
             generator=make_generator(seed, self.target.device),
             timer=timer,
             draft=self.draft if self.module.NEEDS_DRAFT else None,
-            head=self.head if "head" in needed_roles(self.method.algorithm) else None,
+            head=self.head if "head" in self.roles else None,
         )
         timer.start()
         if budget > 0:
