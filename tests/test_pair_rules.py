@@ -86,8 +86,10 @@ def test_a_model_that_does_not_attend_fully_is_refused(
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"num_hidden_layers": 3}, "num_hidden_layers 3; an EAGLE-1/2 head has one"),
-        ({"hidden_size": 48}, "hidden_size 48 does not match the target's 32"),
+        ({"num_hidden_layers": 3}, "num_hidden_layers 3; an EAGLE head has one"),
+        ({"hidden_size": 48}, "hidden_size 48 does not match the target's hidden_size 32"),
+        # An EAGLE-3 head fuses target layers 2, L // 2 and L - 3: the tiny target is too shallow.
+        ({"draft_vocab_size": 8}, "EAGLE-3 head: a 2-layer target has no three distinct layers"),
     ],
 )
 def test_a_head_of_another_format_or_shape_is_refused(

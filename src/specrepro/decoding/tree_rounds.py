@@ -52,9 +52,13 @@ def generate_with_trees(
         "levels": [], "drafted": [], "tree_size": [], "accepted": [], "checks": []
     }  # fmt: skip
     generated: list[int] = []
+    # The target features the head reads: the final-norm state, or an EAGLE-3 head's layers.
+    layers = getattr(head.model, "feature_layers", None)
     # The target reads the prompt and chooses the first token, as vanilla's first step does.
     with ctx.timer.section("verify"):
-        out = ctx.target.forward(prompt_ids, logits_from=len(prompt_ids) - 1, want_hidden=True)
+        out = ctx.target.forward(
+            prompt_ids, logits_from=len(prompt_ids) - 1, want_hidden=True, hidden_layers=layers
+        )
         first = _choose(ctx, out.logits[-1])
         ctx.target.ensure_finite()
     result.target_forwards += 1
@@ -79,6 +83,7 @@ def generate_with_trees(
                 positions=tree.device_positions(committed, ctx.target.device),
                 tree_mask=tree.device_mask(ctx.target.device),
                 want_hidden=True,
+                hidden_layers=layers,
             )
             if ctx.temperature == 0:
                 path, bonus = accept_greedy(tree, verified.logits)

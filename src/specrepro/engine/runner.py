@@ -70,7 +70,9 @@ class ModelRunner:
         self.model = model
         self.name = name
         self.device = next(model.parameters()).device
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        output = model.get_output_embeddings()
+        # A head over a draft vocabulary says how wide its (target-vocabulary) logits are.
+        self.vocab_size = int(getattr(output, "vocab_size", None) or output.weight.shape[0])
         self.num_layers = int(model.config.get_text_config().num_hidden_layers)
         self.forwards = 0
         self.cache = PreallocatedCache(self.num_layers, DEFAULT_CAPACITY)
@@ -112,6 +114,7 @@ class ModelRunner:
         logits_from: int = 0,
         want_hidden: bool = False,
         features: torch.Tensor | None = None,
+        hidden_layers: tuple[int, ...] | None = None,
     ) -> ForwardOutput:
         """Append `tokens` to the cache and return logits for tokens[logits_from:].
 
@@ -126,6 +129,8 @@ class ModelRunner:
         logits_from == N returns no logits (an empty [0, V] tensor); hidden states, when
           wanted, cover all N new tokens.
         features: [N, H] input features, for a model that reads them (an EAGLE head).
+        hidden_layers: with want_hidden, the inputs of these decoder layers concatenated
+          ([N, len * H], what an EAGLE-3 head reads) instead of the final-norm hidden state.
         """
         ids = self._on_device(tokens, torch.long)
         rows = ids.dim() == 2
@@ -180,7 +185,16 @@ class ModelRunner:
             self._finite &= torch.isfinite(logits.amax(dim=-1)).all()
             if self.device.type == "cuda":
                 self._finite_landed = FiniteCopy.start(self._finite, self._finite_landed)
-        hidden = out.hidden_states[-1] if want_hidden else None
+        hidden = None
+        if want_hidden:
+            # hidden_states[i] is decoder layer i's input (0: the embeddings); the last entry is
+            # the final-norm output.
+            states = out.hidden_states
+            hidden = (
+                states[-1]
+                if hidden_layers is None
+                else torch.cat([states[i] for i in hidden_layers], dim=-1)
+            )
         if not rows:
             logits, hidden = logits[0], None if hidden is None else hidden[0]
         return ForwardOutput(logits=logits, hidden=hidden)

@@ -68,8 +68,24 @@ class Float32Rotary(LlamaRotaryEmbedding):
         return self
 
 
+def causal_mask(
+    n: int, cache: Cache | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """[1, 1, n, past + n] additive causal mask of n new tokens after the cache's past ones
+    (sdpa's own causal flag aligns to the top-left, wrong once a cache precedes)."""
+    past = 0 if cache is None else cache.get_seq_length()
+    allowed = torch.ones(n, past + n, dtype=torch.bool, device=device).tril(past)
+    mask = torch.zeros(n, past + n, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.view(1, 1, n, past + n)
+
+
 class EagleHead(nn.Module):
     """fc + one decoder layer (input norm skipped) over the target's embedding and lm_head."""
+
+    # The target feature it reads: its final-norm hidden state (EAGLE-3 heads read several
+    # layers', models/eagle3_head.py).
+    feature_layers: tuple[int, ...] | None = None
 
     def __init__(
         self, config: LlamaConfig, embed_tokens: nn.Embedding, lm_head: nn.Module, fc_bias: bool
@@ -108,12 +124,7 @@ class EagleHead(nn.Module):
         x = self.fc(torch.cat([embeds, features.to(self.dtype).view_as(embeds)], dim=-1))
         n = x.shape[1]
         if attention_mask is None:
-            # sdpa's own causal flag aligns to the top-left, wrong once a cache precedes.
-            past = 0 if cache is None else cache.get_seq_length()
-            allowed = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
-            attention_mask = torch.zeros(n, past + n, dtype=self.dtype, device=x.device)
-            attention_mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-            attention_mask = attention_mask.view(1, 1, n, past + n)
+            attention_mask = causal_mask(n, cache, self.dtype, x.device)
         x = self.layers[0](
             x,
             attention_mask=attention_mask,
@@ -122,8 +133,11 @@ class EagleHead(nn.Module):
             use_cache=cache is not None,
             position_embeddings=self.rotary(x, position_ids),
         )
-        logits = self.lm_head(x[:, n - logits_to_keep :])
-        return HeadOutput(logits=logits, hidden_states=(x,))
+        return HeadOutput(logits=self.logits(x[:, n - logits_to_keep :]), hidden_states=(x,))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Next-token logits of predicted features: the target's lm_head reads them as they are."""
+        return self.lm_head(features)
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """The head's own weights under the published names (no shared target modules)."""
@@ -178,6 +192,12 @@ def head_config_for(target: PreTrainedModel) -> LlamaConfig:
     )
 
 
+def is_eagle3_config(raw: dict) -> bool:
+    """Whether a head's config.json describes an EAGLE-3 head: its draft vocabulary, or the
+    architecture name the published EAGLE-3 heads carry."""
+    return "draft_vocab_size" in raw or "LlamaForCausalLMEagle3" in (raw.get("architectures") or [])
+
+
 def read_config(folder: Path) -> tuple[LlamaConfig, bool]:
     path = folder / "config.json"
     if not path.exists():
@@ -214,8 +234,15 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise ModelError(f"EAGLE head: none of {', '.join(WEIGHT_FILES)} in {folder}")
 
 
-def load_head(folder: Path, target: PreTrainedModel) -> EagleHead:
-    """Load a head saved in the published format, over the target's embedding and lm_head."""
+def load_head(folder: Path, target: PreTrainedModel) -> nn.Module:
+    """Load a head saved in a published format, over the target's embedding (and lm_head): an
+    EAGLE-1/2 head, or an EAGLE-3 head when its config says so (models/eagle3_head.py)."""
+    path = folder / "config.json"
+    if path.exists() and is_eagle3_config(json.loads(path.read_text())):
+        # Imported here: eagle3_head builds on this module.
+        from specrepro.models.eagle3_head import load_eagle3_head
+
+        return load_eagle3_head(folder, target)
     config, fc_bias = read_config(folder)
     state = read_weights(folder)
     expected = expected_keys(config, fc_bias)
@@ -232,7 +259,7 @@ def load_head(folder: Path, target: PreTrainedModel) -> EagleHead:
     return head
 
 
-def load_head_model(spec: ModelSpec, target: PreTrainedModel, cache_root: Path) -> EagleHead:
+def load_head_model(spec: ModelSpec, target: PreTrainedModel, cache_root: Path) -> nn.Module:
     """A registry entry's head: a local or DAG-built folder, or a hub id (config and weights
     fetched by huggingface_hub, which fails cleanly offline)."""
     if spec.source != "hub":

@@ -1,7 +1,7 @@
 """A pair's rules, checked from its models' config and tokenizer files before any weights load
 (docs/extending.md#your-own-pair-of-models): the draft has the target's vocabulary, every model
-attends fully (no sliding window or chunks), and a head is an EAGLE-1/2 head of the target's
-shapes. `specrepro check` runs these; loading a pair enforces the same rules again."""
+attends fully (no sliding window or chunks), and a head is an EAGLE-1/2 or EAGLE-3 head of the
+target's shapes. `specrepro check` runs these; loading a pair enforces the same rules again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from specrepro.engine.kvcache import sliding_window_layers
+from specrepro.models.eagle3_head import fused_layers
+from specrepro.models.eagle_head import is_eagle3_config
 from specrepro.models.loader import ModelError, ModelSpec, converted_dir, load_tokenizer
 
 
@@ -85,15 +87,27 @@ def _folder(spec: ModelSpec, cache_root: Path, pending: list[str]) -> str | None
 def _check_head(pair_name: str, spec: ModelSpec, folder: Path, target: object | None) -> None:
     where = f"pair {pair_name!r}: head {spec.name!r}"
     raw = json.loads((folder / "config.json").read_text())
+    eagle3 = is_eagle3_config(raw)
     if raw.get("num_hidden_layers", 1) != 1:
         raise ModelError(
-            f"{where}: num_hidden_layers {raw['num_hidden_layers']}; an EAGLE-1/2 head has one "
-            "decoder layer (EAGLE-3 heads are not supported: docs/eagle3.md)"
+            f"{where}: num_hidden_layers {raw['num_hidden_layers']}; an EAGLE head has one "
+            "decoder layer"
         )
     if target is None:
         return
-    for key in ("hidden_size", "vocab_size"):
-        if raw.get(key) != getattr(target, key):
+    wanted = {"vocab_size": "vocab_size"}
+    # An EAGLE-3 head may be narrower than its target; it names the target's width apart.
+    wanted["target_hidden_size" if eagle3 and "target_hidden_size" in raw else "hidden_size"] = (
+        "hidden_size"
+    )
+    for key, target_key in wanted.items():
+        if raw.get(key) != getattr(target, target_key):
             raise ModelError(
-                f"{where}: {key} {raw.get(key)} does not match the target's {getattr(target, key)}"
+                f"{where}: {key} {raw.get(key)} does not match the target's {target_key} "
+                f"{getattr(target, target_key)}"
             )
+    if eagle3:
+        try:
+            fused_layers(target.num_hidden_layers)
+        except ModelError as err:
+            raise ModelError(f"{where}: {err}") from None
