@@ -19,7 +19,8 @@ def make_overlay(
 ) -> dict:
     """The config overlay of a smoke-scale run over the twins (a second --configfile, merged
     recursively): CPU, no warm-up, one timing, `questions` questions of `tokens` new tokens,
-    tiny teacher corpora, study and latency settings; the paper's dtype and methods kept.
+    tiny teacher corpora, study and latency settings, the study's gamma sweep cut to the lookaheads
+    its methods are reported at; the paper's dtype and methods kept.
     `revisions`: registry name -> twin commit, for entries pinned to a real commit."""
     if questions < 1 or tokens < 1:
         raise ValueError("twins: --questions and --tokens must be at least 1")
@@ -50,15 +51,20 @@ def make_overlay(
         overlay["tree_tuning"] = {"max_new_tokens": tokens}
     study = config.get("studies", {}).get("draft_design")
     if study:
-        overlay["studies"] = {"draft_design": _study_overlay(study, questions)}
+        overlay["studies"] = {
+            "draft_design": _study_overlay(study, config.get("methods", {}), questions)
+        }
     if "energy" in config:
         # At least a sample: NVML's idle measurement refuses 0 s (a GPU run of the overlay).
         overlay["energy"] = {"idle_seconds": 0.1}
     return overlay
 
 
-def _study_overlay(study: dict, questions: int) -> dict:
+def _study_overlay(study: dict, methods: dict, questions: int) -> dict:
     cut: dict = {}
+    gammas = _gamma_cut(study, methods)
+    if gammas is not None:
+        cut["gammas"] = gammas
     if study.get("questions") or study.get("tune_questions"):
         if study.get("tune_questions") and questions < 2:
             raise ValueError(
@@ -75,6 +81,20 @@ def _study_overlay(study: dict, questions: int) -> dict:
     if study.get("training"):
         cut["training"] = {"steps": 2}
     return cut
+
+
+def _gamma_cut(study: dict, methods: dict) -> list[int] | None:
+    """The sweep's lookaheads a smoke run keeps: every study method's own gamma (the fixed one it
+    is reported at), and another where that leaves one, so tuning still chooses. Every draft runs
+    every gamma of the sweep in the timing groups, which makes the sweep most of a twin run's
+    decoding. None keeps the sweep: none to cut, or a method whose own gamma this config leaves
+    to the default config's entry."""
+    sweep = study.get("gammas")
+    own = {(methods.get(m) or {}).get("gamma") for m in study.get("methods", {})}
+    if not sweep or None in own:
+        return None
+    extra = [g for g in sweep if g not in own][: max(0, 2 - len(own))]
+    return [g for g in sweep if g in own or g in extra]
 
 
 def merged(config: dict, overlay: dict) -> dict:
