@@ -140,9 +140,13 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     entry, samples, summary, target, _, out = _student_job(args, "heads", args.head)
     subset = _subset_ids(entry, samples, target, f"heads.{args.head}")
     cfg = HeadTrainConfig.from_config(_training_entry(entry))
-    train_and_save(target, samples, cfg, out, summary)
-    if subset is not None:
-        save_subset(out, subset)
+    if cfg.format == "eagle3":
+        # An EAGLE-3 head's draft vocabulary is its own lm_head, stored with the head (d2t).
+        train_and_save(target, samples, cfg, out, summary, draft_vocab=subset)
+    else:
+        train_and_save(target, samples, cfg, out, summary)
+        if subset is not None:
+            save_subset(out, subset)
     print(out)
     return 0
 

@@ -253,6 +253,13 @@ def check_head_fits(config: LlamaConfig, target: PreTrainedModel, where: str) ->
             f"{where}: it reads features {target_hidden} wide, the target's hidden size is "
             f"{text.hidden_size}"
         )
+    if config.hidden_size != text.hidden_size:
+        # The official code then gives the head an embedding of its own; this one reads the
+        # target's.
+        raise ModelError(
+            f"{where}: hidden_size {config.hidden_size} differs from the target's "
+            f"{text.hidden_size}; heads narrower or wider than their target are not supported"
+        )
     return target_hidden
 
 

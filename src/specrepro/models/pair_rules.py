@@ -95,11 +95,9 @@ def _check_head(pair_name: str, spec: ModelSpec, folder: Path, target: object | 
         )
     if target is None:
         return
-    wanted = {"vocab_size": "vocab_size"}
-    # An EAGLE-3 head may be narrower than its target; it names the target's width apart.
-    wanted["target_hidden_size" if eagle3 and "target_hidden_size" in raw else "hidden_size"] = (
-        "hidden_size"
-    )
+    wanted = {"vocab_size": "vocab_size", "hidden_size": "hidden_size"}
+    if eagle3 and "target_hidden_size" in raw:
+        wanted["target_hidden_size"] = "hidden_size"
     for key, target_key in wanted.items():
         if raw.get(key) != getattr(target, target_key):
             raise ModelError(

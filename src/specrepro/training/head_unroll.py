@@ -18,9 +18,8 @@ draft is its one-step agreement (nothing of its own compounds).
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import DynamicCache
-
-from specrepro.models.eagle_head import EagleHead
 
 
 def unroll_mask(length: int, step: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -37,9 +36,10 @@ def unroll_mask(length: int, step: int, dtype: torch.dtype, device: torch.device
 
 
 def unrolled_features(
-    head: EagleHead, ids: torch.Tensor, features: torch.Tensor, steps: int, noise: float = 0.0
+    head: nn.Module, ids: torch.Tensor, features: torch.Tensor, steps: int, noise: float = 0.0
 ) -> list[torch.Tensor]:
-    """The head's predicted features [B, W - 1, H] at unrolled steps 0..steps-1.
+    """The head's predicted features [B, W - 1, H] at unrolled steps 0..steps-1 (an EAGLE-1/2
+    or EAGLE-3 head: the latter's step 0 reads the target's fused layers, wider than H).
 
     ids [B, W], features [B, W, H] (the target's): step 0 reads (ids[:, t + 1], features[:, t])
     plus uniform noise in [-noise / 2, noise / 2] on the features, step j the step j - 1

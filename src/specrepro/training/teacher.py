@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -154,6 +154,24 @@ def generate_batch(
             )
         )
     return samples
+
+
+@torch.inference_mode()
+def fused_layer_samples(
+    target: PreTrainedModel, samples: list[Sample], layers: tuple[int, ...]
+) -> list[Sample]:
+    """The samples with their features replaced by the inputs of the target's decoder `layers`,
+    concatenated (what an EAGLE-3 head reads), from one forward over each sample's tokens: the
+    target's states at a position depend only on the tokens up to it, so this equals what the
+    generation's own forwards computed (up to float rounding)."""
+    device = next(target.parameters()).device
+    out = []
+    for sample in tqdm(samples, desc="fused target layers"):
+        ids = torch.tensor([sample.ids], device=device)
+        states = target(ids, output_hidden_states=True, logits_to_keep=1).hidden_states
+        fused = torch.cat([states[i][0] for i in layers], dim=-1)
+        out.append(replace(sample, features=fused.to("cpu", FEATURE_DTYPE)))
+    return out
 
 
 def build_corpus(

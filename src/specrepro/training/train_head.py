@@ -7,6 +7,10 @@ teacher corpus stored for that token (renormalised over the k, as a draft learns
 target's distribution costs no second lm_head pass. Uniform noise on the input features teaches
 the head to continue from its own imperfect features, as it must when it drafts several levels.
 The target's embedding and lm_head stay frozen.
+
+An EAGLE-3 head (`format: eagle3`, models/eagle3_head.py) reads the target's fused layers in
+place of f_t and has no feature target: it learns from the token loss alone, through its own
+norm and lm_head over its draft vocabulary, unrolled on its own outputs as above.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,10 +26,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from specrepro.models.artifact import publish_model_dir
+from specrepro.models.eagle3_head import (
+    Eagle3Head,
+    build_eagle3_head,
+    eagle3_config_for,
+    save_eagle3_head,
+)
 from specrepro.models.eagle_head import EagleHead, build_head, head_config_for, save_head
 from specrepro.training.head_unroll import unrolled_features
 from specrepro.training.schedule import optimizer_step, split_holdout, warmup_cosine
-from specrepro.training.teacher import Sample
+from specrepro.training.teacher import Sample, fused_layer_samples
+
+AnyHead = EagleHead | Eagle3Head
 
 # Held-out agreement is reported k = 1..AHEAD tokens ahead at the end of training (the CPU
 # trees draft 5-7 levels deep).
@@ -49,6 +62,10 @@ class HeadTrainConfig:
     # Training cost on CPU grows with every position: prompt tokens kept before each training
     # response (None: all). The held-out figures always see the whole sample.
     context_tokens: int | None = None
+    # "eagle": an EAGLE-1/2 head (models/eagle_head.py); "eagle3": an EAGLE-3 head
+    # (models/eagle3_head.py), token loss only (feature_weight unused: its output is not a
+    # target feature), over the target's fused layers recomputed from the corpus's tokens.
+    format: str = "eagle"
 
     @classmethod
     def from_config(cls, entry: dict) -> HeadTrainConfig:
@@ -106,12 +123,14 @@ def trimmed(sample: Sample, context_tokens: int | None) -> Sample:
     )
 
 
-def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dict:
-    """Feature and token losses averaged over `steps` unrolled steps (training/head_unroll.py:
-    step j drafts from the head's own features of the j steps before), with top-1 / top-3
-    agreement at step 0 and the top-1 agreement at every step (`top1_ahead`, k = j + 1)."""
+def _losses(head: AnyHead, batch: _Batch, noise: float, steps: int = 1) -> dict:
+    """Feature (EAGLE-1/2 heads only) and token losses averaged over `steps` unrolled steps
+    (training/head_unroll.py: step j drafts from the head's own features of the j steps
+    before), with top-1 / top-3 agreement at step 0 and the top-1 agreement at every step
+    (`top1_ahead`, k = j + 1)."""
     predicted = unrolled_features(head, batch.ids, batch.features, steps, noise)
     wanted = batch.features[:, 1:]
+    regress = isinstance(head, EagleHead)
     feature_losses, token_losses, ahead, counts = [], [], [], []
     for step, features in enumerate(predicted):
         # Step j at t is the chain anchored at t - j: no chain before position j.
@@ -120,14 +139,13 @@ def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dic
         scored = batch.response.clone()
         scored[:, :step] = False
         rows = scored[batch.response]  # the corpus's top-k rows of those positions
-        feature_losses.append(F.smooth_l1_loss(features[reach], wanted[reach]))
+        if regress:
+            feature_losses.append(F.smooth_l1_loss(features[reach], wanted[reach]))
         # The lm_head is most of the cost: project only the positions with a token loss, and
         # only the head's prediction (the target's distribution is the corpus's stored top-k).
-        pred_logits = head.lm_head(features[scored].to(head.dtype)).float()
+        pred_logits = head.logits(features[scored].to(head.dtype)).float()
         top_ids = batch.top_ids[rows]
-        logq = torch.log_softmax(pred_logits, dim=-1).gather(-1, top_ids)
-        target_p = torch.softmax(batch.top_logp[rows], dim=-1)
-        token_losses.append(-(target_p * logq).sum(-1).mean())
+        token_losses.append(_token_loss(pred_logits, top_ids, batch.top_logp[rows]))
         target_top1 = top_ids[:, 0]  # the target's argmax, as speculation accepts it
         top3 = pred_logits.topk(3, dim=-1).indices
         if step == 0:
@@ -138,8 +156,9 @@ def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dic
             }
         ahead.append((top3[:, 0] == target_top1).float().mean())
         counts.append(float(target_top1.numel()))
+    zero = torch.zeros((), device=batch.ids.device)
     return {
-        "feature_loss": torch.stack(feature_losses).mean(),
+        "feature_loss": torch.stack(feature_losses).mean() if feature_losses else zero,
         "token_loss": torch.stack(token_losses).mean(),
         **first,
         "top1_ahead": ahead,
@@ -147,8 +166,25 @@ def _losses(head: EagleHead, batch: _Batch, noise: float, steps: int = 1) -> dic
     }
 
 
+def _token_loss(
+    logits: torch.Tensor, top_ids: torch.Tensor, top_logp: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the head's distribution against the target's top-k, renormalised over
+    the k ids the head can propose (a head over a draft vocabulary gives -inf elsewhere, as the
+    official EAGLE-3 trainer restricts the target's distribution to the draft vocabulary);
+    positions whose top-k lies wholly outside it carry no loss."""
+    logq = torch.log_softmax(logits, dim=-1).gather(-1, top_ids)
+    proposable = torch.isfinite(logq)
+    target_p = torch.softmax(top_logp.masked_fill(~proposable, float("-inf")), dim=-1)
+    kept = proposable.any(-1)
+    if not bool(kept.any()):
+        return logits.sum() * 0.0
+    per_row = -(target_p[kept] * logq[kept].masked_fill(~proposable[kept], 0.0)).sum(-1)
+    return per_row.mean()
+
+
 def train_head(
-    head: EagleHead, samples: list[Sample], cfg: HeadTrainConfig, desc: str = "head"
+    head: AnyHead, samples: list[Sample], cfg: HeadTrainConfig, desc: str = "head"
 ) -> list[dict]:
     """Train in place; returns the log (losses per step, held-out agreement at checkpoints)."""
     rng = random.Random(cfg.seed)
@@ -156,9 +192,14 @@ def train_head(
     holdout, train = split_holdout(samples, cfg.holdout_fraction, rng)
     train = [trimmed(s, cfg.context_tokens) for s in train]
     device = head.fc.weight.device
-    for module in (head.embed_tokens, head.lm_head):
-        module.requires_grad_(False)
-    params = [p for n, p in head.named_parameters() if n.startswith(("fc.", "layers."))]
+    # The target's own modules stay frozen: its embedding, and an EAGLE-1/2 head's lm_head.
+    shared = {"embed_tokens."} | ({"lm_head."} if isinstance(head, EagleHead) else set())
+    params = []
+    for name, param in head.named_parameters():
+        if name.startswith(tuple(shared)):
+            param.requires_grad_(False)
+        else:
+            params.append(param)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -193,7 +234,7 @@ def train_head(
 
 
 @torch.no_grad()
-def evaluate_head(head: EagleHead, samples: list[Sample], ahead: int = 1) -> dict:
+def evaluate_head(head: AnyHead, samples: list[Sample], ahead: int = 1) -> dict:
     """Held-out feature loss, token loss and top-1 / top-3 agreement with the target's next
     token (without input noise, as the head runs when drafting its first level); with
     ahead > 1 also `holdout_top1_ahead`: the top-1 agreement k = 1..ahead tokens ahead, the
@@ -224,18 +265,47 @@ def train_and_save(
     cfg: HeadTrainConfig,
     out_dir: Path,
     corpus_summary: dict,
+    draft_vocab: torch.Tensor | None = None,
 ) -> Path:
-    """A new head for `target`, trained on the corpus, saved in the published format with a
-    training log beside it."""
+    """A new head for `target`, trained on the corpus, saved in its published format with a
+    training log beside it. An EAGLE-3 head drafts over `draft_vocab` (target ids; None: the
+    whole vocabulary) and learns from the target's fused layers, recomputed here."""
     torch.manual_seed(cfg.seed)
-    head = build_head(head_config_for(target), target)
     t0 = time.perf_counter()
+    if cfg.format == "eagle3":
+        head = initial_eagle3_head(target, draft_vocab)
+        samples = fused_layer_samples(target, samples, head.feature_layers)
+        save = partial(save_eagle3_head, head)
+    elif cfg.format == "eagle":
+        head = build_head(head_config_for(target), target)
+        save = partial(save_head, head)
+    else:
+        raise ValueError(f"heads: format must be 'eagle' or 'eagle3', got {cfg.format!r}")
+    features_seconds = time.perf_counter() - t0
     log = train_head(head, samples, cfg, desc=out_dir.name)
     summary = {
         "config": asdict(cfg),
         "corpus": corpus_summary,
         "training_seconds": time.perf_counter() - t0,
+        # An EAGLE-3 head's features are recomputed from the corpus (included above).
+        "feature_seconds": features_seconds,
         "head_parameters": sum(v.numel() for v in head.head_state_dict().values()),
         "log": log,
     }
-    return publish_model_dir(out_dir, lambda folder: save_head(head, folder), summary)
+    return publish_model_dir(out_dir, save, summary)
+
+
+def initial_eagle3_head(target: torch.nn.Module, draft_vocab: torch.Tensor | None) -> Eagle3Head:
+    """An EAGLE-3 head for the target whose norm and lm_head start as the target's final norm
+    and its lm_head rows of the draft vocabulary: its first prediction reads its output as the
+    target reads its last hidden state."""
+    vocab = int(target.get_output_embeddings().weight.shape[0])
+    ids = torch.arange(vocab) if draft_vocab is None else draft_vocab
+    head = build_eagle3_head(eagle3_config_for(target, int(ids.numel())), target, ids)
+    with torch.no_grad():
+        rows = target.get_output_embeddings().weight[ids.to(head.fc.weight.device)]
+        head.lm_head.proj.weight.copy_(rows)
+        final_norm = getattr(getattr(target, "model", None), "norm", None)
+        if final_norm is not None:
+            head.norm.weight.copy_(final_norm.weight)
+    return head
