@@ -3,6 +3,7 @@
   python -m specrepro.bench forward --contexts 128 2048 --dtypes float32 bfloat16
   python -m specrepro.bench decode --pair smollm2 --dtypes float32 bfloat16 --n 5
   python -m specrepro.bench verify-cost --dtypes float32 bfloat16 int4 --models target random-1.2B
+  python -m specrepro.bench teacher --dtypes float32 bfloat16 int4 --n 32
 
 `forward`: time of one target forward (one new token, and a 5-token speculative round followed
 by keep()) at each context length, in our engine (cache preallocated, written in place) against
@@ -36,6 +37,12 @@ tokens of the target's teacher corpus (models/vocab_subset.py), with the T=0 mat
 `--context`-token prefix, relative to N = 1, per dtype (float32, bfloat16, int4: the 4-bit
 engine mode) and kernel path (PyTorch's default linears, or the engine's prepacked ones);
 `--models target random-1.2B` adds a random-weight 1.2B LLaMA.
+
+`teacher`: the teacher corpus generated per dtype (float32, bfloat16, int4) on the same training
+prompts with the teacher's CorpusConfig and seed: response tokens/s and its ratio to float32,
+and each dtype's model teacher-forced over the float32 tokens against float32's stored features
+at the response positions: relative L2 error per position (median, 95th percentile), mean
+cosine, the share of equal argmax next tokens and the mean top-k id-set overlap.
 
 `llama-cpp`: our vanilla greedy in each engine mode beside llama.cpp (llama-cpp-python, the
 `llamacpp` extra) on the target's own GGUF file, same prompts and threads: tokens/s and the
@@ -76,6 +83,7 @@ from specrepro.bench import (
     llama_cpp,
     repeats,
     subset,
+    teacher,
     trees,
     verify_cost,
 )
@@ -92,6 +100,7 @@ TABLE_BENCHES = {
     "llama-cpp": (llama_cpp.run_llama_cpp, llama_cpp.print_llama_cpp),
     "repeats": (repeats.run_repeats, repeats.print_repeats),
     "launches": (launches.run_launches, launches.print_launches),
+    "teacher": (teacher.run_teacher, teacher.print_teacher),
 }
 
 
@@ -115,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         llama_cpp,
         repeats,
         launches,
+        teacher,
     ):
         bench.add_parser(sub)
     args = parser.parse_args(argv)

@@ -63,12 +63,14 @@ def section_entry(config: dict, section: str, name: str) -> dict:
 
 
 def load_teacher(
-    config: dict, name: str, training: bool = False
+    config: dict, name: str, training: bool = False, dtype: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A registry model and its tokenizer, placed as `job_placement` says."""
+    """A registry model and its tokenizer, placed as `job_placement` says (in `dtype` when
+    given: a teacher's own `dtype`)."""
     from specrepro.config import model_spec
     from specrepro.models.loader import load_model
     from specrepro.placement import job_placement
 
-    dtype, device = job_placement(config, training)
+    job_dtype, device = job_placement(config, training)
+    dtype = dtype or job_dtype
     return load_model(model_spec(config, name), dtype, device, Path(config["models"]["cache_dir"]))

@@ -74,7 +74,7 @@ def cmd_teacher_corpus(args: argparse.Namespace) -> int:
     cfg = CorpusConfig.from_config(section_entry(config, "teachers", args.teacher))
     prompts = read_prompts_jsonl(Path(args.prompts))
     seed_everything(cfg.seed)
-    teacher, tokenizer = load_teacher(config, args.teacher)
+    teacher, tokenizer = load_teacher(config, args.teacher, dtype=cfg.dtype)
     conversation = default_conversation(tokenizer)
     samples = build_corpus(teacher, tokenizer, prompts, cfg, conversation, Path(args.out))
     print(f"{len(samples)} sequences -> {args.out}")

@@ -37,6 +37,9 @@ class CorpusConfig:
     # student, and the students learn from the response positions, not the prompt's start.
     max_prompt_tokens: int = 192
     seed: int = 0
+    # The precision the teacher generates in (None: the run's dtype). `bench teacher` measures
+    # each one's speed and how far its features and top-k stray from float32's.
+    dtype: str | None = None
 
     @classmethod
     def from_config(cls, entry: dict) -> CorpusConfig:
