@@ -35,14 +35,15 @@ def test_jobs_follow_the_run(dtype, device, generating, training) -> None:
 def test_each_model_job_loads_where_its_placement_says(monkeypatch) -> None:
     loads: list[tuple[str, str, str]] = []
 
-    def fake_load(config: dict, name: str, training: bool = False):
-        loads.append((name, *job_placement(config, training)))
+    def fake_load(config: dict, name: str, training: bool = False, dtype: str | None = None):
+        job_dtype, device = job_placement(config, training)
+        loads.append((name, dtype or job_dtype, device))
         raise RuntimeError("loaded")  # stop the command here: the placement is what is tested
 
     monkeypatch.setattr(training, "load_teacher", fake_load)
     config = {
         **runs("float16", "cuda"),
-        "teachers": {"big": {}},
+        "teachers": {"big": {}, "own": {"dtype": "bfloat16"}},
         "heads": {"h": {"teacher": "big"}},
         "models": {"registry": {"h": {"path": "x"}}},
     }
@@ -54,6 +55,7 @@ def test_each_model_job_loads_where_its_placement_says(monkeypatch) -> None:
         (training.cmd_teacher_corpus, {"teacher": "big"}),
         (training.cmd_train_head, {"head": "h"}),
         (training.cmd_draft_quality, {"draft": "big"}),
+        (training.cmd_teacher_corpus, {"teacher": "own"}),
     ]
     for command, extra in jobs:
         with pytest.raises(RuntimeError, match="loaded"):
@@ -62,6 +64,7 @@ def test_each_model_job_loads_where_its_placement_says(monkeypatch) -> None:
         ("big", "float16", "cuda"),  # the teacher corpus samples from the target
         ("big", "float32", "cuda"),  # a head trains against its target
         ("big", "float16", "cuda"),  # draft quality scores the draft
+        ("own", "bfloat16", "cuda"),  # a teacher with its own dtype generates in it
     ]
     assert common.load_teacher.__module__ == "specrepro.cli.common"
 
