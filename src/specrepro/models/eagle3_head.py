@@ -37,6 +37,7 @@ from transformers import Cache, LlamaConfig, PreTrainedModel
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm
 
 from specrepro.models.eagle_head import (
+    EAGLE3_ARCHITECTURE,
     Float32Rotary,
     HeadOutput,
     causal_mask,
@@ -45,7 +46,6 @@ from specrepro.models.eagle_head import (
 )
 from specrepro.models.loader import ModelError, legacy_rope_keys
 
-ARCHITECTURE = "LlamaForCausalLMEagle3"  # eagle_head.is_eagle3_config reads it too
 OPTIONAL_KEYS = {"embed_tokens.weight"}
 VOCAB_MAP_KEYS = {"d2t", "t2d"}
 
@@ -264,11 +264,14 @@ def check_head_fits(config: LlamaConfig, target: PreTrainedModel, where: str) ->
 
 
 def build_eagle3_head(
-    config: LlamaConfig, target: PreTrainedModel, token_ids: torch.Tensor | None = None
+    config: LlamaConfig,
+    target: PreTrainedModel,
+    token_ids: torch.Tensor | None = None,
+    where: str = "EAGLE-3 head",
 ) -> Eagle3Head:
     """An (untrained) EAGLE-3 head over the target's embedding, in the target's dtype; its draft
-    vocabulary is `token_ids` (ascending target ids), the whole vocabulary when None."""
-    where = "EAGLE-3 head"
+    vocabulary is `token_ids` (ascending target ids), the whole vocabulary when None. A head that
+    does not fit the target is refused, named by `where`."""
     target_hidden = check_head_fits(config, target, where)
     if token_ids is None:
         token_ids = torch.arange(config.vocab_size)
@@ -290,7 +293,7 @@ def eagle3_config_for(target: PreTrainedModel, draft_vocab_size: int) -> LlamaCo
     """The config of an EAGLE-3 head for this target: the target's shapes, one layer."""
     config = head_config_for(target)
     config.draft_vocab_size = draft_vocab_size
-    config.architectures = [ARCHITECTURE]
+    config.architectures = [EAGLE3_ARCHITECTURE]
     return config
 
 
@@ -307,8 +310,7 @@ def load_eagle3_head(folder: Path, target: PreTrainedModel) -> Eagle3Head:
             f"{where}: weights do not match the published format "
             f"(missing {missing or 'none'}, unknown {unknown or 'none'})"
         )
-    check_head_fits(config, target, where)
-    head = build_eagle3_head(config, target, draft_token_ids(state, config, where))
+    head = build_eagle3_head(config, target, draft_token_ids(state, config, where), where)
     own = {k: v for k, v in state.items() if k in expected - VOCAB_MAP_KEYS}
     own["lm_head.proj.weight"] = own.pop("lm_head.weight")
     if own["fc.weight"].shape != head.fc.weight.shape:
@@ -325,7 +327,9 @@ def save_eagle3_head(head: Eagle3Head, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = head.config.to_dict()
     config.update(legacy_rope_keys(config))
-    config.update(architectures=[ARCHITECTURE], draft_vocab_size=head.lm_head.proj.out_features)
+    config.update(
+        architectures=[EAGLE3_ARCHITECTURE], draft_vocab_size=head.lm_head.proj.out_features
+    )
     config.pop("_attn_implementation", None)
     config.pop("bias", None)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))

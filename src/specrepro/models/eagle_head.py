@@ -35,6 +35,8 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 from specrepro.models.loader import ModelError, ModelSpec, legacy_rope_keys, resolve
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The architecture name of the published EAGLE-3 heads (models/eagle3_head.py).
+EAGLE3_ARCHITECTURE = "LlamaForCausalLMEagle3"
 OPTIONAL_KEYS = {"embed_tokens.weight"}
 
 
@@ -195,7 +197,7 @@ def head_config_for(target: PreTrainedModel) -> LlamaConfig:
 def is_eagle3_config(raw: dict) -> bool:
     """Whether a head's config.json describes an EAGLE-3 head: its draft vocabulary, or the
     architecture name the published EAGLE-3 heads carry."""
-    return "draft_vocab_size" in raw or "LlamaForCausalLMEagle3" in (raw.get("architectures") or [])
+    return "draft_vocab_size" in raw or EAGLE3_ARCHITECTURE in (raw.get("architectures") or [])
 
 
 def read_config(folder: Path) -> tuple[LlamaConfig, bool]:
